@@ -1,0 +1,441 @@
+"""One typed, frozen config tree and the one strict loader that builds it.
+
+Ray, YAML and the CLI deal in dicts; everything inside the package receives a :class:`Config`.
+:func:`load_config` accepts nested dicts, flat ``section.key`` or ``section/key`` keys, YAML files and
+``--set section.key=value`` strings. Unknown keys are errors that name the closest valid key; ints are
+coerced to floats where a field is a float. A ``method`` expands to its preset
+(:mod:`entropic_tune.methods`) before explicit keys are applied, so explicit keys win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError, closest, unknown
+from .methods import LOSS_DEFAULTS, METHODS, method_preset
+
+LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic")
+CONTROLLERS = ("constant", "pi", "adaptive")
+TASKS = ("arithmetic", "jsonl")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}: '{value}' is not allowed{closest(value, allowed)}; allowed: {', '.join(allowed)}")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = None
+    """Local Hugging Face model directory (config + weights + tokenizer); None = built-in tiny model."""
+    arch: str = "qwen2"
+    """Architecture of the built-in tiny model: 'qwen2' or 'llama' (ignored when `path` is set)."""
+    hidden_size: int = 64
+    """Width of the built-in tiny model."""
+    num_layers: int = 2
+    """Decoder layers of the built-in tiny model."""
+    num_heads: int = 4
+    """Attention heads of the built-in tiny model."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    dtype: str = "auto"
+    """Parameter dtype: 'auto' (fp32 on CPU, fp32 weights with bf16 autocast on CUDA), 'float32', 'bfloat16'."""
+    trust_remote_code: bool = False
+    """Passed to transformers when loading `path`; off unless the user turns it on."""
+    warmstart_steps: int = 300
+    """Supervised steps on worked solutions before RL (0 = none; only for the built-in model)."""
+    warmstart_lr: float = 3e-3
+    """Learning rate of the warm-start."""
+    warmstart_corrupt_prob: float = 0.5
+    """Share of warm-start examples whose worked solution contains a wrong step (sets base accuracy)."""
+    cache_dir: str | None = None
+    """Warm-start cache; default `$ENTROPIC_TUNE_CACHE` or `~/.cache/entropic_tune`."""
+
+    def __post_init__(self) -> None:
+        _choice("model.arch", self.arch, ("qwen2", "llama"))
+        _choice("model.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")
+        _check(self.num_heads > 0 and self.hidden_size % self.num_heads == 0, "model.num_heads",
+               f"must be positive and divide model.hidden_size={self.hidden_size}")
+        _check(self.warmstart_steps >= 0, "model.warmstart_steps", f"must be >= 0, got {self.warmstart_steps}")
+        _check(self.warmstart_lr > 0, "model.warmstart_lr", f"must be > 0, got {self.warmstart_lr}")
+        _check(0.0 <= self.warmstart_corrupt_prob <= 1.0, "model.warmstart_corrupt_prob",
+               f"must be in [0, 1], got {self.warmstart_corrupt_prob}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "arithmetic"
+    """Task registry name: 'arithmetic' (embedded, generated) or 'jsonl' (a file of prompt/answer lines)."""
+    path: str | None = None
+    """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
+    eval_path: str | None = None
+    """Optional separate held-out JSONL file; otherwise the last `eval_size` lines of `path` are held out."""
+    verifier: str = "auto"
+    """Answer check for 'jsonl': 'auto', 'exact', 'numeric', 'boxed' or 'gsm8k'."""
+    min_digits: int = 1
+    """Fewest digits per operand (arithmetic)."""
+    max_digits: int = 3
+    """Most digits per operand (arithmetic)."""
+    eval_size: int = 64
+    """Held-out problems used by `evaluate()`."""
+    eval_seed: int = 1234
+    """Seed of the held-out set; fixed so every trial evaluates on the same problems."""
+
+    def __post_init__(self) -> None:
+        _choice("task.name", self.name, TASKS)
+        _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k"))
+        _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
+               f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
+        _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")
+        if self.name == "jsonl":
+            _check(bool(self.path), "task.path", "is required when task.name is 'jsonl'")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = 16
+    """B: prompts per rollout step."""
+    group_size: int = 8
+    """G: sampled responses per prompt (a GRPO group)."""
+    temperature: float = 1.0
+    """Sampling temperature T; entropy is measured at the same T."""
+    max_new_tokens: int = 40
+    """Longest response in tokens (EOS included)."""
+    eval_samples: int = 4
+    """k for eval mean@k and pass@k (sampled at `temperature`)."""
+    eval_every: int = 25
+    """Evaluate on the held-out set every this many steps (and at the last step); 0 = only at the end."""
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per rollout step, B * G."""
+        return self.prompts_per_step * self.group_size
+
+    def __post_init__(self) -> None:
+        _check(self.prompts_per_step > 0, "rollout.prompts_per_step", f"must be > 0, got {self.prompts_per_step}")
+        _check(self.group_size >= 2, "rollout.group_size", f"must be >= 2 (GRPO needs a group), got {self.group_size}")
+        _check(self.temperature > 0, "rollout.temperature", f"must be > 0, got {self.temperature}")
+        _check(self.max_new_tokens > 0, "rollout.max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
+        _check(self.eval_samples > 0, "rollout.eval_samples", f"must be > 0, got {self.eval_samples}")
+        _check(self.eval_every >= 0, "rollout.eval_every", f"must be >= 0, got {self.eval_every}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    """AdamW learning rate of the RL phase."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 = no clipping); `actor/grad_norm` is the norm before clipping."""
+    mini_batches_per_rollout: int = 1
+    """Optimizer steps per epoch over one rollout batch; > 1 makes training off-policy."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch; > 1 makes training off-policy."""
+
+    @property
+    def on_policy(self) -> bool:
+        """True when there is exactly one optimizer step per rollout (then rho == 1)."""
+        return self.mini_batches_per_rollout == 1 and self.ppo_epochs == 1
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        _check(self.mini_batches_per_rollout > 0, "optim.mini_batches_per_rollout",
+               f"must be > 0, got {self.mini_batches_per_rollout}")
+        _check(self.ppo_epochs > 0, "optim.ppo_epochs", f"must be > 0, got {self.ppo_epochs}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "grpo"
+    """Loss registry name; set by the method preset."""
+    clip_eps_low: float = LOSS_DEFAULTS["clip_eps_low"]
+    """Lower PPO clip: ratio floor 1 - clip_eps_low."""
+    clip_eps_high: float = LOSS_DEFAULTS["clip_eps_high"]
+    """Upper PPO clip: ratio ceiling 1 + clip_eps_high (clip_higher: 0.28)."""
+    dual_clip_c: float = LOSS_DEFAULTS["dual_clip_c"]
+    """Dual-clip bound c for negative advantages (loss <= -c A)."""
+    beta: float = LOSS_DEFAULTS["beta"]
+    """Entropy-bonus weight (entropy_bonus)."""
+    tau: float = LOSS_DEFAULTS["tau"]
+    """EntroPIC high-probability threshold: tokens with p > tau are reweighted (0 = all tokens)."""
+    clip_cov_ratio: float = LOSS_DEFAULTS["clip_cov_ratio"]
+    """Clip-Cov: share of tokens whose gradient is detached."""
+    clip_cov_lb: float = LOSS_DEFAULTS["clip_cov_lb"]
+    """Clip-Cov: lower covariance bound of candidate tokens."""
+    clip_cov_ub: float = LOSS_DEFAULTS["clip_cov_ub"]
+    """Clip-Cov: upper covariance bound of candidate tokens."""
+    kl_cov_ratio: float = LOSS_DEFAULTS["kl_cov_ratio"]
+    """KL-Cov: share of highest-covariance tokens that get the KL penalty."""
+    kl_cov_coef: float = LOSS_DEFAULTS["kl_cov_coef"]
+    """KL-Cov: penalty weight beta_kl."""
+
+    def __post_init__(self) -> None:
+        _choice("loss.name", self.name, LOSSES)
+        _check(0.0 <= self.tau < 1.0, "loss.tau", f"must be in [0, 1), got {self.tau}")
+        _check(self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "loss.clip_eps_low/high", "must be >= 0")
+        _check(self.dual_clip_c > 1.0, "loss.dual_clip_c", f"must be > 1, got {self.dual_clip_c}")
+        _check(self.beta >= 0, "loss.beta", f"must be >= 0, got {self.beta}")
+        for key in ("clip_cov_ratio", "kl_cov_ratio"):
+            value = getattr(self, key)
+            _check(0.0 < value <= 1.0, f"loss.{key}", f"must be in (0, 1], got {value}")
+        _check(self.clip_cov_lb < self.clip_cov_ub, "loss.clip_cov_lb", "must be < loss.clip_cov_ub")
+        _check(self.kl_cov_coef >= 0, "loss.kl_cov_coef", f"must be >= 0, got {self.kl_cov_coef}")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    name: str = "constant"
+    """Controller registry name: 'constant', 'pi' (EntroPIC) or 'adaptive' (Skywork AEC); set by the method."""
+    target_entropy: float = 0.2
+    """H_target in nats per token at `rollout.temperature`; also the reference for tracking metrics."""
+    kp: float = 2.0
+    """Proportional gain of the PI controller."""
+    ki: float = 0.05
+    """Integral gain of the PI controller (0 = P-only)."""
+    alpha_min: float = -1.0
+    """Lower bound of alpha."""
+    alpha_max: float = 1.0
+    """Upper bound of alpha."""
+    anti_windup: bool = True
+    """Clamp the integral to [alpha_min/ki, alpha_max/ki] (off = the reference's unbounded integral)."""
+    update: str = "step"
+    """When the controller reads entropy: 'step' (once per rollout, whole batch) or 'minibatch'."""
+    value: float = 0.0
+    """Output of the constant controller."""
+    coef_init: float = 0.0
+    """Adaptive entropy: initial coefficient c_0."""
+    coef_delta: float = 1e-4
+    """Adaptive entropy: step of c per rollout step."""
+    coef_min: float = 0.0
+    """Adaptive entropy: lower bound of c."""
+    coef_max: float = 5e-3
+    """Adaptive entropy: upper bound of c."""
+
+    def __post_init__(self) -> None:
+        _choice("controller.name", self.name, CONTROLLERS)
+        _choice("controller.update", self.update, ("step", "minibatch"))
+        _check(self.target_entropy > 0 and math.isfinite(self.target_entropy), "controller.target_entropy",
+               f"must be > 0, got {self.target_entropy}")
+        _check(self.kp >= 0, "controller.kp", f"must be >= 0, got {self.kp}")
+        _check(self.ki >= 0, "controller.ki", f"must be >= 0, got {self.ki}")
+        _check(self.alpha_min < self.alpha_max, "controller.alpha_min",
+               f"must be < controller.alpha_max, got {self.alpha_min} >= {self.alpha_max}")
+        _check(self.coef_delta >= 0, "controller.coef_delta", f"must be >= 0, got {self.coef_delta}")
+        _check(self.coef_min <= self.coef_init <= self.coef_max, "controller.coef_init",
+               f"must lie in [coef_min, coef_max] = [{self.coef_min}, {self.coef_max}]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int = 200
+    """Rollout steps (each = one rollout + its optimizer steps)."""
+    seed: int = 0
+    """Seeds data order, sampling and init of the RL phase (the warm-start has its own fixed seed)."""
+    log_every: int = 10
+    """CLI: print a progress line every this many steps."""
+    threads: int = 0
+    """torch CPU threads for this process (0 = leave torch's default)."""
+
+    def __post_init__(self) -> None:
+        _check(self.total_steps > 0, "train.total_steps", f"must be > 0, got {self.total_steps}")
+        _check(self.log_every > 0, "train.log_every", f"must be > 0, got {self.log_every}")
+        _check(self.threads >= 0, "train.threads", f"must be >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    fail_at_step: int = 0
+    """Raise a simulated crash when this step starts (0 = never); for fault-injection tests."""
+    nan_at_step: int = 0
+    """Inject a NaN into the loss at this step (0 = never); for fault-injection tests."""
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str = "grpo"
+    """One of the methods in `entropic_tune.methods.METHODS`."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
+
+
+_SECTION_TYPES = {
+    "model": ModelConfig, "task": TaskConfig, "rollout": RolloutConfig, "optim": OptimConfig,
+    "loss": LossConfig, "controller": ControllerConfig, "train": TrainConfig, "debug": DebugConfig,
+}
+
+
+def valid_keys() -> dict[str, Any]:
+    """Every dotted key with its annotated type, e.g. ``{"controller.kp": float, ...}``."""
+    keys: dict[str, Any] = {"method": str}
+    for section, cls in _SECTION_TYPES.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            keys[f"{section}.{f.name}"] = hints[f.name]
+    return keys
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = prefix + str(raw_key).replace("/", ".")
+        if isinstance(value, dict) and key in _SECTION_TYPES:
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML/CLI/Ray value to the field's type, or raise a UserError naming the key."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+    if value is None or (optional and value in ("", "none", "None", "null")):
+        if optional:
+            return None
+        raise UserError(f"{key}: a value is required")
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars from Ray or Optuna
+        value = value.item()
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            out = float(value)
+            if not math.isfinite(out):
+                raise TypeError
+            return out
+        if base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(base, "__name__", str(base))
+        raise UserError(f"{key}: expected {name}, got {value!r}") from None
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split a ``--set key=value`` string; the value is parsed as YAML (``1e-3``, ``true``, ``null``)."""
+    if "=" not in text:
+        raise UserError(f"--set '{text}': expected key=value, e.g. controller.kp=2.0")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: YAML error: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def normalize(data: dict[str, Any] | None, source: str = "config") -> dict[str, Any]:
+    """Flatten nested/`a/b` keys to dotted keys and check every key exists (closest key in the error)."""
+    flat = _flatten(dict(data or {}))
+    allowed = valid_keys()
+    for key in flat:
+        if key not in allowed:
+            raise UserError(f"{source}: unknown key '{key}'{closest(key, allowed)}")
+    return flat
+
+
+def load_config(
+    data: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    files: list[str | Path] | None = None,
+) -> Config:
+    """Build a :class:`Config` from YAML files, then a dict, then ``key=value`` overrides (later wins).
+
+    The method's preset is applied first, so any explicit key (from any source) overrides it.
+    """
+    explicit: dict[str, Any] = {}
+    for path in files or []:
+        explicit.update(normalize(read_yaml(path), str(path)))
+    explicit.update(normalize(data))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        explicit.update(normalize({key: value}, "--set"))
+    method = str(explicit.get("method", Config.method))
+    if method not in METHODS:
+        raise unknown("method", method, METHODS)
+    merged = {**method_preset(method), **explicit, "method": method}
+    allowed = valid_keys()
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_TYPES}
+    for key, value in merged.items():
+        if key == "method":
+            continue
+        section, _, name = key.partition(".")
+        sections[section][name] = _coerce(key, value, allowed[key])
+    try:
+        built = {name: cls(**sections[name]) for name, cls in _SECTION_TYPES.items()}
+    except TypeError as exc:  # pragma: no cover - normalize() rejects unknown keys first
+        raise UserError(str(exc)) from None
+    return Config(method=method, **built)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Nested plain dict (YAML/JSON friendly) that :func:`load_config` reads back to an equal config."""
+    return dataclasses.asdict(config)
+
+
+def to_flat(config: Config) -> dict[str, Any]:
+    """Flat ``{"section.key": value}`` dict of every field (plus ``method``)."""
+    flat: dict[str, Any] = {"method": config.method}
+    for section in _SECTION_TYPES:
+        for key, value in dataclasses.asdict(getattr(config, section)).items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def replace(config: Config, **dotted: Any) -> Config:
+    """Return a copy with dotted keys changed (``replace(cfg, **{"train.seed": 3})``), re-validated."""
+    return load_config({**to_flat(config), **dotted})

@@ -1,0 +1,89 @@
+"""Methods as data: each method is a named preset of loss + controller + their defaults.
+
+This module is plain Python (no torch) so that the config loader, the loss registry and the search
+spaces share one table. Keys are dotted config keys (``section.field``); explicit user keys override
+the preset. See ``shared/docs/METHOD.md`` sections 2-4 for where each default comes from.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from .errors import unknown
+
+# Loss hyper-parameters every loss accepts (METHOD.md sections 2-4). The defaults are GRPO's; a
+# method's preset below changes only what differs for it.
+LOSS_DEFAULTS = MappingProxyType(
+    {
+        "clip_eps_low": 0.2,
+        "clip_eps_high": 0.2,
+        "dual_clip_c": 3.0,
+        "beta": 1e-3,
+        "tau": 0.95,
+        "clip_cov_ratio": 2e-4,
+        "clip_cov_lb": 1.0,
+        "clip_cov_ub": 5.0,
+        "kl_cov_ratio": 2e-3,
+        "kl_cov_coef": 1.0,
+    }
+)
+
+_PRESETS: dict[str, dict[str, object]] = {
+    "grpo": {"loss.name": "grpo", "controller.name": "constant", "controller.value": 0.0},
+    "entropy_bonus": {
+        "loss.name": "entropy_bonus",
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
+    # DAPO's decoupled clip: only the upper bound moves.
+    "clip_higher": {
+        "loss.name": "clip_higher",
+        "loss.clip_eps_high": 0.28,
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
+    # Cui et al.'s recipe disables ordinary clipping (eps = 1) and relies on Clip-Cov instead.
+    "clip_cov": {
+        "loss.name": "clip_cov",
+        "loss.clip_eps_low": 1.0,
+        "loss.clip_eps_high": 1.0,
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
+    "kl_cov": {"loss.name": "kl_cov", "controller.name": "constant", "controller.value": 0.0},
+    # Skywork-OR1's adaptive entropy coefficient: the controller's output is the bonus weight.
+    "adaptive_entropy": {"loss.name": "adaptive_entropy", "controller.name": "adaptive"},
+    "entropic": {"loss.name": "entropic", "controller.name": "pi"},
+    "entropic_p": {"loss.name": "entropic", "controller.name": "pi", "controller.ki": 0.0},
+}
+
+METHODS: tuple[str, ...] = tuple(_PRESETS)
+
+# The knob(s) that matter most for each method: what a fair tuning search varies.
+MAIN_KNOBS: dict[str, tuple[str, ...]] = {
+    "grpo": ("optim.lr",),
+    "entropy_bonus": ("loss.beta",),
+    "clip_higher": ("loss.clip_eps_high",),
+    "clip_cov": ("loss.clip_cov_ratio",),
+    "kl_cov": ("loss.kl_cov_ratio", "loss.kl_cov_coef"),
+    "adaptive_entropy": ("controller.target_entropy", "controller.coef_delta"),
+    "entropic": ("controller.kp", "controller.ki", "controller.target_entropy"),
+    "entropic_p": ("controller.kp", "controller.target_entropy"),
+}
+
+
+def method_preset(method: str) -> dict[str, object]:
+    """Dotted config keys the method sets, e.g. ``{"loss.name": "entropic", ...}``."""
+    if method not in _PRESETS:
+        raise unknown("method", method, METHODS)
+    return dict(_PRESETS[method])
+
+
+def loss_defaults(method: str) -> dict[str, float]:
+    """Loss hyper-parameters of a method: GRPO's defaults with the preset's ``loss.*`` applied."""
+    params = dict(LOSS_DEFAULTS)
+    for key, value in method_preset(method).items():
+        section, _, name = key.partition(".")
+        if section == "loss" and name in params:
+            params[name] = float(value)  # type: ignore[arg-type]
+    return params

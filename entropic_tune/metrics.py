@@ -1,0 +1,130 @@
+"""Metric names, the one entropy definition, token-mean aggregation and run summaries.
+
+Every metric key the trainer emits is defined here once (METHOD.md section 5). ``token_entropy`` is
+the only entropy in the project: the full-vocabulary entropy of ``softmax(logits / T)``, never the
+sampled-token NLL. The summary functions are plain Python over a history (list of step dicts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+# --- per-step metric names (METHOD.md section 5) -------------------------------------------------
+ENTROPY = "actor/entropy"
+PG_LOSS = "actor/pg_loss"
+PG_CLIPFRAC = "actor/pg_clipfrac"
+PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
+PPO_KL = "actor/ppo_kl"
+GRAD_NORM = "actor/grad_norm"
+HIGH_PROB_FRAC = "actor/high_prob_frac"
+ALPHA = "control/alpha"
+ERROR = "control/error"
+INTEGRAL = "control/integral"
+COEF = "control/coef"
+DETACHED_FRAC = "cov/detached_frac"
+PENALISED_FRAC = "cov/penalised_frac"
+REWARD_MEAN = "rollout/reward_mean"
+RESPONSE_LENGTH_MEAN = "rollout/response_length_mean"
+SOLVE_NONE_FRAC = "rollout/solve_none_frac"
+SOLVE_ALL_FRAC = "rollout/solve_all_frac"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_PASS_AT_K = "eval/pass@k"
+EVAL_ENTROPY = "eval/entropy"
+STEP_S = "perf/step_s"
+ROLLOUT_TOKENS_PER_S = "perf/rollout_tokens_per_s"
+UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
+
+# Loss-side metrics: every loss returns all of these (zeros where a mechanism is absent), so the
+# per-step dict has the same keys whatever the method.
+LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
+CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF)
+ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
+EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
+PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
+STEP = "step"
+"""1-based rollout step index; present in every step dict."""
+
+STEP_KEYS: tuple[str, ...] = (
+    (STEP, ENTROPY) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ROLLOUT_KEYS + EVAL_KEYS + PERF_KEYS
+)
+"""Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
+
+# --- run summaries --------------------------------------------------------------------------------
+TRACKING_RMSE = "summary/entropy_tracking_rmse"
+SETTLE_STEP = "summary/settle_step"
+FINAL_ACCURACY = "summary/final_accuracy"
+ENTROPY_DROP = "summary/entropy_drop"
+SUMMARY_KEYS = (TRACKING_RMSE, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Full-vocabulary entropy of ``softmax(logits / T)`` over the last dim.
+
+    ``h = logsumexp(z) - sum_v p_v z_v`` with ``z = logits / T`` in fp32 (also for bf16 logits), which
+    stays finite for very peaked distributions. Shape: ``(..., V) -> (...)``.
+    """
+    z = logits.float() / temperature  # (..., V)
+    logz = torch.logsumexp(z, dim=-1, keepdim=True)  # (..., 1)
+    p = torch.exp(z - logz)  # (..., V)
+    return logz.squeeze(-1) - (p * z).sum(dim=-1)
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-mean ``sum(m * l) / sum(m)`` over all masked tokens of the batch (0 when the mask is empty).
+
+    ``values`` and ``mask`` are ``(B, T)``; the result is a scalar.
+    """
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def entropy_tracking_rmse(entropies: Sequence[float], target: float) -> float:
+    """RMS of ``(H - H_target) / H_target`` over the second half of the run."""
+    tail = _finite(entropies[len(entropies) // 2 :])
+    if not tail:
+        return float("nan")
+    return math.sqrt(sum(((h - target) / target) ** 2 for h in tail) / len(tail))
+
+
+def settle_step(entropies: Sequence[float], target: float, steps: Sequence[int] | None = None,
+                band: float = 0.10) -> float:
+    """First step after which ``|H - H_target| / H_target`` stays within ``band`` to the end.
+
+    Returns the step number (from ``steps``, default 1-based positions), or ``nan`` when the run never
+    settles (the last point is outside the band).
+    """
+    steps = list(steps) if steps is not None else list(range(1, len(entropies) + 1))
+    settled = float("nan")
+    for step, h in zip(reversed(steps), reversed(list(entropies)), strict=True):
+        if abs(h - target) / target > band:
+            break
+        settled = float(step)
+    return settled
+
+
+def entropy_drop(entropies: Sequence[float]) -> float:
+    """``1 - H_last / H_first`` (positive when entropy fell)."""
+    values = _finite(entropies)
+    if len(values) < 2 or values[0] == 0:
+        return float("nan")
+    return 1.0 - values[-1] / values[0]
+
+
+def summarize(history: Sequence[dict[str, float]], target_entropy: float) -> dict[str, float]:
+    """The ``summary/*`` statistics of one run from its per-step history."""
+    entropies = [row[ENTROPY] for row in history]
+    steps = [int(row.get(STEP, i + 1)) for i, row in enumerate(history)]
+    accuracy = history[-1].get(EVAL_ACCURACY, float("nan")) if history else float("nan")
+    return {
+        TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
+        SETTLE_STEP: settle_step(entropies, target_entropy, steps),
+        FINAL_ACCURACY: float(accuracy),
+        ENTROPY_DROP: entropy_drop(entropies),
+    }
