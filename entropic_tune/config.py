@@ -304,6 +304,10 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = prefix + str(raw_key).replace("/", ".")
+        if key in _SECTION_TYPES and value is None:
+            continue  # a YAML section whose keys are all commented out
+        if key in _SECTION_TYPES and not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping of {key} keys, got {value!r}")
         if isinstance(value, dict) and key in _SECTION_TYPES:
             flat.update(_flatten(value, key + "."))
         else:

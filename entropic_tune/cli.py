@@ -1,0 +1,133 @@
+"""Command line: ``entropic-tune train | compare | search | ablate | report``.
+
+User errors (bad keys, files, ranges) print one line to stderr and exit with status 2, no traceback.
+Heavy imports (torch, Ray) happen inside the subcommands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+DEFAULT_OUT = "entropic_results"
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML config file(s) with nested or 'section.key' keys; later files win.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override one config key, e.g. --set controller.kp=2 --set rollout.temperature=0.6 "
+                             "(repeatable; wins over --config).")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from .methods import METHODS
+
+    p = sub.add_parser(
+        "train", help="Run one trial without Ray and write its history and summary.",
+        description="Run one GRPO-style trial of METHOD on the configured task and model, without Ray. "
+                    "Writes config.yaml, history.csv (one row per step), summary.csv and summary.json to "
+                    "OUT/NAME and prints where.",
+    )
+    p.add_argument("--method", default=None, choices=METHODS, metavar="METHOD",
+                   help=f"Method preset: {', '.join(METHODS)} (default: grpo, or the config file's).")
+    p.add_argument("--steps", type=int, default=None, help="Rollout steps (train.total_steps).")
+    p.add_argument("--seed", type=int, default=None, help="Run seed (train.seed).")
+    _add_config_options(p)
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"Results root folder (default: ./{DEFAULT_OUT}).")
+    p.add_argument("--name", default=None, help="Run folder name under --out (default: train-METHOD-sSEED-TIME).")
+    p.add_argument("--quiet", action="store_true", help="No progress bar or per-step lines.")
+    p.set_defaults(func=_run_train)
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="Write report.md (and report.html) with tables and figures for experiment folders.",
+        description="Read summary.csv / history.csv from one or more experiment folders and write a report "
+                    "with per-method statistics, figures (PNG) and computed findings.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="Experiment folder(s).")
+    p.add_argument("--format", choices=("md", "html"), default="md",
+                   help="md writes report.md; html also writes report.html with embedded images.")
+    p.set_defaults(func=_run_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entropic-tune",
+        description="Study entropy control (EntroPIC and baselines) in GRPO-style RL of language models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _train_parser(sub)
+    try:
+        from .sweep_cli import add_sweep_parsers
+    except ImportError:  # pragma: no cover - the Ray layer is optional for the core
+        add_sweep_parsers = None
+    if add_sweep_parsers is not None:
+        add_sweep_parsers(sub)
+    _report_parser(sub)
+    return parser
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import run_single
+
+    data: dict[str, object] = {}
+    if args.method:
+        data["method"] = args.method
+    if args.steps is not None:
+        data["train.total_steps"] = args.steps
+    if args.seed is not None:
+        data["train.seed"] = args.seed
+    # Precedence: config files < --method/--steps/--seed < --set.
+    config = load_config({**_explicit(args.config), **data}, overrides=args.overrides)
+    name = args.name or f"train-{config.method}-s{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.out).expanduser().resolve() / name
+    return run_single(config, run_dir, quiet=args.quiet)
+
+
+def _explicit(files: Sequence[str]) -> dict[str, object]:
+    from .config import normalize, read_yaml
+
+    merged: dict[str, object] = {}
+    for path in files:
+        merged.update(normalize(read_yaml(path), str(path)))
+    return merged
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"report: '{d}' is not a folder (expected an experiment folder with summary.csv)")
+    try:
+        path = write_report([Path(d) for d in args.dirs], fmt=args.format)
+    except ValueError as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+    print(f"report written: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"entropic-tune: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("entropic-tune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

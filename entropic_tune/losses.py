@@ -1,0 +1,299 @@
+"""Policy losses for GRPO and the entropy-control methods, registered by name (METHOD.md 2-4).
+
+Every loss starts from GRPO's per-token clipped surrogate with dual-clip and token-mean aggregation,
+and changes as little as possible, so that ablations isolate one mechanism:
+
+- ``grpo``: ``max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``, capped at ``-c A`` for ``A < 0``.
+- ``clip_higher``: the same loss; only its preset default ``eps_high = 0.28`` differs (DAPO), which
+  lets positive-advantage tokens keep rising. Inert on-policy, where ``rho == 1``.
+- ``entropy_bonus``: keeps the surrogate and subtracts ``beta * agg(h)`` with gradient through ``h``;
+  a fixed pressure towards high entropy with no target.
+- ``adaptive_entropy``: the same bonus weighted by the controller output ``alpha = c_k * g_k``; the
+  controller, not the loss, decides the weight (Skywork-OR1's AEC).
+- ``clip_cov``: keeps the surrogate (its preset opens the clip, ``eps = 1``) and zeroes the loss of a
+  few random tokens whose covariance ``cov_t`` between log-prob and advantage lies in ``(lb, ub)``:
+  those tokens drive entropy collapse. Acts on-policy too.
+- ``kl_cov``: drops clipping and dual-clip (``-A rho`` everywhere) and adds ``coef * |logp - old_logp|``
+  on the top-covariance tokens; the penalty has zero gradient on-policy, so it is inert there.
+- ``entropic``: keeps the surrogate and adds ``alpha * agg_HP(-rho |A|)`` over high-probability tokens
+  (``logp > log(tau)``, all tokens when ``tau = 0``). On-policy this reweights HP tokens by
+  ``1 + alpha * sign(A) * N_all / N_hp``; ``alpha > 0`` sharpens, ``alpha < 0`` flattens; ``alpha = 0`` is
+  GRPO exactly. ``entropic_p`` differs only in its controller.
+
+A loss is a function ``LossInputs -> (loss, metrics)``; metrics are detached 0-dim tensors keyed by
+``metrics.LOSS_KEYS`` and converted to floats once, in :func:`compute_policy_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from . import metrics as M
+from .errors import unknown
+from .methods import LOSS_DEFAULTS, METHODS, loss_defaults, method_preset
+
+Metrics = dict[str, torch.Tensor]
+LossFn = Callable[["LossInputs"], tuple[torch.Tensor, Metrics]]
+LOSSES: dict[str, LossFn] = {}
+
+LOG_RATIO_BOUND = 20.0  # keeps exp(logp - old_logp) finite for badly stale tokens
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+    """Decorator adding a loss to :data:`LOSSES` under ``name`` (one shared signature)."""
+
+    def decorate(fn: LossFn) -> LossFn:
+        assert name not in LOSSES, f"loss '{name}' registered twice"
+        LOSSES[name] = fn
+        return fn
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """Per-token inputs shared by every loss; all tensors ``(B, T)``, masked positions sanitised."""
+
+    logp: torch.Tensor  # current log-probs of the sampled tokens, with grad
+    old_logp: torch.Tensor  # behaviour log-probs, detached
+    log_ratio: torch.Tensor  # clamp(logp - old_logp, -20, 20), 0 off the mask, with grad
+    ratio: torch.Tensor  # exp(log_ratio), unclipped, with grad
+    adv: torch.Tensor  # advantages broadcast over T, detached
+    mask: torch.Tensor  # 1.0 on response tokens (float, logp's dtype)
+    entropy: torch.Tensor | None  # full-vocabulary entropy h_t, with grad (bonus losses only)
+    alpha: float  # controller output for this step, no gradient
+    hp: Mapping[str, float]  # loss hyper-parameters (methods.LOSS_DEFAULTS keys)
+    generator: torch.Generator | None  # random source for clip_cov's token choice
+
+    @property
+    def high_prob(self) -> torch.Tensor:
+        """Float mask of response tokens with ``logp > log(tau)`` (every token when ``tau <= 0``)."""
+        tau = self.hp["tau"]
+        threshold = math.log(tau) if tau > 0 else -math.inf
+        return self.mask * (self.logp.detach() > threshold).to(self.mask.dtype)
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """GRPO's per-token clipped surrogate and where each clip is active; tensors ``(B, T)``."""
+
+    loss: torch.Tensor  # l_t, to minimise
+    clipped: torch.Tensor  # bool: the clipped branch is taken (its gradient is zero)
+    dual_clipped: torch.Tensor  # bool: A < 0 and l_t capped at -c A
+
+    def metrics(self, mask: torch.Tensor, loss: torch.Tensor | None = None) -> Metrics:
+        """pg_loss (of ``loss``, default the surrogate) and both clip fractions over ``mask``."""
+        pg = M.aggregate(self.loss if loss is None else loss, mask)
+        return {
+            M.PG_LOSS: pg.detach(),
+            M.PG_CLIPFRAC: M.aggregate(self.clipped.to(mask.dtype), mask),
+            M.PG_CLIPFRAC_LOWER: M.aggregate(self.dual_clipped.to(mask.dtype), mask),
+        }
+
+
+def clipped_surrogate(inp: LossInputs) -> Surrogate:
+    """``l_t = max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``; ``l_t = min(l_t, -c A)`` if ``A < 0``."""
+    eps_low, eps_high, c = inp.hp["clip_eps_low"], inp.hp["clip_eps_high"], inp.hp["dual_clip_c"]
+    unclipped = -inp.adv * inp.ratio  # (B, T)
+    clipped = -inp.adv * inp.ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
+    loss = torch.maximum(unclipped, clipped)
+    cap = -c * inp.adv  # (B, T)
+    dual = (inp.adv < 0) & (loss > cap)
+    return Surrogate(torch.where(dual, cap, loss), clipped > unclipped, dual)
+
+
+def token_covariance(inp: LossInputs) -> torch.Tensor:
+    """Detached ``cov_t = (logp_t - mean logp)(A_t - mean A)``, means over response tokens. (B, T)."""
+    logp = inp.logp.detach()
+    return (logp - M.aggregate(logp, inp.mask)) * (inp.adv - M.aggregate(inp.adv, inp.mask))
+
+
+def token_budget(ratio: float, mask: torch.Tensor) -> torch.Tensor:
+    """``max(1, floor(ratio * N))`` as a 0-dim tensor (float64 so the floor matches Python's)."""
+    return torch.floor(mask.sum().double() * ratio).clamp_min(1.0)
+
+
+def top_k_mask(score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the ``k`` largest finite entries of ``score`` (``-inf`` never selected).
+
+    Ranks are computed on device, so no host sync is needed for a data-dependent ``k``.
+    """
+    order = score.flatten().argsort(descending=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return (rank.view_as(score) < k) & torch.isfinite(score)
+
+
+def require_entropy(inp: LossInputs, name: str) -> torch.Tensor:
+    if inp.entropy is None:
+        raise ValueError(f"loss '{name}' needs `entropy` (B, T) with grad; got None")
+    return inp.entropy
+
+
+@register_loss("grpo")
+@register_loss("clip_higher")
+def grpo_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = agg(l_t)`` (clip_higher only changes the ``clip_eps_high`` default)."""
+    surrogate = clipped_surrogate(inp)
+    return M.aggregate(surrogate.loss, inp.mask), surrogate.metrics(inp.mask)
+
+
+@register_loss("entropy_bonus")
+def entropy_bonus_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = L_grpo - beta * agg(h)``."""
+    h = require_entropy(inp, "entropy_bonus")
+    surrogate = clipped_surrogate(inp)
+    loss = M.aggregate(surrogate.loss, inp.mask) - inp.hp["beta"] * M.aggregate(h, inp.mask)
+    return loss, surrogate.metrics(inp.mask)
+
+
+@register_loss("adaptive_entropy")
+def adaptive_entropy_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = L_grpo - alpha * agg(h)`` with ``alpha = c_k * g_k`` from the adaptive controller."""
+    h = require_entropy(inp, "adaptive_entropy")
+    surrogate = clipped_surrogate(inp)
+    loss = M.aggregate(surrogate.loss, inp.mask) - inp.alpha * M.aggregate(h, inp.mask)
+    return loss, surrogate.metrics(inp.mask)
+
+
+@register_loss("entropic")
+def entropic_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = L_grpo + alpha * agg_HP(-rho |A|)``; token-mean over HP tokens only (0 when none)."""
+    surrogate = clipped_surrogate(inp)
+    reweight = M.aggregate(-inp.ratio * inp.adv.abs(), inp.high_prob)
+    loss = M.aggregate(surrogate.loss, inp.mask) + inp.alpha * reweight
+    return loss, surrogate.metrics(inp.mask)
+
+
+@register_loss("clip_cov")
+def clip_cov_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = agg(l_t * (1 - d_t))``: ``d_t`` marks ``max(1, floor(r N))`` random tokens with
+    ``lb < cov_t < ub`` that neither clip already silenced (fewer if fewer are eligible)."""
+    surrogate = clipped_surrogate(inp)
+    cov = token_covariance(inp)
+    eligible = (inp.mask > 0) & ~surrogate.clipped & ~surrogate.dual_clipped
+    eligible &= (cov > inp.hp["clip_cov_lb"]) & (cov < inp.hp["clip_cov_ub"])
+    if inp.generator is None:
+        noise = torch.rand(cov.shape, device=cov.device)
+    else:
+        noise = torch.rand(cov.shape, generator=inp.generator, device=inp.generator.device)
+    score = torch.where(eligible, noise.to(cov.device, cov.dtype), -math.inf)
+    detached = top_k_mask(score, token_budget(inp.hp["clip_cov_ratio"], inp.mask))
+    loss_t = torch.where(detached, torch.zeros_like(surrogate.loss), surrogate.loss)
+    out = surrogate.metrics(inp.mask, loss_t)
+    out[M.DETACHED_FRAC] = M.aggregate(detached.to(inp.mask.dtype), inp.mask)
+    return M.aggregate(loss_t, inp.mask), out
+
+
+@register_loss("kl_cov")
+def kl_cov_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``l_t = -A rho + coef * |logp - old_logp| * p_t`` with no clipping; ``p_t`` marks the top
+    ``max(1, floor(k N))`` response tokens by ``cov_t``."""
+    cov = token_covariance(inp)
+    score = torch.where(inp.mask > 0, cov, -math.inf)
+    penalised = top_k_mask(score, token_budget(inp.hp["kl_cov_ratio"], inp.mask))
+    penalty = inp.hp["kl_cov_coef"] * inp.log_ratio.abs()  # (B, T)
+    loss_t = -inp.adv * inp.ratio + torch.where(penalised, penalty, torch.zeros_like(penalty))
+    loss = M.aggregate(loss_t, inp.mask)
+    penalised_frac = M.aggregate(penalised.to(inp.mask.dtype), inp.mask)
+    return loss, {M.PG_LOSS: loss.detach(), M.PENALISED_FRAC: penalised_frac}
+
+
+def resolve_loss(method: str) -> tuple[str, dict[str, float]]:
+    """Map a method (or a bare loss name) to its registered loss name and default hparams."""
+    if method in METHODS:
+        return str(method_preset(method)["loss.name"]), loss_defaults(method)
+    if method in LOSSES:
+        return method, dict(LOSS_DEFAULTS)
+    raise unknown("method or loss", method, set(METHODS) | set(LOSSES))
+
+
+def build_inputs(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    entropy: torch.Tensor | None,
+    alpha: float,
+    hp: Mapping[str, float],
+    generator: torch.Generator | None,
+) -> LossInputs:
+    """Check shapes, broadcast ``(B,)`` advantages over T and sanitise masked positions."""
+    if old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
+            f"{tuple(mask.shape)} must have the same (B, T) shape"
+        )
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1)  # (B,) -> (B, 1): one advantage per response
+    on = mask > 0
+    # Zero padding before any arithmetic so garbage there (even -inf) can neither leak into the
+    # forward value nor send a non-zero gradient back to masked positions.
+    zeros = torch.zeros_like(logprobs)
+    logp = torch.where(on, logprobs, zeros)  # (B, T)
+    old_logp = torch.where(on, old_logprobs.detach(), zeros)  # (B, T)
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)  # (B, T)
+    if entropy is not None:
+        entropy = torch.where(on, entropy, torch.zeros_like(entropy))
+    return LossInputs(
+        logp=logp,
+        old_logp=old_logp,
+        log_ratio=log_ratio,
+        ratio=torch.exp(log_ratio),
+        adv=advantages.detach().to(logprobs.dtype).expand_as(logprobs),
+        mask=on.to(logprobs.dtype),
+        entropy=entropy,
+        alpha=float(alpha),
+        hp=hp,
+        generator=generator,
+    )
+
+
+def compute_policy_loss(
+    method: str,
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    entropy: torch.Tensor | None = None,
+    alpha: float = 0.0,
+    generator: torch.Generator | None = None,
+    **hparams: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Scalar token-mean policy loss of ``method`` and every ``metrics.LOSS_KEYS`` value as a float.
+
+    Shapes: ``logprobs`` (with grad), ``old_logprobs``, ``mask`` and ``entropy`` are ``(B, T)``;
+    ``advantages`` is ``(B, T)`` or ``(B,)``. ``alpha`` is the controller output for the step (EntroPIC's
+    alpha, or ``c_k * g_k`` for ``adaptive_entropy``). ``generator`` drives clip_cov's random choice.
+    ``hparams`` override the method's defaults (keys of ``methods.LOSS_DEFAULTS``).
+    """
+    name, hp = resolve_loss(method)
+    for key, value in hparams.items():
+        if key not in hp:
+            raise unknown("loss hparam", key, hp)
+        hp[key] = float(value)
+    inp = build_inputs(
+        logprobs,
+        old_logprobs,
+        advantages,
+        mask,
+        entropy=entropy,
+        alpha=alpha,
+        hp=hp,
+        generator=generator,
+    )
+    loss, out = LOSSES[name](inp)
+    out.setdefault(M.PPO_KL, M.aggregate(inp.old_logp - inp.logp.detach(), inp.mask))
+    out.setdefault(M.HIGH_PROB_FRAC, M.aggregate(inp.high_prob, inp.mask))
+    zero = torch.zeros((), dtype=torch.float64, device=logprobs.device)
+    values = torch.stack([out.get(k, zero).detach().double() for k in M.LOSS_KEYS]).tolist()
+    return loss, dict(zip(M.LOSS_KEYS, values, strict=True))
+
+
+__all__ = ["LOSSES", "LossInputs", "compute_policy_loss", "register_loss", "resolve_loss"]

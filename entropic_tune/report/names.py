@@ -1,0 +1,57 @@
+"""Metric and column names the report reads, as plain strings.
+
+They mirror ``entropic_tune.metrics`` (METHOD.md section 5), which cannot be imported here because it
+imports torch; ``tests/test_report.py`` checks that the two stay equal.
+"""
+
+from __future__ import annotations
+
+ENTROPY = "actor/entropy"
+ALPHA = "control/alpha"
+ERROR = "control/error"
+INTEGRAL = "control/integral"
+REWARD_MEAN = "rollout/reward_mean"
+EVAL_ACCURACY = "eval/accuracy"
+EVAL_PASS_AT_K = "eval/pass@k"
+
+TRACKING_RMSE = "summary/entropy_tracking_rmse"
+SETTLE_STEP = "summary/settle_step"
+FINAL_ACCURACY = "summary/final_accuracy"
+ENTROPY_DROP = "summary/entropy_drop"
+
+STEP = "step"
+TERMINATED = "TERMINATED"
+
+STAT_METRICS: tuple[str, ...] = (
+    FINAL_ACCURACY,
+    EVAL_ACCURACY,
+    EVAL_PASS_AT_K,
+    TRACKING_RMSE,
+    SETTLE_STEP,
+    ENTROPY_DROP,
+)
+"""The per-trial numbers summarised over seeds (``method_stats``)."""
+
+SETTLE_BAND = 0.10
+"""The relative band around the target that ``summary/settle_step`` uses (METHOD.md section 5)."""
+
+METHOD_COLOURS: dict[str, str] = {
+    "grpo": "#4d4d4d",
+    "entropy_bonus": "#e69f00",
+    "clip_higher": "#56b4e9",
+    "clip_cov": "#009e73",
+    "kl_cov": "#cc79a7",
+    "adaptive_entropy": "#8c564b",
+    "entropic": "#d62728",
+    "entropic_p": "#0072b2",
+}
+"""One fixed colour per method, used in every figure (colour-blind friendly where possible)."""
+
+_EXTRA_COLOURS = ("#9467bd", "#bcbd22", "#17becf", "#7f7f7f", "#aec7e8", "#ff9896")
+
+
+def method_colour(method: str) -> str:
+    """The method's fixed colour; unknown names get a stable colour from a spare palette."""
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    return _EXTRA_COLOURS[sum(map(ord, str(method))) % len(_EXTRA_COLOURS)]

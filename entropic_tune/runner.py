@@ -1,0 +1,105 @@
+"""Run one trial without Ray (``entropic-tune train``): progress on the terminal, results on disk.
+
+Writes into the run folder: ``config.yaml``, ``experiment.yaml`` (kind: train), ``history.csv`` (rewritten
+atomically every ``train.log_every`` steps, so an interrupted run keeps what it did), ``summary.csv``
+and ``summary.json``. The folder layout is the results contract shared with sweeps, so
+``entropic-tune report`` reads a single run too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from . import metrics as M
+from .config import Config, to_dict, to_flat
+from .errors import UserError
+from .results import atomic_write_text, history_columns, history_rows, summary_columns, summary_row, write_csv
+from .trainer import NonFiniteError, Trainer
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run folder; refuse to overwrite a folder that already holds results."""
+    if (run_dir / "history.csv").exists() or (run_dir / "summary.csv").exists():
+        raise UserError(f"--out/--name: '{run_dir}' already holds results; choose another --name or --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"--out: cannot write to '{run_dir}': {exc.strerror}") from None
+
+
+def progress_line(row: dict[str, float], total: int) -> str:
+    """One human line: step, entropy, alpha, reward, eval accuracy, speed."""
+    return (f"step {int(row[M.STEP]):>4}/{total}  entropy {row[M.ENTROPY]:.4f}  alpha {row[M.ALPHA]:+.4f}  "
+            f"reward {row[M.REWARD_MEAN]:.3f}  eval_acc {row[M.EVAL_ACCURACY]:.3f}  "
+            f"{row[M.STEP_S]:.2f}s/step")
+
+
+def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
+    """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status."""
+    prepare_run_dir(run_dir)
+    flat = to_flat(config)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(
+        {"kind": "train", "name": run_dir.name, "base": flat, "methods": [config.method],
+         "seeds": [config.train.seed]}, sort_keys=False))
+    trial_id = run_dir.name
+    history: list[dict[str, float]] = []
+    status, error = "TERMINATED", ""
+    total = config.train.total_steps
+    if not quiet:
+        print(f"entropic-tune train: method={config.method} steps={total} seed={config.train.seed} "
+              f"-> {run_dir}", file=sys.stderr)
+    trainer = Trainer(config)
+    bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
+    try:
+        while trainer.step_count < total:
+            row = trainer.step()
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(H=f"{row[M.ENTROPY]:.3f}", alpha=f"{row[M.ALPHA]:+.3f}",
+                            R=f"{row[M.REWARD_MEAN]:.2f}")
+            if trainer.step_count % config.train.log_every == 0 or trainer.step_count == total:
+                if not quiet:
+                    tqdm.write(progress_line(row, total), file=sys.stderr)
+                _write_history(run_dir, trial_id, config, history)
+    except NonFiniteError as exc:
+        status, error = "ERROR", str(exc)
+    except KeyboardInterrupt:
+        status, error = "INTERRUPTED", "interrupted by the user"
+    finally:
+        bar.close()
+    _write_history(run_dir, trial_id, config, history)
+    summary = summary_row(trial_id, flat, history, status, error)
+    write_csv(run_dir / "summary.csv", [summary], summary_columns([summary]))
+    final = trainer.last_eval or {}
+    summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary_json, indent=2, default=str) + "\n")
+    if not quiet:
+        _print_summary(summary, run_dir)
+    if status == "ERROR":
+        print(f"entropic-tune: trial failed: {error}", file=sys.stderr)
+        return 1
+    return 130 if status == "INTERRUPTED" else 0
+
+
+def _write_history(run_dir: Path, trial_id: str, config: Config, history: list[dict[str, float]]) -> None:
+    rows = history_rows(trial_id, config.method, config.train.seed, history)
+    write_csv(run_dir / "history.csv", rows, history_columns())
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    keys = (M.EVAL_ACCURACY, M.EVAL_PASS_AT_K, M.ENTROPY, *M.SUMMARY_KEYS)
+    print("summary:", file=sys.stderr)
+    for key in keys:
+        value = summary.get(key, float("nan"))
+        print(f"  {key:<32} {value:.4f}" if isinstance(value, float) else f"  {key:<32} {value}",
+              file=sys.stderr)
+    print(f"results: {run_dir}  (config.yaml, history.csv, summary.csv, summary.json)")

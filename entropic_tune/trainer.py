@@ -1,0 +1,230 @@
+"""The GRPO trainer: wires rollout, controller and loss; one flat metrics dict per step.
+
+One rollout step (``Trainer.step``), top to bottom:
+1. sample B prompts (data order from the seeded ``data_rng``) and G responses each;
+2. measure the batch entropy ``H`` (token-mean over response tokens, before any update);
+3. ask the controller for this step's coefficient (EntroPIC's alpha, or AEC's entropy weight);
+4. run ``ppo_epochs x mini_batches_per_rollout`` optimizer steps on the batch (one = on-policy);
+5. return one dict with exactly the keys of ``metrics.STEP_KEYS``, every value a finite float.
+
+The trainer never imports Ray, Optuna or pandas; it runs the same on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+
+import torch
+
+from . import metrics as M
+from .config import Config
+from .controllers import build_controller
+from .losses import compute_policy_loss
+from .policy import Policy, load_policy
+from .rollout import (
+    Generation,
+    RolloutBatch,
+    collect_rollout,
+    decode_responses,
+    generate,
+    score,
+    sequence_logprobs,
+)
+from .tasks import build_task
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a loss, entropy or gradient is NaN/Inf; the trial must stop, never report NaN."""
+
+
+class SimulatedFailure(RuntimeError):
+    """Raised by ``debug.fail_at_step`` to test crash recovery."""
+
+
+class Trainer:
+    """Owns the model, optimizer, controller, RNG streams and step counter of one run."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.task = build_task(config.task)
+        self.policy: Policy = load_policy(config.model, config.task, self.task)
+        torch.manual_seed(config.train.seed)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.controller = build_controller(config.controller)
+        self.data_rng = random.Random(config.train.seed)
+        self.generator = torch.Generator(device=self.policy.device).manual_seed(config.train.seed)
+        self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k != "name"}
+        self.step_count = 0
+        self.last_eval: dict[str, float] | None = None
+
+    # --- public surface -----------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """One rollout step; returns exactly the keys of ``metrics.STEP_KEYS``."""
+        cfg = self.config
+        self.step_count += 1
+        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step:
+            raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
+        if self.last_eval is None:
+            self.last_eval = self.evaluate()  # the base model's accuracy, before any update
+        start = time.perf_counter()
+        problems = self.task.sample_train(self.data_rng, cfg.rollout.prompts_per_step)
+        self.policy.model.eval()
+        batch = collect_rollout(self.policy, self.task, problems, cfg.rollout.group_size,
+                                cfg.rollout.temperature, cfg.rollout.max_new_tokens, self.generator)
+        entropy = M.aggregate(batch.entropy, batch.mask).item()
+        self._check_finite(entropy, "entropy")
+        alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
+        update_start = time.perf_counter()
+        update_metrics = self._update(batch, alpha)
+        update_s = time.perf_counter() - update_start
+        eval_every = cfg.rollout.eval_every
+        if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
+            self.last_eval = self.evaluate()
+        n_tokens = float(batch.mask.sum().item())
+        out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy}
+        out.update(update_metrics)
+        out.update(self.controller.metrics())
+        out.update(self._rollout_metrics(batch, n_tokens))
+        out.update({k: self.last_eval[k] for k in M.EVAL_KEYS})
+        out[M.STEP_S] = time.perf_counter() - start
+        out[M.ROLLOUT_TOKENS_PER_S] = n_tokens / max(batch.rollout_seconds, 1e-9)
+        out[M.UPDATE_TOKENS_PER_S] = n_tokens * cfg.optim.ppo_epochs / max(update_s, 1e-9)
+        for key, value in out.items():
+            self._check_finite(value, key)
+        return {k: float(out[k]) for k in M.STEP_KEYS}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy: greedy, mean@k and pass@k at the rollout temperature, plus eval entropy.
+
+        Uses its own generator (seeded by the eval seed and step) so evaluation never shifts the
+        training RNG stream: a run with more frequent evals samples the same training data.
+        """
+        cfg = self.config
+        problems = self.task.eval_problems()
+        k = cfg.rollout.eval_samples
+        self.policy.model.eval()
+        prompts = [self.policy.encode_prompt(p.prompt) for p in problems]
+        greedy = generate(self.policy, prompts, cfg.rollout.max_new_tokens, 1.0, None, greedy=True)
+        greedy_acc = score(self.task, problems, decode_responses(self.policy, greedy), 1).mean().item()
+        gen_rng = torch.Generator(device=self.policy.device)
+        gen_rng.manual_seed(cfg.task.eval_seed * 100_003 + self.step_count)
+        repeated = [ids for ids in prompts for _ in range(k)]
+        sampled = generate(self.policy, repeated, cfg.rollout.max_new_tokens, cfg.rollout.temperature, gen_rng)
+        rewards = score(self.task, problems, decode_responses(self.policy, sampled), k).view(-1, k)
+        _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
+        return {
+            M.EVAL_ACCURACY: rewards.mean().item(),
+            M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),
+            M.EVAL_ENTROPY: M.aggregate(ent, sampled.response_mask).item(),
+            "eval/greedy_accuracy": greedy_acc,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything needed to continue exactly: model, optimizer, controller, RNG streams, step."""
+        return {
+            "model": self.policy.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "controller": self.controller.state_dict(),
+            "data_rng": _rng_to_list(self.data_rng.getstate()),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step_count,
+            "last_eval": dict(self.last_eval) if self.last_eval is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.policy.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller.load_state_dict(state["controller"])
+        self.data_rng.setstate(_rng_from_list(state["data_rng"]))
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step_count = int(state["step"])
+        self.last_eval = dict(state["last_eval"]) if state["last_eval"] is not None else None
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _update(self, batch: RolloutBatch, alpha: float) -> dict[str, float]:
+        """``ppo_epochs x mini_batches_per_rollout`` optimizer steps; returns mean loss metrics."""
+        cfg = self.config
+        model = self.policy.model
+        model.train()
+        n = batch.gen.input_ids.shape[0]
+        n_mb = min(cfg.optim.mini_batches_per_rollout, n)
+        sums: dict[str, float] = {}
+        count = 0
+        for epoch in range(cfg.optim.ppo_epochs):
+            order = torch.randperm(n, generator=self.generator, device=self.policy.device) if n_mb > 1 \
+                else torch.arange(n, device=self.policy.device)
+            for chunk in order.chunk(n_mb):
+                fresh = epoch == 0 and count == 0  # weights still equal the behaviour policy's
+                metrics = self._minibatch_step(batch, chunk, alpha, fresh)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+        model.eval()
+        return {k: v / count for k, v in sums.items()}
+
+    def _minibatch_step(self, batch: RolloutBatch, idx: torch.Tensor, alpha: float,
+                        fresh: bool) -> dict[str, float]:
+        cfg = self.config
+        gen = Generation(batch.gen.input_ids[idx], batch.gen.attention_mask[idx], batch.gen.prompt_len,
+                         batch.gen.response_mask[idx])
+        logp, ent = sequence_logprobs(self.policy, gen, cfg.rollout.temperature)  # (b, R) with grad
+        mask = gen.response_mask
+        # On the first optimizer step the weights are the sampling weights: use the detached current
+        # log-probs so rho == 1 exactly (a separate no-grad forward may differ in the last bits).
+        old_logp = logp.detach() if fresh else batch.old_logprobs[idx]
+        if cfg.controller.update == "minibatch":
+            mb_entropy = M.aggregate(ent.detach(), mask).item()
+            self._check_finite(mb_entropy, "minibatch entropy")
+            alpha = self.controller.update(mb_entropy)
+        loss, loss_metrics = compute_policy_loss(
+            cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=alpha,
+            generator=self.generator, **self.loss_params,
+        )
+        if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step:
+            loss = loss * float("nan")
+        self._check_finite(loss.item(), "loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip).item()
+        self._check_finite(grad_norm, "gradient norm")
+        self.optimizer.step()
+        return {**loss_metrics, M.GRAD_NORM: grad_norm}
+
+    def _rollout_metrics(self, batch: RolloutBatch, n_tokens: float) -> dict[str, float]:
+        solved = batch.rewards.view(-1, batch.group_size).mean(-1)  # (B,)
+        return {
+            M.REWARD_MEAN: batch.rewards.mean().item(),
+            M.RESPONSE_LENGTH_MEAN: n_tokens / batch.rewards.numel(),
+            M.SOLVE_NONE_FRAC: (solved == 0).float().mean().item(),
+            M.SOLVE_ALL_FRAC: (solved == 1).float().mean().item(),
+        }
+
+    def _check_finite(self, value: float, what: str) -> None:
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"non-finite {what} ({value}) at step {self.step_count} (method {self.config.method}); "
+                "the trial is stopped so no NaN reaches the logs or the search"
+            )
+
+
+def _rng_to_list(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_list(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
