@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up ./.venv and run the main job: the default method comparison on the embedded task.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export RAY_AUTH_MODE=disabled
+.venv/bin/entropic-tune compare "$@"
