@@ -75,7 +75,9 @@ def render(rows: list[dict[str, str]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT, help="output file (default: the packaged sample)")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help="output file (default: the packaged sample)"
+    )
     parser.add_argument("--n", type=int, default=200, help="number of problems")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     args = parser.parse_args(argv)

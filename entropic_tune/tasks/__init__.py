@@ -1,0 +1,44 @@
+"""Tasks: prompts, a fixed held-out set and verifiable rewards, chosen by name from ``TASKS``.
+
+``arithmetic`` (the embedded default) generates column-addition problems with worked solutions;
+``jsonl`` reads a dataset file and rewards with a verifier (``exact``, ``numeric``, ``boxed``,
+``gsm8k`` or ``auto``). See ``docs/ARCHITECTURE.md``, "Task contract".
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from ..errors import unknown
+from .arithmetic import ArithmeticTask
+from .base import Problem, Task
+from .jsonl import SAMPLE_PATH, JsonlTask
+from .verifiers import VERIFIERS, verify
+
+if TYPE_CHECKING:
+    from ..config import TaskConfig
+
+TASKS: MappingProxyType[str, type[Task]] = MappingProxyType(
+    {ArithmeticTask.name: ArithmeticTask, JsonlTask.name: JsonlTask}
+)
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    """Instantiate the task named ``cfg.name``; unknown names and bad data raise UserError."""
+    if cfg.name not in TASKS:
+        raise unknown("task", cfg.name, TASKS)
+    return TASKS[cfg.name](cfg)
+
+
+__all__ = [
+    "SAMPLE_PATH",
+    "TASKS",
+    "VERIFIERS",
+    "ArithmeticTask",
+    "JsonlTask",
+    "Problem",
+    "Task",
+    "build_task",
+    "verify",
+]
