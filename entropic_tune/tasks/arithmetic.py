@@ -3,14 +3,15 @@
 Prompt ``"47+85="``; response ``"7+5=12,4+8+1=13,>132"``. The response walks the columns from the
 least significant digit. Every column step is fixed width: ``x+y=tt`` for the first column and
 ``x+y+c=tt`` after it, where ``c`` is the carry in (0 or 1, always written) and ``tt`` the column
-total as two digits (its tens digit is the carry out). Steps are separated by ``,``; the final answer
-follows the marker ``>`` with one digit per column plus the final carry (so ``3+4`` ends ``>07``).
-A response's length is therefore ``10 * n`` characters for ``n`` columns (10, 20 or 30 by default).
+total as two digits (its tens digit is the carry out). Steps are separated by ``,``; the final
+answer follows the marker ``>`` with one digit per column plus the final carry (``3+4`` ends
+``>07``). A response is therefore ``10 * n`` characters long for ``n`` columns (10, 20 or 30 by
+default), and leading zeros after the marker are accepted.
 
-As in RLVR only the answer after the last ``>`` is verified. The warm-start's corrupted solutions make
-exactly one wrong column step (an off-by-one total or a dropped carry) and carry it on consistently,
-so a correct and a wrong solution differ in a few characters: the model's choice at a handful of
-tokens decides the reward, as in LLM reasoning.
+As in RLVR only the answer after the last ``>`` is verified. The warm-start's corrupted solutions
+make exactly one wrong column step (an off-by-one total or a dropped carry) and carry it on
+consistently, so a correct and a wrong solution differ in a few characters: the model's choice at a
+handful of tokens decides the reward, as in LLM reasoning.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Fault:
-    """A single wrong step at ``column``: ``"off"`` adds ``delta`` to the total, ``"drop"`` loses the carry."""
+    """One wrong step: ``"off"`` adds ``delta`` to a column total; ``"drop"`` zeroes its carry."""
 
     column: int
     kind: str
@@ -50,7 +51,7 @@ class Fault:
 
 
 def solve_columns(a: int, b: int, fault: Fault | None = None) -> list[Column]:
-    """The column steps of ``a + b``, least significant first, with ``fault`` applied and propagated."""
+    """Column steps of ``a + b``, least significant first, with ``fault`` applied and propagated."""
     n = max(len(str(a)), len(str(b)))
     steps: list[Column] = []
     carry = 0
@@ -117,7 +118,8 @@ class ArithmeticTask(Task):
         if cfg.eval_size > n_pairs // 2:
             raise UserError(
                 f"task.eval_size: {cfg.eval_size} would hold out more than half of the {n_pairs} "
-                f"problems with task.min_digits={self.min_digits}, task.max_digits={self.max_digits}; "
+                f"problems with task.min_digits={self.min_digits}, "
+                f"task.max_digits={self.max_digits}; "
                 f"use task.eval_size <= {n_pairs // 2} or raise task.max_digits"
             )
         rng = random.Random(cfg.eval_seed)

@@ -27,13 +27,13 @@ class Problem:
 
 
 class Task(ABC):
-    """Base class of every task; subclasses are registered by name in ``entropic_tune.tasks.TASKS``."""
+    """Base class of every task; subclasses are registered by name in ``tasks.TASKS``."""
 
     name: str = ""
 
     @abstractmethod
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
-        """Draw ``n`` training problems; the order depends only on ``rng`` (never on global state)."""
+        """Draw ``n`` training problems; their order depends only on ``rng`` (no global state)."""
 
     @abstractmethod
     def eval_problems(self) -> list[Problem]:

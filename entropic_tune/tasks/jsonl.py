@@ -3,7 +3,7 @@
 The file is validated completely at load time, so that a bad line stops a sweep before any trial
 starts, with a one-line error naming the file and the 1-based line. The reward is the configured
 verifier (:mod:`entropic_tune.tasks.verifiers`). The held-out set is ``task.eval_path`` when given,
-else the last ``task.eval_size`` records; prompts of the held-out set never enter the training stream.
+else the last ``task.eval_size`` records; held-out prompts never enter the training stream.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def _problem(record: Any, where: str, verifier: str) -> Problem:
         raise UserError(f"{where}: 'prompt' must be a non-empty string, got {prompt!r}")
     if not answer:
         raise UserError(
-            f"{where}: 'answer' must be a non-empty string or a finite number, got {record['answer']!r}"
+            f"{where}: 'answer' must be a non-empty string or a finite number, "
+            f"got {record['answer']!r}"
         )
     if solution is not None and not isinstance(solution, str):
         raise UserError(f"{where}: 'solution' must be a string or null, got {solution!r}")
@@ -72,7 +73,8 @@ def _problem(record: Any, where: str, verifier: str) -> Problem:
         )
     if solution is not None and not verify(solution, answer, verifier):
         raise UserError(
-            f"{where}: the solution does not pass task.verifier '{verifier}' for answer {answer!r}; "
+            f"{where}: the solution does not pass task.verifier '{verifier}' "
+            f"for answer {answer!r}; "
             "fix the line or choose another task.verifier (auto, exact, numeric, boxed, gsm8k)"
         )
     return Problem(prompt=prompt, answer=answer, solution=solution)
@@ -154,7 +156,8 @@ class JsonlTask(Task):
             held_out, train = load_problems(cfg.eval_path, cfg.verifier, "task.eval_path"), problems
         elif len(problems) - cfg.eval_size < 1:
             raise UserError(
-                f"{cfg.path}: {len(problems)} records but task.eval_size={cfg.eval_size} are held out, "
+                f"{cfg.path}: {len(problems)} records but task.eval_size={cfg.eval_size} "
+                "are held out, "
                 "leaving no training records; lower task.eval_size or set task.eval_path"
             )
         else:

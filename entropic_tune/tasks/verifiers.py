@@ -1,15 +1,15 @@
 """Answer verifiers: does a response's final answer match the reference answer?
 
 As in RLVR, only the final answer is checked, never the reasoning. Each kind first extracts a
-candidate from the response, then compares it with the answer: numerically (exact decimal arithmetic,
-absolute tolerance 1e-6) when both parse as numbers, else as whitespace-stripped strings.
+candidate from the response, then compares it with the answer: numerically (exact decimal
+arithmetic, absolute tolerance 1e-6) when both parse as numbers, else as stripped strings.
 
 - ``exact``: the whole response, stripped, equals the answer.
 - ``numeric``: the last number in the response ("1,234", "-3" and "2.50" parse; "5-3" is 5 and 3).
-- ``boxed``: the content of the last ``\\boxed{...}`` (nested braces balanced; unclosed = no answer).
+- ``boxed``: the content of the last ``\\boxed{...}`` (nested braces balanced; unclosed = none).
 - ``gsm8k``: the text after the last ``####`` (its first number when the answer is a number).
-- ``auto``: boxed if the response has ``\\boxed``, gsm8k if it has ``####``, numeric if the answer is
-  a number, else exact.
+- ``auto``: boxed if the response has ``\\boxed``, gsm8k if it has ``####``, numeric if the
+  answer is a number, else exact.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def verify(response: str, answer: str | int | float, kind: str = "auto") -> bool
 
 
 def format_answer(answer: str, kind: str) -> str:
-    """The shortest response that verifier ``kind`` accepts for ``answer`` ("#### 42", "\\boxed{42}")."""
+    """The shortest response ``kind`` accepts for ``answer``: "#### 42", "\\boxed{42}" or "42"."""
     check_kind(kind)
     if kind == "gsm8k":
         return f"{GSM8K} {answer}"
