@@ -54,7 +54,7 @@ class ModelConfig:
     """Parameter dtype: 'auto' (fp32 on CPU, fp32 weights with bf16 autocast on CUDA), 'float32', 'bfloat16'."""
     trust_remote_code: bool = False
     """Passed to transformers when loading `path`; off unless the user turns it on."""
-    warmstart_steps: int = 300
+    warmstart_steps: int = 600
     """Supervised steps on worked solutions before RL (0 = none; only for the built-in model)."""
     warmstart_lr: float = 3e-3
     """Learning rate of the warm-start."""
@@ -136,7 +136,7 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 3e-4
     """AdamW learning rate of the RL phase."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -203,11 +203,11 @@ class LossConfig:
 class ControllerConfig:
     name: str = "constant"
     """Controller registry name: 'constant', 'pi' (EntroPIC) or 'adaptive' (Skywork AEC); set by the method."""
-    target_entropy: float = 0.2
+    target_entropy: float = 0.06
     """H_target in nats per token at `rollout.temperature`; also the reference for tracking metrics."""
-    kp: float = 2.0
+    kp: float = 10.0
     """Proportional gain of the PI controller."""
-    ki: float = 0.05
+    ki: float = 0.5
     """Integral gain of the PI controller (0 = P-only)."""
     alpha_min: float = -1.0
     """Lower bound of alpha."""
