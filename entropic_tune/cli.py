@@ -35,7 +35,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                     "Writes config.yaml, history.csv (one row per step), summary.csv and summary.json to "
                     "OUT/NAME and prints where.",
     )
-    p.add_argument("--method", default=None, choices=METHODS, metavar="METHOD",
+    p.add_argument("--method", default=None, metavar="METHOD",
                    help=f"Method preset: {', '.join(METHODS)} (default: grpo, or the config file's).")
     p.add_argument("--steps", type=int, default=None, help="Rollout steps (train.total_steps).")
     p.add_argument("--seed", type=int, default=None, help="Run seed (train.seed).")

@@ -9,6 +9,7 @@ and ``summary.json``. The folder layout is the results contract shared with swee
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,17 +23,18 @@ from .results import atomic_write_text, history_columns, history_rows, summary_c
 from .trainer import NonFiniteError, Trainer
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run folder; refuse to overwrite a folder that already holds results."""
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run folder that already holds results, or whose nearest existing parent is not writable.
+
+    Writes nothing, so a refused run leaves no trace.
+    """
     if (run_dir / "history.csv").exists() or (run_dir / "summary.csv").exists():
         raise UserError(f"--out/--name: '{run_dir}' already holds results; choose another --name or --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"--out: cannot write to '{run_dir}': {exc.strerror}") from None
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write to '{run_dir}' ('{parent}' is not a writable folder)")
 
 
 def progress_line(row: dict[str, float], total: int) -> str:
@@ -44,7 +46,18 @@ def progress_line(row: dict[str, float], total: int) -> str:
 
 def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status."""
-    prepare_run_dir(run_dir)
+    check_run_dir(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create '{run_dir}': {exc.strerror}") from None
+    try:
+        trainer = Trainer(config)  # validates model, task and data before any result is written
+    except BaseException:
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     flat = to_flat(config)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(
@@ -57,7 +70,6 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     if not quiet:
         print(f"entropic-tune train: method={config.method} steps={total} seed={config.train.seed} "
               f"-> {run_dir}", file=sys.stderr)
-    trainer = Trainer(config)
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
     try:
         while trainer.step_count < total:

@@ -62,6 +62,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.policy.device).manual_seed(config.train.seed)
         self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k != "name"}
         self.step_count = 0
+        self.restored = False
         self.last_eval: dict[str, float] | None = None
 
     # --- public surface -----------------------------------------------------------------------
@@ -70,7 +71,8 @@ class Trainer:
         """One rollout step; returns exactly the keys of ``metrics.STEP_KEYS``."""
         cfg = self.config
         self.step_count += 1
-        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step:
+        # Fires once per run: a trainer restored from a checkpoint has already survived the crash.
+        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored:
             raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
         if self.last_eval is None:
             self.last_eval = self.evaluate()  # the base model's accuracy, before any update
@@ -149,6 +151,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step_count = int(state["step"])
+        self.restored = True
         self.last_eval = dict(state["last_eval"]) if state["last_eval"] is not None else None
 
     # --- internals ----------------------------------------------------------------------------

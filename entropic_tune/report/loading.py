@@ -112,16 +112,23 @@ def read_meta(folder: Path) -> dict[str, Any]:
         meta["base"] = flatten_config(meta.get("base") or {})
         return meta
     if (folder / "config.yaml").is_file():
-        return {"kind": "train", "name": folder.name, "base": flatten_config(_read_yaml(folder / "config.yaml"))}
+        return {
+            "kind": "train",
+            "name": folder.name,
+            "base": flatten_config(_read_yaml(folder / "config.yaml")),
+        }
     return {"kind": "train", "name": folder.name, "base": {}}
 
 
 def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    frame = pd.read_csv(path, keep_default_na=False, na_values=_NA,
-                        dtype={c: str for c in _TEXT_COLUMNS})
+    frame = pd.read_csv(
+        path, keep_default_na=False, na_values=_NA, dtype={c: str for c in _TEXT_COLUMNS}
+    )
     missing = [c for c in required if c not in frame]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)} (see the results contract)")
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)} (see the results contract)"
+        )
     return frame
 
 

@@ -1,0 +1,127 @@
+"""Statistics over seeds: mean, sample std (ddof=1), 95% Student-t interval, and method ranking.
+
+No scipy: the t quantile is computed exactly for integer degrees of freedom from the closed-form
+Student-t CDF (Abramowitz & Stegun 26.7.3-4) and inverted by bisection. Only TERMINATED trials count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from .loading import completed
+from .names import EVAL_ACCURACY, FINAL_ACCURACY, STAT_METRICS, TRACKING_RMSE
+
+CONFIDENCE = 0.95
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """``P(|T| <= t)`` for Student's t with integer ``df`` (t >= 0)."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 0:
+        term, total = 1.0, 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return s * total
+    if df == 1:
+        return 2.0 * theta / math.pi
+    term, total = 1.0, 1.0
+    for k in range(1, (df - 1) // 2):
+        term *= c2 * (2 * k) / (2 * k + 1)
+        total += term
+    return 2.0 / math.pi * (theta + s * math.cos(theta) * total)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (a positive integer) degrees of freedom."""
+    if not 0.0 < p < 1.0 or int(df) != df or df < 1:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and an integer df >= 1, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    mass = 2.0 * p - 1.0
+    lo, hi = 0.0, 1.0
+    while _t_central_mass(hi, int(df)) < mass:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_central_mass(mid, int(df)) < mass:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, float]:
+    """``n``, ``mean``, ``std`` (ddof=1) and the two-sided t interval of the finite values.
+
+    ``std`` and the interval are NaN below two values.
+    """
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(xs)
+    mean = sum(xs) / n if n else math.nan
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else math.nan
+    half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def group_columns(summary: pd.DataFrame) -> list[str]:
+    """How trials are grouped: by method, within each experiment when several are loaded."""
+    cols = ["method"]
+    if "experiment" in summary and summary["experiment"].nunique() > 1:
+        cols.insert(0, "experiment")
+    return cols
+
+
+def method_stats(
+    summary: pd.DataFrame, metrics: Sequence[str] = STAT_METRICS, by: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Long table: one row per group and metric with n, n_trials, mean, std, ci_low, ci_high.
+
+    Only TERMINATED trials count; ``n`` is the number of finite values (e.g. settled runs for
+    ``summary/settle_step``), ``n_trials`` the number of completed trials in the group.
+    """
+    by = list(by) if by is not None else group_columns(summary)
+    done = completed(summary)
+    rows = []
+    for key, group in done.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics:
+            if metric not in group:
+                continue
+            values = pd.to_numeric(group[metric], errors="coerce")
+            rows.append(
+                {
+                    **dict(zip(by, key, strict=True)),
+                    "metric": metric,
+                    "n_trials": len(group),
+                    **describe(values),
+                }
+            )
+    columns = [*by, "metric", "n_trials", "n", "mean", "std", "ci_low", "ci_high"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rank_methods(summary: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Groups ordered by mean final accuracy (higher first), ties broken by tracking RMSE (lower).
+
+    Uses ``summary/final_accuracy`` (or ``eval/accuracy`` when absent). Returns the group columns
+    with ``rank`` (1 = best), ``final_accuracy``, ``tracking_rmse`` and ``n``.
+    """
+    by = list(by) if by is not None else group_columns(summary)
+    acc_metric = FINAL_ACCURACY if FINAL_ACCURACY in summary else EVAL_ACCURACY
+    stats = method_stats(summary, (acc_metric, TRACKING_RMSE), by)
+    out = completed(summary).groupby(by, sort=False).size().rename("n").reset_index()
+    for metric, name in ((acc_metric, "final_accuracy"), (TRACKING_RMSE, "tracking_rmse")):
+        means = stats[stats["metric"] == metric][[*by, "mean"]].rename(columns={"mean": name})
+        out = out.merge(means, on=by, how="left") if len(means) else out.assign(**{name: math.nan})
+    # Rounding makes accuracies that differ only by float noise count as ties.
+    out["_acc"] = out["final_accuracy"].round(12)
+    out = out.sort_values(["_acc", "tracking_rmse"], ascending=[False, True], na_position="last")
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out.drop(columns="_acc").reset_index(drop=True)

@@ -1,0 +1,204 @@
+"""``write_report``: report.md (and a self-contained report.html) with tables, figures and findings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+
+from ..errors import UserError
+from .document import Block, to_html, to_markdown
+from .findings import findings
+from .loading import Experiment, load_experiment, load_experiments
+from .plots import (
+    plot_control,
+    plot_entropy,
+    plot_reward_accuracy,
+)
+from .plots_final import plot_ablation, plot_final_metrics
+from .published import PUBLISHED
+from .search import (
+    best_trials,
+    plot_kp_ki_map,
+    plot_optimization_history,
+    plot_param_importances,
+    plot_pareto_front,
+    search_objectives,
+    study_path,
+)
+from .tables import ablation_table, experiment_setup, summary_table
+
+FORMATS = ("html", "md")
+
+Figure = tuple[Path, str]
+
+
+def _try(
+    made: list[Figure],
+    skipped: list[str],
+    path: Path,
+    caption: str,
+    draw: Callable[[Path], object],
+    errors: tuple[type[Exception], ...] = (ValueError,),
+) -> None:
+    try:
+        draw(path)
+    except errors as exc:
+        skipped.append(f"{path.name} not drawn: {str(exc).splitlines()[0]}")
+        return
+    made.append((path, caption))
+
+
+ENTROPY_CAPTION = (
+    "Entropy per method vs rollout step; dashed: target entropy with its ±10% band; "
+    "shaded: min-max over seeds."
+)
+
+
+def make_figures(exp: Experiment, folder: Path) -> tuple[list[Figure], list[str]]:
+    """Draw every figure that applies to ``exp`` into ``folder``; returns (figures, skip notes)."""
+    made: list[Figure] = []
+    skipped: list[str] = []
+    ablation = "factor" in exp.summary and exp.summary["factor"].notna().any()
+    controlled = exp.summary["method"].isin(("entropic", "entropic_p")).any()
+    plan = [
+        ("entropy.png", plot_entropy, True, ENTROPY_CAPTION),
+        ("control.png", plot_control, controlled,
+         "EntroPIC's PI controller: coefficient alpha, error H - H_target and its integral per step."),
+        ("reward_accuracy.png", plot_reward_accuracy, True,
+         "Training reward and held-out accuracy per method vs rollout step."),
+        # Pooling an ablation's variants per method would hide the factor: plot_ablation instead.
+        ("final_metrics.png", plot_final_metrics, not ablation,
+         "Final accuracy and entropy tracking RMSE per method: mean and 95% t-interval over seeds; "
+         "hollow dots are single seeds."),
+        ("ablation.png", plot_ablation, ablation,
+         "Ablations: one row per factor, final accuracy and tracking RMSE per variant "
+         "(mean and 95% t-interval)."),
+    ]  # fmt: skip
+    for name, plot, wanted, caption in plan:
+        if wanted:
+            _try(made, skipped, folder / name, caption, partial(plot, exp))
+    for path in exp.paths:
+        name = _name_of(exp, path)
+        if (exp.metas.get(name) or {}).get("kind") == "search":
+            prefix = _slug(name) + "-" if len(exp.paths) > 1 else ""
+            _search_figures(load_experiment(path, name), folder, prefix, made, skipped)
+    return made, skipped
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _name_of(exp: Experiment, path: Path) -> str:
+    return list(exp.metas)[exp.paths.index(path)]
+
+
+def _search_figures(
+    exp: Experiment, folder: Path, prefix: str, made: list[Figure], skipped: list[str]
+) -> None:
+    if not study_path(exp).is_file():
+        skipped.append(f"{exp.path}: no {study_path(exp).name}; search figures not drawn")
+        return
+    metric, mode = search_objectives(exp)[0]
+    plan = [
+        ("search_history.png", plot_optimization_history,
+         f"Optuna optimisation history of {metric} ({mode}imise)."),
+        ("search_importances.png", plot_param_importances, f"Parameter importances for {metric}."),
+        ("kp_ki_map.png", plot_kp_ki_map,
+         f"Kp x Ki map: each completed trial coloured by {metric}; the star marks the best."),
+    ]  # fmt: skip
+    if len(search_objectives(exp)) > 1:
+        plan.append(
+            ("pareto_front.png", plot_pareto_front, "Pareto front of the two search objectives.")
+        )
+    for name, plot, caption in plan:
+        # Optuna raises RuntimeError/ValueError when a study is too small for a plot.
+        _try(made, skipped, folder / f"{prefix}{name}", caption, partial(plot, exp),
+             (ValueError, RuntimeError))  # fmt: skip
+
+
+def _results_blocks(exp: Experiment) -> list[Block]:
+    if exp.kind == "ablate" and "factor" in exp.summary and exp.summary["factor"].notna().any():
+        blocks: list[Block] = [
+            ("h2", "Results per ablation variant"),
+            ("table", ablation_table(exp.summary)),
+        ]
+    else:
+        blocks = [("h2", "Results per method"), ("table", summary_table(exp.summary))]
+    blocks.append(
+        (
+            "p",
+            "Cells: mean ± sample std [95% t-interval] over completed seeds; rank by final "
+            "accuracy (ties broken by lower tracking RMSE). Tracking RMSE is relative to the "
+            "target (0.1 = 10%); entropy drop is 1 - H_last/H_first.",
+        )
+    )
+    for path in exp.paths:
+        sub = load_experiment(path, _name_of(exp, path))
+        if sub.kind == "search" and study_path(sub).is_file():
+            blocks += [
+                ("h3", f"Search {sub.name}: best completed trials"),
+                ("table", best_trials(sub)),
+            ]
+    return blocks
+
+
+def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str]) -> list[Block]:
+    """The whole report as document blocks."""
+    folders = ", ".join(str(p) for p in exp.paths)
+    setup = experiment_setup(exp).reset_index(names="item")
+    blocks: list[Block] = [
+        ("h1", f"Experiment report: {exp.name}"),
+        (
+            "p",
+            f"Generated by entropic_tune.report from {folders}. Only trials with status TERMINATED "
+            "enter the statistics; intervals are two-sided 95% Student-t intervals over seeds.",
+        ),
+        ("h2", "Setup"),
+        ("table", setup),
+    ]
+    if not exp.errored.empty:
+        blocks += [("h2", "Trials that did not complete (excluded)"), ("table", exp.errored)]
+    blocks += _results_blocks(exp)
+    blocks += [("h2", "Findings (computed from the numbers above)"), ("p", " ".join(findings(exp)))]
+    blocks.append(("h2", "Figures"))
+    blocks += [("figure", path, caption) for path, caption in figures]
+    if skipped:
+        blocks.append(("list", skipped))
+    blocks += [
+        ("h2", "Published reference numbers (NOT from this experiment)"),
+        (
+            "p",
+            "Copied from the papers (METHOD.md section 3.3) for orientation only: other models, tasks "
+            "and budgets, so they are not comparable with the numbers above.",
+        ),
+        ("table", PUBLISHED),
+    ]
+    return blocks
+
+
+def write_report(
+    dirs: str | Path | Iterable[str | Path], fmt: str = "md", out: Path | None = None
+) -> Path:
+    """Write ``report.md`` (and ``report.html`` for ``fmt="html"``) plus ``figures/*.png``.
+
+    Output goes to ``out`` or the first experiment folder. Returns the report written last
+    (report.html for html). Raises ``ValueError`` for an unknown format or a folder without
+    summary.csv/history.csv.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown report format '{fmt}'; allowed: {', '.join(FORMATS)}")
+    exp = load_experiments(dirs)
+    folder = Path(out) if out is not None else exp.path
+    folder.mkdir(parents=True, exist_ok=True)
+    figures, skipped = make_figures(exp, folder / "figures")
+    blocks = report_blocks(exp, figures, skipped)
+    md = folder / "report.md"
+    md.write_text(to_markdown(blocks, folder), encoding="utf-8")
+    if fmt == "md":
+        return md
+    page = folder / "report.html"
+    page.write_text(to_html(blocks, f"Experiment report: {exp.name}"), encoding="utf-8")
+    return page

@@ -1,0 +1,95 @@
+"""Bad input: exit code 2, one line naming the key/file/line and the allowed values, no traceback,
+and nothing already written is lost. Table-driven over the `train` and `report` commands; the sweep
+commands' bad inputs are in tests/test_sweep_bad_input.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from entropic_tune.cli import main
+
+
+def _hf_without_tokenizer(tmp: Path) -> str:
+    folder = tmp / "no_tok"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return str(folder)
+
+
+def _jsonl(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+def _malformed(tmp: Path) -> str:
+    return _jsonl(tmp, "m.jsonl", '{"prompt": "1+1=", "answer": "2"}\n{bad json\n')
+
+
+def _yaml(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+CASES = [
+    ("unknown method", lambda t: ["--method", "entropix"], ["entropix", "entropic", "allowed"]),
+    ("misspelt key", lambda t: ["--set", "controler.kp=1"], ["controler.kp", "did you mean 'controller.kp'"]),
+    ("negative kp", lambda t: ["--set", "controller.kp=-1"], ["controller.kp", ">= 0"]),
+    ("target <= 0", lambda t: ["--set", "controller.target_entropy=0"], ["controller.target_entropy", "> 0"]),
+    ("tau >= 1", lambda t: ["--set", "loss.tau=1.0"], ["loss.tau", "[0, 1)"]),
+    ("tau < 0", lambda t: ["--set", "loss.tau=-0.1"], ["loss.tau", "[0, 1)"]),
+    ("alpha bounds", lambda t: ["--set", "controller.alpha_min=1", "--set", "controller.alpha_max=0.5"],
+     ["controller.alpha_min", "alpha_max"]),
+    ("group size 0", lambda t: ["--set", "rollout.group_size=0"], ["rollout.group_size", ">= 2"]),
+    ("steps 0", lambda t: ["--steps", "0"], ["train.total_steps", "> 0"]),
+    ("bad type", lambda t: ["--set", "train.total_steps=abc"], ["train.total_steps", "expected int"]),
+    ("set without =", lambda t: ["--set", "controller.kp"], ["--set", "key=value"]),
+    ("unknown verifier", lambda t: ["--set", "task.verifier=regex"], ["task.verifier", "allowed", "boxed"]),
+    ("missing model path", lambda t: ["--set", f"model.path={t / 'nope'}"], ["model.path", "nope"]),
+    ("model without tokenizer", lambda t: ["--set", f"model.path={_hf_without_tokenizer(t)}"],
+     ["model.path", "no tokenizer"]),
+    ("jsonl without path", lambda t: ["--set", "task.name=jsonl"], ["task.path", "required"]),
+    ("missing jsonl", lambda t: ["--set", "task.name=jsonl", "--set", f"task.path={t / 'none.jsonl'}"],
+     ["none.jsonl"]),
+    ("empty jsonl", lambda t: ["--set", "task.name=jsonl", "--set", f"task.path={_jsonl(t, 'e.jsonl', '')}"],
+     ["e.jsonl", "empty"]),
+    ("malformed jsonl", lambda t: ["--set", "task.name=jsonl", "--set", f"task.path={_malformed(t)}"],
+     ["m.jsonl:2"]),
+    ("yaml syntax", lambda t: ["--config", _yaml(t, "bad.yaml", "controller:\n  kp: [1, 2\n")], ["bad.yaml", "YAML"]),
+    ("yaml unknown key", lambda t: ["--config", _yaml(t, "unk.yaml", "controller:\n  kpp: 1\n")],
+     ["unk.yaml", "controller.kpp", "did you mean"]),
+    ("missing config file", lambda t: ["--config", str(t / "absent.yaml")], ["absent.yaml", "does not exist"]),
+    ("unwritable out", lambda t: ["--out", "/proc/entropic"], ["--out", "/proc"]),
+]
+
+
+@pytest.mark.parametrize("name,make_args,expected", CASES, ids=[c[0] for c in CASES])
+def test_train_bad_input(name, make_args, expected, tmp_path, capsys):
+    args = ["train", "--quiet", "--out", str(tmp_path / "out"), *make_args(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("history.csv"))
+
+
+def test_existing_results_are_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "out" / "run1"
+    run.mkdir(parents=True)
+    (run / "history.csv").write_text("precious\n")
+    assert main(["train", "--quiet", "--out", str(tmp_path / "out"), "--name", "run1"]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert (run / "history.csv").read_text() == "precious\n"
+
+
+def test_report_of_a_folder_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path) in err[0]

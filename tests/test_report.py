@@ -1,0 +1,344 @@
+"""Tests for entropic_tune.report: statistics, ranking, figures, report.md/html, import graph."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from entropic_tune import report
+from entropic_tune.report import names
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+T975 = {
+    1: 12.7062,
+    2: 4.3027,
+    3: 3.1824,
+    4: 2.7764,
+    5: 2.5706,
+    9: 2.2622,
+    30: 2.0423,
+}  # printed tables
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> Path:
+    """A private copy of the fixture folders (the report writes into them)."""
+    return Path(
+        shutil.copytree(FIXTURES, tmp_path / "fx", ignore=shutil.ignore_patterns("*.py", "*.md"))
+    )
+
+
+def _summary(rows: list[tuple]) -> pd.DataFrame:
+    cols = [
+        "trial_id",
+        "method",
+        "seed",
+        "status",
+        names.FINAL_ACCURACY,
+        names.TRACKING_RMSE,
+        names.SETTLE_STEP,
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("df", sorted(T975))
+def test_t_quantile_matches_printed_table(df: int) -> None:
+    assert report.t_quantile(0.975, df) == pytest.approx(T975[df], abs=1e-4)
+    assert report.t_quantile(0.025, df) == pytest.approx(-T975[df], abs=1e-4)
+
+
+def test_t_quantile_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        report.t_quantile(0.975, 0)
+    with pytest.raises(ValueError):
+        report.t_quantile(1.0, 3)
+
+
+def test_describe_equals_hand_computation() -> None:
+    got = report.describe([1.0, 2.0, 3.0, 4.0, float("nan")])
+    std = math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3)  # ddof=1
+    half = T975[3] * std / 2
+    assert got["n"] == 4
+    assert got["mean"] == pytest.approx(2.5)
+    assert got["std"] == pytest.approx(std)
+    assert got["ci_low"] == pytest.approx(2.5 - half, abs=1e-3)
+    assert got["ci_high"] == pytest.approx(2.5 + half, abs=1e-3)
+    single = report.describe([0.7])
+    assert single["mean"] == 0.7 and math.isnan(single["std"]) and math.isnan(single["ci_low"])
+
+
+def test_method_stats_counts_only_terminated_trials() -> None:
+    summary = _summary(
+        [
+            ("a", "grpo", 0, "TERMINATED", 0.5, 0.4, 10.0),
+            ("b", "grpo", 1, "TERMINATED", 0.7, 0.2, float("nan")),
+            ("c", "grpo", 2, "ERROR", 0.0, 9.0, 1.0),
+        ]
+    )
+    stats = report.method_stats(summary).set_index("metric")
+    acc = stats.loc[names.FINAL_ACCURACY]
+    assert (acc["n"], acc["n_trials"]) == (2, 2)
+    assert acc["mean"] == pytest.approx(0.6)
+    assert acc["std"] == pytest.approx(math.sqrt(0.02))
+    assert acc["ci_high"] - acc["mean"] == pytest.approx(
+        T975[1] * math.sqrt(0.02) / math.sqrt(2), abs=1e-3
+    )
+    settle = stats.loc[names.SETTLE_STEP]  # one run never settled (NaN): n counts settled runs
+    assert (settle["n"], settle["n_trials"], settle["mean"]) == (1, 2, 10.0)
+    assert list(report.errored_trials(summary)["trial_id"]) == ["c"]
+
+
+def test_rank_methods_by_accuracy_then_tracking_rmse() -> None:
+    summary = _summary(
+        [
+            ("1", "grpo", 0, "TERMINATED", 0.6, 0.3, 1.0),
+            ("2", "entropic", 0, "TERMINATED", 0.6, 0.1, 1.0),
+            ("3", "clip_cov", 0, "TERMINATED", 0.7, 0.9, 1.0),
+            ("4", "kl_cov", 0, "ERROR", 0.99, 0.0, 1.0),
+        ]
+    )
+    ranked = report.rank_methods(summary)
+    assert list(ranked["method"]) == ["clip_cov", "entropic", "grpo"]
+    assert list(ranked["rank"]) == [1, 2, 3]
+
+
+def test_metric_names_match_metrics_module() -> None:
+    pytest.importorskip("torch")
+    from entropic_tune import metrics
+
+    for const in (
+        "ENTROPY",
+        "ALPHA",
+        "ERROR",
+        "INTEGRAL",
+        "REWARD_MEAN",
+        "EVAL_ACCURACY",
+        "EVAL_PASS_AT_K",
+        "TRACKING_RMSE",
+        "SETTLE_STEP",
+        "FINAL_ACCURACY",
+        "ENTROPY_DROP",
+        "STEP",
+    ):
+        assert getattr(names, const) == getattr(metrics, const)
+
+
+def test_every_method_has_its_own_colour() -> None:
+    from entropic_tune.methods import METHODS
+
+    assert set(report.METHOD_COLOURS) == set(METHODS)
+    assert len(set(report.METHOD_COLOURS.values())) == len(METHODS)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def test_load_experiment_reads_the_contract(fx: Path) -> None:
+    exp = report.load_experiment(fx / "compare")
+    assert exp.kind == "compare"
+    assert exp.meta["base"]["optim.mini_batches_per_rollout"] == 4
+    assert set(exp.summary["experiment"]) == {"compare"}
+    assert len(exp.completed) == 6 and list(exp.errored["status"]) == ["ERROR"]
+    assert exp.completed_history["trial_id"].nunique() == 6
+    assert "off-policy" in report.regime(exp.meta)
+
+
+def test_load_experiments_concatenates_with_experiment_column(fx: Path) -> None:
+    exp = report.load_experiments([fx / "compare", fx / "search"])
+    assert set(exp.summary["experiment"]) == {"compare", "search"}
+    assert len(exp.summary) == 7 + 7
+    assert set(exp.history["experiment"]) == {"compare", "search"}
+    assert "experiment" in report.summary_table(exp.summary).columns
+
+
+@pytest.mark.parametrize("present", [[], ["summary.csv"], ["history.csv"]])
+def test_missing_files_raise_value_error_naming_the_folder(
+    tmp_path: Path, present: list[str]
+) -> None:
+    folder = tmp_path / "not_an_experiment"
+    folder.mkdir()
+    for name in present:
+        (folder / name).write_text("trial_id,method,step\n")
+    with pytest.raises(ValueError, match="not_an_experiment"):
+        report.load_experiment(folder)
+    with pytest.raises(ValueError, match="not_an_experiment"):
+        report.write_report([folder])
+
+
+def test_unknown_format_is_rejected(fx: Path) -> None:
+    with pytest.raises(ValueError, match="allowed: html, md"):
+        report.write_report([fx / "compare"], fmt="pdf")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+PLOTS = [
+    (report.plot_entropy, "compare"),
+    (report.plot_control, "compare"),
+    (report.plot_reward_accuracy, "compare"),
+    (report.plot_final_metrics, "compare"),
+    (report.plot_ablation, "ablate"),
+    (report.plot_optimization_history, "search"),
+    (report.plot_param_importances, "search"),
+    (report.plot_kp_ki_map, "search"),
+    (report.plot_pareto_front, "search_mo"),
+    (report.plot_kp_ki_map, "search_mo"),
+    (report.plot_param_importances, "search_mo"),
+]
+
+
+@pytest.mark.parametrize(("plot", "folder"), PLOTS, ids=[f"{p.__name__}-{f}" for p, f in PLOTS])
+def test_plot_writes_a_png(fx: Path, tmp_path: Path, plot, folder: str) -> None:
+    path = tmp_path / "out" / f"{plot.__name__}.png"
+    fig = plot(report.load_experiment(fx / folder), path)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5_000
+    assert fig.axes and (fig.axes[0].get_title() or fig.get_suptitle())  # titled
+
+
+def test_plots_refuse_what_does_not_apply(fx: Path) -> None:
+    with pytest.raises(ValueError, match="factor"):
+        report.plot_ablation(report.load_experiment(fx / "compare"))
+    with pytest.raises(ValueError, match="one objective"):
+        report.plot_pareto_front(report.load_experiment(fx / "search"))
+    with pytest.raises(ValueError, match="Optuna storage"):
+        report.plot_kp_ki_map(report.load_experiment(fx / "compare"))
+
+
+def test_method_colour_is_the_same_in_every_figure(fx: Path) -> None:
+    exp = report.load_experiment(fx / "compare")
+    for fig in (report.plot_entropy(exp), report.plot_reward_accuracy(exp)):
+        for line in fig.axes[0].get_lines():
+            method = line.get_label().split(" ")[0]
+            if method in names.METHOD_COLOURS:
+                assert line.get_color() == names.METHOD_COLOURS[method]
+    fig = report.plot_final_metrics(exp)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    colours = [c.get_facecolor() for c in fig.axes[0].collections if len(c.get_offsets())]
+    assert ticks == ["entropic", "grpo", "entropy_bonus"] and len(colours) >= 3
+
+
+# --- report --------------------------------------------------------------------------------------
+
+CELL = re.compile(r"^(-?[\d.]+) ± ([\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]$")
+
+
+def _md_table(text: str, heading: str) -> pd.DataFrame:
+    lines = text.split(f"## {heading}\n", 1)[1].strip().splitlines()
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def test_report_table_matches_summary_csv(fx: Path) -> None:
+    path = report.write_report([fx / "compare"])
+    assert path == fx / "compare" / "report.md"
+    text = path.read_text()
+    table = _md_table(text, "Results per method").set_index("method")
+    csv = pd.read_csv(fx / "compare" / "summary.csv")
+    csv = csv[csv["status"] == "TERMINATED"]
+    for column, metric in (
+        ("final accuracy", names.FINAL_ACCURACY),
+        ("entropy tracking RMSE (rel.)", names.TRACKING_RMSE),
+        ("entropy drop", names.ENTROPY_DROP),
+    ):
+        for method, values in csv.groupby("method")[metric]:
+            mean, std, lo, hi = map(float, CELL.match(table.loc[method, column]).groups())
+            half = T975[len(values) - 1] * values.std(ddof=1) / math.sqrt(len(values))
+            assert mean == pytest.approx(values.mean(), abs=6e-4)
+            assert std == pytest.approx(values.std(ddof=1), abs=6e-4)
+            assert (lo, hi) == pytest.approx((values.mean() - half, values.mean() + half), abs=2e-3)
+    assert list(table.index) == ["entropic", "grpo", "entropy_bonus"]  # ranked by accuracy
+    assert "trainable_comp2_00006" in text and "synthetic failure" in text  # errored trial listed
+    assert "NOT from this experiment" in text and "58.7" in text and "40.6" in text
+    for png in ("entropy", "control", "reward_accuracy", "final_metrics"):
+        assert (fx / "compare" / "figures" / f"{png}.png").stat().st_size > 5_000
+        assert f"](figures/{png}.png)" in text
+
+
+def test_report_findings_are_computed(fx: Path) -> None:
+    exp = report.load_experiment(fx / "compare")
+    hist = exp.completed_history.sort_values("step").groupby(["method", "trial_id"])[names.ENTROPY]
+    ends = hist.agg(["first", "last"]).groupby("method").mean()
+    lost = 1 - ends.loc["grpo", "last"] / ends.loc["grpo", "first"]
+    text = " ".join(report.findings(exp))
+    assert f"grpo lost {lost:.0%} of its entropy" in text
+    assert "Best method by final accuracy: entropic" in text and "runner-up grpo" in text
+    assert "entropic held entropy within" in text
+
+
+def test_html_report_embeds_images(fx: Path) -> None:
+    path = report.write_report([fx / "compare"], fmt="html")
+    assert path.name == "report.html" and (fx / "compare" / "report.md").is_file()
+    page = path.read_text()
+    figures = list((fx / "compare" / "figures").glob("*.png"))
+    assert page.count('src="data:image/png;base64,iVBOR') == len(figures) == 4
+    assert 'src="figures/' not in page and "<table>" in page
+
+
+def test_search_and_ablation_reports(fx: Path) -> None:
+    before = (fx / "search" / "optuna.db").read_bytes()
+    text = report.write_report([fx / "search"]).read_text()
+    assert (fx / "search" / "optuna.db").read_bytes() == before  # the study is only read
+    for png in ("search_history", "search_importances", "kp_ki_map"):
+        assert f"figures/{png}.png" in text
+    assert "best completed trials" in text
+    assert "figures/pareto_front.png" in report.write_report([fx / "search_mo"]).read_text()
+    ablation = report.write_report([fx / "ablate"]).read_text()
+    assert "Results per ablation variant" in ablation and "figures/ablation.png" in ablation
+    assert "Factor anti_windup" in ablation
+
+
+def test_several_folders_go_to_out(fx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "combined"
+    path = report.write_report([fx / "compare", fx / "search"], out=out)
+    assert path == out / "report.md" and (out / "figures" / "entropy.png").is_file()
+    assert not (fx / "compare" / "report.md").exists()
+    table = _md_table(path.read_text(), "Results per method")
+    assert set(table["experiment"]) == {"compare", "search"}
+
+
+def test_best_trials_reads_the_study(fx: Path) -> None:
+    best = report.best_trials(report.load_experiment(fx / "search"))
+    assert best[names.FINAL_ACCURACY].is_monotonic_decreasing
+    assert (
+        set(best["state"]) == {"COMPLETE"} and best["trial_id"].str.startswith("trainable_").all()
+    )
+
+
+def test_fixture_stays_small() -> None:
+    assert sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file()) < 300_000
+
+
+# --- import graph --------------------------------------------------------------------------------
+
+
+def test_report_import_does_not_load_torch_ray_or_trainer() -> None:
+    code = (
+        "import sys, entropic_tune.report; "
+        "print([m for m in ('torch', 'ray', 'entropic_tune.trainer') if m in sys.modules])"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
