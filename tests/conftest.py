@@ -37,3 +37,22 @@ def warmstart_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture()
 def fast_config() -> dict:
     return dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def ray_local(warmstart_cache: str):
+    """One local Ray for the whole test session (sweeps reuse an initialised Ray and leave it running).
+
+    Tests that need it use ``pytestmark = pytest.mark.usefixtures("ray_local")``; every other test stays
+    Ray-free. Workers inherit ENTROPIC_TUNE_CACHE from this process, so trials share the warm-start cache.
+    """
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
+                 log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()

@@ -1,0 +1,505 @@
+"""Ray Tune + Optuna wiring: a search space becomes a Tuner, its trials become the results contract.
+
+``compare`` and ``ablate`` are grids (``tune.grid_search`` over method or factor level, and seed);
+``search`` is an :class:`OptunaSearch` with a seeded sampler whose study lives in ``optuna.db`` in the
+experiment folder, so ``optuna.load_study`` reopens it and a later run with the same name adds trials
+to it. Every trial runs :func:`entropic_tune.trainable.train_trial`. After the Tuner, the trials are
+read back from Ray's experiment state and written as ``summary.csv`` / ``history.csv`` (see
+``docs/ARCHITECTURE.md``). Ray is started here only when it is not already (tests share one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+from ray.tune.search import Repeater
+from ray.tune.search.optuna import OptunaSearch
+
+from . import metrics as M
+from .errors import UserError
+from .results import (
+    atomic_write_text,
+    history_columns,
+    history_rows,
+    summary_columns,
+    summary_row,
+    varying_keys,
+    write_csv,
+)
+from .spaces import (
+    ParamSpec,
+    SearchOptions,
+    SearchSpace,
+    flat_trial_config,
+    grid_cells,
+    search_base,
+    trial_config,
+)
+from .trainable import train_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Read by Ray Tune when a Tuner runs: the classic progress table honours CLIReporter.metric_columns.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+PROGRESS_METRICS = (M.ENTROPY, M.ALPHA, M.REWARD_MEAN, M.EVAL_ACCURACY)
+OBJECTIVES = {
+    "tracking": ([M.TRACKING_RMSE], ["min"]),
+    "accuracy": ([M.EVAL_ACCURACY], ["max"]),
+    "both": ([M.EVAL_ACCURACY, M.TRACKING_RMSE], ["max", "min"]),
+}
+
+
+@dataclass
+class SweepOptions:
+    """How to run (not what): Ray, resources, checkpoints, scheduling. Stored in experiment.yaml."""
+
+    out: str
+    name: str
+    address: str | None = None
+    scheduler: str = "none"
+    max_concurrent: int = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    checkpoint_every: int = 25
+    max_failures: int = 0
+    keep_checkpoints: int = 2
+    verbose: int = 1
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+
+@dataclass
+class Plan:
+    """What the Tuner is given, plus the experiment.yaml metadata."""
+
+    param_space: dict[str, Any]
+    meta: dict[str, Any]
+    num_samples: int = 1
+    search_alg: Any = None
+    metric: str | None = M.EVAL_ACCURACY
+    mode: str | None = "max"
+    mutations: dict[str, Any] | None = None
+    scheduler: Any = None
+
+
+def plan_grid(space: SearchSpace) -> Plan:
+    """compare/ablate: grid over the cells (methods or factor levels) and the seeds.
+
+    Keys whose value differs between cells are ``tune.sample_from`` lookups of the grid value, so
+    every trial config is explicit and shows in Ray's config columns.
+    """
+    cells = grid_cells(space)
+    grid_key = "method" if space.kind == "compare" else "__cell__"
+    keys = sorted({k for cell in cells.values() for k in cell} - {grid_key})
+    first = next(iter(cells.values()))
+    shared = {k: first[k] for k in keys if all(k in c and c[k] == first[k] for c in cells.values())}
+    varying = [k for k in keys if k not in shared]
+    table = {label: _explicit(cell, varying) for label, cell in cells.items()}
+    param_space: dict[str, Any] = dict(shared)
+    for key in varying:
+        param_space[key] = tune.sample_from(lambda spec, k=key: table[spec.config[grid_key]][k])
+    param_space[grid_key] = tune.grid_search(list(cells))
+    param_space["train.seed"] = tune.grid_search(list(space.seeds))
+    return Plan(param_space, _meta(space))
+
+
+def _explicit(cell: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The cell's value of each key; keys the cell leaves alone get their value in the loaded config."""
+    resolved = flat_trial_config(cell)
+    return {k: cell[k] if k in cell else resolved[k] for k in keys}
+
+
+def plan_search(space: SearchSpace, opts: SweepOptions, sopts: SearchOptions, exp_dir: Path) -> Plan:
+    """search: OptunaSearch (seeded sampler, study in optuna.db) or, with --scheduler pbt, PBT."""
+    metrics, modes = OBJECTIVES[sopts.objective]
+    single = len(metrics) == 1
+    meta = {**_meta(space), "metrics": metrics, "modes": modes, "sampler": sopts.sampler,
+            "samples": sopts.samples, "repeat": sopts.repeat, "seed": sopts.seed,
+            "params": {p.key: _param_meta(p) for p in space.params}}
+    base = search_base(space)
+    if not single and (sopts.repeat > 1 or opts.scheduler != "none"):
+        raise UserError("--objective both: not with --repeat > 1 or a --scheduler (they need one metric)")
+    if opts.scheduler == "pbt":
+        if sopts.repeat > 1:
+            raise UserError("--scheduler pbt: not with --repeat > 1")
+        domains = {p.key: _tune_domain(p) for p in space.params}
+        meta["note"] = "PBT: no Optuna study (PBT cannot be combined with a searcher)"
+        return Plan({**base, **domains}, meta, sopts.samples, None, metrics[0], modes[0], domains)
+    storage_path = exp_dir / "optuna.db"
+    existing = _existing_trials(opts.name, storage_path)
+    # Re-seeding the sampler with the same seed on a continued study would repeat its first points.
+    sampler = build_sampler(sopts.sampler, sopts.seed + existing, multi=not single)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    searcher: Any = _TrackedOptunaSearch(
+        space={p.key: _optuna_distribution(p) for p in space.params},
+        metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+        sampler=sampler, study_name=opts.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{storage_path}"),
+    )
+    if sopts.repeat > 1:
+        searcher = Repeater(searcher, repeat=sopts.repeat)
+    meta.update(study_name=opts.name, storage="optuna.db", sampler_seed=sopts.seed + existing,
+                previous_trials=existing)
+    return Plan(base, meta, sopts.samples * sopts.repeat, searcher,
+                metrics[0] if single else None, modes[0] if single else None)
+
+
+def _param_meta(p: ParamSpec) -> dict[str, Any]:
+    if p.type == "categorical":
+        return {"type": p.type, "choices": list(p.choices)}
+    return {"type": p.type, "low": p.low, "high": p.high, "log": p.log}
+
+
+def _meta(space: SearchSpace) -> dict[str, Any]:
+    bundled = space.path.parent.name == "search_spaces" and space.path.parent.parent == Path(
+        __file__).resolve().parent.parent
+    return {"kind": space.kind, "name": None, "space": space.name if bundled else str(space.path),
+            "description": space.description, "base": dict(space.base), "methods": list(space.methods),
+            "seeds": list(space.seeds)}
+
+
+def build_sampler(name: str, seed: int, multi: bool = False) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler (OptunaSearch ignores ``seed=`` when given a sampler)."""
+    if name == "gp" and importlib.util.find_spec("scipy") is None:
+        raise UserError("--sampler gp needs scipy, which is not installed (pip install scipy), or use tpe")
+    if name == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise UserError("--sampler cmaes needs the 'cmaes' package (pip install cmaes), or use tpe")
+        if multi:
+            raise UserError("--sampler cmaes: single-objective only; use tpe or random with --objective both")
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _optuna_distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:
+    if p.type == "categorical":
+        return optuna.distributions.CategoricalDistribution(list(p.choices))
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log)
+    return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log)
+
+
+def _tune_domain(p: ParamSpec) -> Any:
+    if p.type == "categorical":
+        return tune.choice(list(p.choices))
+    if p.type == "int":
+        return tune.lograndint(int(p.low), int(p.high) + 1) if p.log else tune.randint(int(p.low), int(p.high) + 1)
+    return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+
+
+def _existing_trials(study_name: str, storage_path: Path) -> int:
+    if not storage_path.is_file():
+        return 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path}")
+    try:
+        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:
+        return 0
+
+
+class _TrackedOptunaSearch(OptunaSearch):
+    """OptunaSearch that records the Ray trial id on each Optuna trial and never tells Optuna NaN.
+
+    A NaN or missing objective would leave the Optuna trial RUNNING and bias the search (e.g. when
+    every repeat of a suggestion failed): such trials are told FAIL instead.
+    """
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        names = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [(result or {}).get(n) for n in names]
+        if result and any(v is None or not math.isfinite(float(v)) for v in values):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the running Ray, connect to ``address``, or start (and stop) a local one."""
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="warning", runtime_env=_runtime_env())
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"--address {address}: cannot connect to Ray: {str(exc).splitlines()[0]}") from None
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local-only instance
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, configure_logging=True, logging_level="warning")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _runtime_env() -> dict[str, Any] | None:
+    """Cluster workers get the driver's warm-start cache setting (they inherit the raylet's env)."""
+    cache = os.environ.get("ENTROPIC_TUNE_CACHE")
+    return {"env_vars": {"ENTROPIC_TUNE_CACHE": cache}} if cache else None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens on (ray.init would retry for a minute)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise UserError(f"--address {address}: expected auto or HOST:PORT, e.g. 127.0.0.1:6379")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray head reachable ({exc.strerror or exc}); "
+                        "start one with 'ray start --head' or omit --address") from None
+
+
+def check_resources(opts: SweepOptions) -> None:
+    """Refuse requests the cluster can never satisfy (Ray would leave the trials pending forever)."""
+    have = ray.cluster_resources()
+    if opts.gpus_per_trial > have.get("GPU", 0):
+        raise UserError(f"--gpus-per-trial {opts.gpus_per_trial}: the Ray cluster has "
+                        f"{have.get('GPU', 0):g} GPU(s); use --gpus-per-trial 0 or a cluster with GPUs")
+    if opts.cpus_per_trial > have.get("CPU", 0):
+        raise UserError(f"--cpus-per-trial {opts.cpus_per_trial}: the Ray cluster has {have.get('CPU', 0):g} CPU(s)")
+
+
+def make_trainable(opts: SweepOptions) -> Any:
+    fn = tune.with_parameters(train_trial, checkpoint_every=opts.checkpoint_every,
+                              threads=max(1, int(opts.cpus_per_trial)))
+    return tune.with_resources(fn, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names: ``entropic-s0-<trial id>``."""
+    config = trial.config or {}
+    label = config.get("variant") and f"{config.get('factor')}-{config.get('variant')}" or config.get("method", "t")
+    return f"{label}-s{config.get('train.seed', 0)}-{trial.trial_id}"[:80]
+
+
+def _run_config(opts: SweepOptions, meta: dict[str, Any]) -> RunConfig:
+    return RunConfig(
+        name=opts.name, storage_path=str(Path(opts.out).resolve()), verbose=opts.verbose,
+        progress_reporter=progress_reporter(meta),
+        checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints or None),
+        failure_config=FailureConfig(max_failures=opts.max_failures),
+    )
+
+
+def progress_reporter(meta: dict[str, Any]) -> CLIReporter:
+    """Ray's progress table, limited to the metrics that matter and the trial's distinguishing keys."""
+    params = {"compare": ["method"], "ablate": ["factor", "variant"]}.get(meta["kind"], list(meta.get("params", {})))
+    return CLIReporter(metric_columns={k: k.split("/")[-1] for k in (M.STEP, *PROGRESS_METRICS)},
+                       parameter_columns={**{k: k.split(".")[-1] for k in params}, "train.seed": "seed"},
+                       max_report_frequency=30)
+
+
+def _scheduler(opts: SweepOptions, plan: Plan, total_steps: int) -> Any:
+    """ASHA or PBT; a grid has no TuneConfig metric, so its scheduler gets the metric itself."""
+    objective = {} if _tune_metric(plan) else {"metric": plan.metric, "mode": plan.mode}
+    if opts.scheduler == "asha":
+        if plan.metric is None:
+            raise UserError("--scheduler asha needs a single objective (not --objective both)")
+        return ASHAScheduler(time_attr="training_iteration", max_t=total_steps,
+                             grace_period=max(1, total_steps // 4), **objective)
+    if opts.scheduler == "pbt":
+        if not plan.mutations:
+            raise UserError("--scheduler pbt: only for 'search' (PBT mutates the searched parameters)")
+        return PopulationBasedTraining(time_attr="training_iteration", hyperparam_mutations=plan.mutations,
+                                       perturbation_interval=max(1, opts.checkpoint_every))
+    return None
+
+
+def _tune_metric(plan: Plan) -> bool:
+    """Searches give Ray the objective (searcher, PBT, best trial); a grid has none to rank by."""
+    return plan.search_alg is not None or plan.mutations is not None
+
+
+def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
+    """Run a new experiment (or add trials to a search); write the results; return the folder."""
+    exp_dir = opts.exp_dir
+    plan.meta["name"] = opts.name
+    plan.meta["options"] = {k: v for k, v in asdict(opts).items() if k not in ("out", "name", "verbose")}
+    scheduler = _scheduler(opts, plan, total_steps)
+    with ray_session(opts.address):
+        check_resources(opts)
+        write_meta(exp_dir, plan.meta)  # first, so --resume works even if this driver is killed
+        tuner = Tuner(
+            make_trainable(opts), param_space=plan.param_space, run_config=_run_config(opts, plan.meta),
+            tune_config=TuneConfig(
+                metric=plan.metric if _tune_metric(plan) else None, mode=plan.mode if _tune_metric(plan) else None,
+                num_samples=plan.num_samples, search_alg=plan.search_alg,
+                scheduler=scheduler, max_concurrent_trials=opts.max_concurrent or None,
+                trial_dirname_creator=trial_dirname, reuse_actors=True),
+        )
+        finished = _fit(tuner)
+    collect_and_write(exp_dir, plan.meta, finished)
+    return exp_dir
+
+
+def check_new(exp_dir: Path, kind: str) -> bool:
+    """True when ``exp_dir`` holds a search to add trials to; an error for any other existing experiment."""
+    if not (exp_dir / "experiment.yaml").is_file():
+        return False
+    if kind == "search" and read_meta(exp_dir).get("kind") == "search":
+        return True
+    raise UserError(f"--name: '{exp_dir}' already holds an experiment; continue it with --resume "
+                    "or choose another --name")
+
+
+def resume(opts: SweepOptions) -> Path:
+    """Continue an interrupted experiment: finished trials are kept, unfinished ones restart from their
+    last checkpoint, errored ones are retried; the searcher state is restored too."""
+    exp_dir = opts.exp_dir
+    meta = read_meta(exp_dir)
+    if not Tuner.can_restore(str(exp_dir)):
+        raise UserError(f"--resume: '{exp_dir}' holds no Ray Tune experiment to resume")
+    with ray_session(opts.address):
+        check_resources(opts)
+        # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
+        tuner = Tuner.restore(str(exp_dir), trainable=make_trainable(opts), resume_errored=True)
+        finished = _fit(tuner)
+    collect_and_write(exp_dir, meta, finished)
+    return exp_dir
+
+
+def _fit(tuner: Tuner) -> bool:
+    """Run the Tuner; False when the user interrupted it (the results so far are still written)."""
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        return False
+    return True
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialRecord:
+    """One trial as read back from Ray's experiment state."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    history: list[dict[str, float]]
+    error: str = ""
+
+
+def load_trials(exp_dir: Path) -> list[TrialRecord]:
+    """Every trial of the experiment folder, over all of Ray's state files (a continued search writes
+    a new one; a restore updates the trials): the latest state of each trial wins. Trials are listed
+    by run, then by trial id (the grid order for compare/ablate)."""
+    from ray.tune import ExperimentAnalysis
+
+    # A trial that never reported has no progress file: expected here, not worth a warning.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    records: dict[str, TrialRecord] = {}
+    order: dict[str, tuple[int, str]] = {}
+    for run, state in enumerate(sorted(exp_dir.glob("experiment_state*.json"))):
+        analysis = ExperimentAnalysis(str(state))
+        frames = analysis.trial_dataframes
+        for trial in analysis.trials:
+            order.setdefault(trial.trial_id, (run, trial.trial_id))
+            records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
+                                                  _history(frames.get(trial.trial_id)), _error(trial))
+    return sorted(records.values(), key=lambda r: order[r.trial_id])
+
+
+def _history(frame: Any) -> list[dict[str, float]]:
+    """Per-step rows; after a restore a step can appear twice: the last report of a step wins."""
+    if frame is None or frame.empty or M.STEP not in frame:
+        return []
+    frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last").sort_values(M.STEP)
+    keys = [k for k in M.STEP_KEYS if k in frame]
+    rows = [{k: float(v) for k, v in zip(keys, values, strict=True)} for values in frame[keys].itertuples(index=False)]
+    return [{**row, M.STEP: int(row[M.STEP])} for row in rows]
+
+
+def _error(trial: Any) -> str:
+    if trial.status != "ERROR":
+        return ""
+    exc = trial.get_pickled_error() or trial.get_error()
+    cause = getattr(exc, "cause", None) or exc
+    if cause is None:
+        return "unknown error (see the trial's error.txt)"
+    if isinstance(cause, tune.TuneError) or type(cause).__name__ == "RayTaskError":
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        return lines[-1].strip() if lines else type(cause).__name__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
+
+
+def write_meta(exp_dir: Path, meta: dict[str, Any]) -> None:
+    import yaml
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+
+def read_meta(exp_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = exp_dir / "experiment.yaml"
+    if not path.is_file():
+        raise UserError(f"--resume: '{exp_dir}' holds no experiment (no experiment.yaml); check --out and --name")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True) -> list[dict[str, Any]]:
+    """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows."""
+    records = load_trials(exp_dir)
+    flats = {r.trial_id: _flat(r.config) for r in records}
+    # method and seed have their own columns
+    varying = [k for k in varying_keys(list(flats.values())) if k not in ("method", "train.seed")]
+    summary, history = [], []
+    for r in records:
+        flat = flats[r.trial_id]
+        # Ray puts the trials of an interrupted run back to PENDING; the contract calls them RUNNING.
+        status = "RUNNING" if r.status not in ("TERMINATED", "ERROR") and r.history else r.status
+        row = summary_row(r.trial_id, flat, r.history, status, r.error)
+        row.update({k: r.config[k] for k in ("factor", "variant") if k in r.config})
+        row.update({f"config/{k}": flat.get(k) for k in varying})
+        summary.append(row)
+        history.extend(history_rows(r.trial_id, flat["method"], flat["train.seed"], r.history))
+    write_csv(exp_dir / "summary.csv", summary, summary_columns(summary, varying))
+    write_csv(exp_dir / "history.csv", history, history_columns())
+    meta["finished"] = finished and all(r["status"] in ("TERMINATED", "ERROR") for r in summary)
+    meta["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_meta(exp_dir, meta)
+    return summary
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return flat_trial_config(config)
+    except ValueError:  # a config that no longer loads (the schema changed): keep what was asked
+        return {"method": "", "train.seed": "", "controller.target_entropy": float("nan"),
+                "rollout.temperature": float("nan"), **trial_config(config)}

@@ -1,0 +1,293 @@
+"""``entropic-tune compare | search | ablate``: run a search space through Ray Tune.
+
+Parsing, ``--dry-run`` and the end-of-run table need no Ray; Ray (``entropic_tune.sweep``) is imported
+only when trials run. Every user error is a :class:`UserError` (one line, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import spaces
+from .config import parse_override
+from .errors import UserError
+from .methods import METHODS
+
+DEFAULT_OUT = "entropic_results"
+DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
+# Run options: (default, type). None in argparse means "not given", so --resume keeps the stored value.
+RUN_DEFAULTS: dict[str, Any] = {
+    "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
+    "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2,
+}
+TABLE_METRICS = (("eval/accuracy", "final eval/accuracy"), ("summary/entropy_drop", "entropy drop"),
+                 ("summary/entropy_tracking_rmse", "tracking RMSE"))
+
+
+def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``compare``, ``search`` and ``ablate`` on the main parser's subcommands."""
+    p = sub.add_parser(
+        "compare", help="Grid of methods x seeds through Ray Tune (the main job: no arguments needed).",
+        description="Run every method of the space on every seed (tune.grid_search), under the same "
+                    "budget, and write summary.csv/history.csv/experiment.yaml to OUT/NAME. The default "
+                    "space 'compare' is off-policy so the clipping baselines are active.")
+    _common(p, "compare")
+    p.add_argument("--methods", default=None, help=f"Comma-separated methods to run instead of the space's "
+                                                   f"({', '.join(METHODS)}).")
+    p.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 instead of the space's seeds.")
+    p = sub.add_parser(
+        "search", help="Optuna search over one method's knobs (study kept in OUT/NAME/optuna.db).",
+        description="Tune one method's parameters with OptunaSearch and a seeded sampler. The study is "
+                    "stored in OUT/NAME/optuna.db under the study name NAME: optuna.load_study reopens it "
+                    "and a new run with the same --name adds trials to it. Note: with several concurrent "
+                    "trials (the default on more than one CPU) a seeded search is not deterministic; use "
+                    "--max-concurrent 1 to reproduce one exactly.")
+    _common(p, "search")
+    p.add_argument("--samples", type=int, default=None, help="Suggestions to evaluate (default: the space's).")
+    p.add_argument("--sampler", choices=spaces.SAMPLERS, default=None,
+                   help="Optuna sampler (default: the space's, else tpe); gp needs scipy, cmaes needs cmaes.")
+    p.add_argument("--objective", choices=spaces.OBJECTIVES, default=None,
+                   help="tracking: minimise summary/entropy_tracking_rmse; accuracy: maximise eval/accuracy "
+                        "at the last step; both: multi-objective, Pareto front printed at the end.")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="Seeds per suggestion (Ray's Repeater; Optuna sees the mean). Default: the space's.")
+    p.add_argument("--seed", type=int, default=0, help="Sampler seed (default 0).")
+    p = sub.add_parser(
+        "ablate", help="Vary one factor at a time from the base (P vs PI, anti-windup, tau, ...).",
+        description="Run every level of every factor of the space on each seed; summary.csv gets "
+                    "'factor' and 'variant' columns.")
+    _common(p, "ablate")
+    p.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 instead of the space's seeds.")
+
+
+def _common(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--space", default=DEFAULT_SPACE[kind],
+                   help=f"Search space: a name in search_spaces/ or a YAML file (default: {DEFAULT_SPACE[kind]}).")
+    p.add_argument("--steps", type=int, default=None, help="Rollout steps per trial (train.total_steps).")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="Override a key of the space's base, e.g. --set rollout.temperature=0.6 (repeatable).")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"Results root (default ./{DEFAULT_OUT}).")
+    p.add_argument("--name", default=None, help=f"Experiment folder under --out (default {kind}-SPACE-TIME).")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the interrupted experiment OUT/NAME: finished trials are kept, the others "
+                        "continue from their last checkpoint (errored ones are retried).")
+    p.add_argument("--address", default=None,
+                   help="Existing Ray cluster: 'auto' or HOST:PORT (default: start a local Ray for this run).")
+    p.add_argument("--scheduler", choices=("asha", "pbt", "none"), default=None,
+                   help="Trial scheduler (default none). ASHA stops weak trials early (they count as complete "
+                        "with partial budgets); pbt only for search.")
+    p.add_argument("--max-concurrent", type=int, default=None, help="Most trials at once (default: as CPUs allow).")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial, also torch threads (default 1).")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial; fractions pack several trials on one GPU (default 0).")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="Checkpoint every N steps and at the last step (default 25).")
+    p.add_argument("--max-failures", type=int, default=None, help="Retries of a failed trial (default 0).")
+    p.add_argument("--keep-checkpoints", type=int, default=None, help="Checkpoints kept per trial (default 2).")
+    p.add_argument("--dry-run", action="store_true", help="Print the trials it would run and exit.")
+    p.add_argument("--quiet", action="store_true", help="No Ray progress table.")
+    p.set_defaults(func=run_command, kind=kind)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser().resolve()
+    if args.resume:
+        return _resume(args, out)
+    space = _space(args)
+    name = args.name or f"{args.kind}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sopts = _search_options(args, space) if args.kind == "search" else None
+    if args.dry_run:
+        _print_plan(space, sopts)
+        return 0
+    from . import sweep
+
+    opts = sweep.SweepOptions(out=str(out), name=name, verbose=0 if args.quiet else 1, **_run_options(args, {}))
+    _validate(opts)
+    continuing = sweep.check_new(opts.exp_dir, args.kind)
+    if args.kind == "search":
+        plan = sweep.plan_search(space, opts, sopts, opts.exp_dir)
+        if continuing:
+            print(f"adding trials to study '{name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
+    else:
+        plan = sweep.plan_grid(space)
+    total = int(spaces.flat_trial_config(plan_trial(space))["train.total_steps"])
+    exp_dir = sweep.run_plan(plan, opts, total)
+    return _finish(exp_dir, plan.meta)
+
+
+def plan_trial(space: spaces.SearchSpace) -> dict[str, Any]:
+    """A representative trial config (for the step count)."""
+    return spaces.search_base(space) if space.kind == "search" else spaces.expand_trials(space)[0]
+
+
+def _resume(args: argparse.Namespace, out: Path) -> int:
+    if not args.name:
+        raise UserError("--resume: give the experiment's --name (and --out if not the default)")
+    from . import sweep
+
+    meta = sweep.read_meta(out / args.name)
+    if meta.get("kind") != args.kind:
+        raise UserError(f"--resume: '{out / args.name}' is a {meta.get('kind')} experiment; "
+                        f"use entropic-tune {meta.get('kind')} --resume")
+    opts = sweep.SweepOptions(out=str(out), name=args.name, verbose=0 if args.quiet else 1,
+                              **_run_options(args, meta.get("options") or {}))
+    _validate(opts)
+    exp_dir = sweep.resume(opts)
+    return _finish(exp_dir, sweep.read_meta(exp_dir))
+
+
+def _space(args: argparse.Namespace) -> spaces.SearchSpace:
+    overrides = dict(parse_override(text) for text in args.overrides)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UserError(f"--steps: must be >= 1, got {args.steps}")
+        overrides["train.total_steps"] = args.steps
+    space = spaces.load_space(args.space, overrides)
+    if space.kind != args.kind:
+        raise UserError(f"--space {args.space}: is a {space.kind} space; use entropic-tune {space.kind}")
+    changes: dict[str, Any] = {}
+    if getattr(args, "methods", None):
+        changes["methods"] = spaces.parse_methods(args.methods)
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
+        changes["seeds"] = tuple(range(args.seeds))
+    return spaces.with_changes(space, **changes) if changes else space
+
+
+def _search_options(args: argparse.Namespace, space: spaces.SearchSpace) -> spaces.SearchOptions:
+    samples = args.samples if args.samples is not None else space.samples
+    repeat = args.repeat if args.repeat is not None else space.repeat
+    if samples < 1 or repeat < 1:
+        raise UserError(f"--samples/--repeat: must be >= 1, got {samples}/{repeat}")
+    return spaces.SearchOptions(samples, args.sampler or space.sampler, args.objective or space.objective,
+                                repeat, args.seed)
+
+
+def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
+    options = {k: stored.get(k, default) for k, default in RUN_DEFAULTS.items()}
+    options.update({k: getattr(args, k) for k in RUN_DEFAULTS if getattr(args, k) is not None})
+    options["address"] = args.address
+    return options
+
+
+def _validate(opts: Any) -> None:
+    checks = (("--cpus-per-trial", opts.cpus_per_trial > 0), ("--gpus-per-trial", opts.gpus_per_trial >= 0),
+              ("--checkpoint-every", opts.checkpoint_every >= 1), ("--max-failures", opts.max_failures >= -1),
+              ("--keep-checkpoints", opts.keep_checkpoints >= 1), ("--max-concurrent", opts.max_concurrent >= 0))
+    for flag, ok in checks:
+        if not ok:
+            raise UserError(f"{flag}: value out of range ({getattr(opts, flag[2:].replace('-', '_'))})")
+
+
+def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -> None:
+    print(f"space {space.name} ({space.kind}): {space.description}")
+    if space.kind == "search":
+        base = spaces.flat_trial_config(spaces.search_base(space))
+        print(f"method {space.method}, {base['train.total_steps']} steps, seed {space.seeds[0]}; "
+              f"{sopts.samples} suggestions x {sopts.repeat} seed(s) = {sopts.samples * sopts.repeat} trials; "
+              f"sampler {sopts.sampler} (seed {sopts.seed}), objective {sopts.objective}")
+        for p in space.params:
+            rng = f"{list(p.choices)}" if p.choices else f"[{p.low}, {p.high}]{' log' if p.log else ''}"
+            print(f"  {p.key:<32} {p.type:<12} {rng}")
+        return
+    trials = spaces.expand_trials(space)
+    flats = [spaces.flat_trial_config(t) for t in trials]
+    from .results import varying_keys
+
+    varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
+    print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
+    for i, (trial, flat) in enumerate(zip(trials, flats, strict=True), 1):
+        label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
+        keys = " ".join(f"{k}={flat[k]}" for k in varying)
+        print(f"  {i:>3}  {flat['method']:<16} seed {flat['train.seed']:<3} {label} {keys}".rstrip())
+
+
+def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
+    """Print the per-group table, the study's best trials and the files written; return the exit status."""
+    import csv
+
+    with open(exp_dir / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    print()
+    print(summary_table(rows, meta.get("kind", "compare")))
+    if meta.get("study_name"):
+        _print_study(exp_dir, meta)
+    files = [exp_dir / f for f in ("summary.csv", "history.csv", "experiment.yaml", "optuna.db")]
+    report = _write_report(exp_dir)
+    print("written:")
+    for path in [*files, *([report] if report else [])]:
+        if path.exists():
+            print(f"  {path}")
+    failed = [r for r in rows if r["status"] == "ERROR"]
+    unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
+    if unfinished or not meta.get("finished", True):
+        print(f"entropic-tune: {len(unfinished)} trial(s) unfinished; continue with: entropic-tune "
+              f"{meta.get('kind')} --resume --name {exp_dir.name} --out {exp_dir.parent}", file=sys.stderr)
+        return 130
+    if failed:
+        print(f"entropic-tune: {len(failed)} of {len(rows)} trial(s) failed, e.g. {failed[0]['trial_id']}: "
+              f"{failed[0]['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_table(rows: list[dict[str, str]], kind: str) -> str:
+    """mean ± std over seeds of the final metrics, one line per method (or factor level)."""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        key = f"{row.get('factor')}={row.get('variant')}" if kind == "ablate" else row["method"]
+        groups.setdefault(key, []).append(row)
+    head = f"{'method' if kind != 'ablate' else 'factor=level':<24} {'done':>6}" + "".join(
+        f"  {label:>20}" for _, label in TABLE_METRICS)
+    lines = [head, "-" * len(head)]
+    for key, group in groups.items():
+        done = [r for r in group if r["status"] == "TERMINATED"]
+        cells = "".join(f"  {_mean_std([r.get(metric, '') for r in done]):>20}" for metric, _ in TABLE_METRICS)
+        lines.append(f"{key:<24} {len(done):>3}/{len(group):<2}{cells}")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[str]) -> str:
+    nums = [float(v) for v in values if v not in ("", None) and math.isfinite(float(v))]
+    if not nums:
+        return "-"
+    if len(nums) == 1:
+        return f"{nums[0]:.3f}"
+    return f"{statistics.mean(nums):.3f} ± {statistics.stdev(nums):.3f}"
+
+
+def _print_study(exp_dir: Path, meta: dict[str, Any]) -> None:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / meta['storage']}")
+    study = optuna.load_study(study_name=meta["study_name"], storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    print(f"\nstudy '{study.study_name}': {len(complete)} complete of {len(study.trials)} trials; "
+          f"objective {', '.join(f'{m} ({d})' for m, d in zip(meta['metrics'], meta['modes'], strict=True))}")
+    if not complete:
+        return
+    best = study.best_trials if len(meta["metrics"]) > 1 else [study.best_trial]
+    print("Pareto front:" if len(best) > 1 or len(meta["metrics"]) > 1 else "best trial:")
+    for t in best:
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        values = ", ".join(f"{v:.4f}" for v in t.values)
+        print(f"  #{t.number} [{values}] {params} (Ray trial {t.user_attrs.get('trial_id', '?')})")
+
+
+def _write_report(exp_dir: Path) -> Path | None:
+    """The report is optional: a failure there never fails the sweep."""
+    try:
+        from .report import write_report
+
+        return Path(write_report([exp_dir]))
+    except Exception as exc:  # noqa: BLE001 - any report problem is only a warning here
+        print(f"entropic-tune: warning: no report written ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)
+        return None

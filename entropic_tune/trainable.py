@@ -1,0 +1,101 @@
+"""The Ray Tune function trainable: one trial = one :class:`~entropic_tune.trainer.Trainer` run.
+
+Per rollout step the trial reports one flat metrics dict: the trainer's step dict plus the running
+``summary/*`` statistics of the history so far (finite values only, so a search objective such as
+``summary/entropy_tracking_rmse`` is present at every step). Every ``checkpoint_every`` steps and at
+the last step the report carries a checkpoint holding ``trainer.state_dict()`` and the history, so a
+restored trial (``--resume``, ``--max-failures``, PBT) continues exactly where it stopped.
+
+:func:`run_trial` is the loop without Ray (tests drive it with a fake ``report``); :func:`train_trial`
+wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sweep`` import Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from . import metrics as M
+from .config import Config, load_config
+from .spaces import trial_config
+from .trainer import NonFiniteError, Trainer
+
+CHECKPOINT_FILE = "trainer.pt"
+Report = Callable[[dict[str, float], "str | None"], None]
+"""``report(metrics, checkpoint_dir_or_None)``; the directory only lives during the call."""
+
+
+def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path) -> Path:
+    """Write the trainer state and the history so far to ``directory/trainer.pt``."""
+    path = Path(directory) / CHECKPOINT_FILE
+    torch.save({"trainer": trainer.state_dict(), "history": history}, path)
+    return path
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Read a :func:`save_checkpoint` file (tensors and plain Python only: ``weights_only=True``)."""
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def running_summary(history: list[dict[str, float]], config: Config) -> dict[str, float]:
+    """The ``summary/*`` statistics of the history so far, finite values only."""
+    stats = M.summarize(history, config.controller.target_entropy)
+    return {k: float(v) for k, v in stats.items() if v is not None and math.isfinite(v)}
+
+
+def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any] | None = None,
+              checkpoint_every: int = 25) -> list[dict[str, float]]:
+    """Train a trial config (dotted keys + bookkeeping keys) to the end; returns the history.
+
+    ``checkpoint`` is a :func:`load_checkpoint` dict to continue from. A non-finite value stops the
+    trial with :class:`NonFiniteError` (the trial is ERROR; nothing non-finite is reported).
+    """
+    cfg = load_config(trial_config(config))
+    trainer = Trainer(cfg)
+    history: list[dict[str, float]] = []
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint["trainer"])
+        history = [dict(row) for row in checkpoint["history"]]
+        for group in trainer.optimizer.param_groups:  # PBT may have changed the learning rate
+            group["lr"] = cfg.optim.lr
+    total = cfg.train.total_steps
+    while trainer.step_count < total:
+        try:
+            row = trainer.step()
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"{exc} [trial: method={cfg.method} seed={cfg.train.seed}]") from None
+        history.append(row)
+        metrics = {**row, **running_summary(history, cfg)}
+        last = trainer.step_count == total
+        if last or trainer.step_count % max(checkpoint_every, 1) == 0:
+            with tempfile.TemporaryDirectory(prefix="entropic-ckpt-") as tmp:
+                save_checkpoint(trainer, history, tmp)
+                report(metrics, tmp)
+        else:
+            report(metrics, None)
+    return history
+
+
+def _tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    tune.report(metrics, checkpoint=checkpoint)
+
+
+def train_trial(config: dict[str, Any], checkpoint_every: int = 25, threads: int = 1) -> None:
+    """Ray Tune function trainable (wrap with ``tune.with_parameters`` and ``tune.with_resources``).
+
+    ``threads`` caps torch to the trial's CPU share so concurrent trials do not oversubscribe cores.
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    state = None
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = load_checkpoint(directory)
+    run_trial(config, _tune_report, state, checkpoint_every)

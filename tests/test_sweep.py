@@ -1,0 +1,154 @@
+"""End-to-end sweeps through real Ray Tune (one local Ray for the session, see conftest ``ray_local``).
+
+Each test runs the CLI in-process on the smoke spaces (seconds per trial); the resume test kills a
+sweep driver running in a subprocess attached to the same Ray, then resumes it here.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from entropic_tune import cli
+from entropic_tune import metrics as M
+from entropic_tune.results import history_columns
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main([*argv, "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_smoke_compare_writes_the_results_contract(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "compare", "--space", "smoke", "--out", str(tmp_path), "--name", "smoke")
+    assert code == 0, err
+    exp = tmp_path / "smoke"
+    summary = read_csv(exp / "summary.csv")
+    assert sorted(r["method"] for r in summary) == ["entropic", "grpo"]
+    assert all(r["status"] == "TERMINATED" and r["error"] == "" and r["steps"] == "3" for r in summary)
+    fixed = ["trial_id", "method", "seed", "status", "error", "steps", "target_entropy", "temperature"]
+    columns = list(summary[0])
+    assert columns[:8] == fixed
+    assert {"config/loss.name", "config/controller.name", *M.SUMMARY_KEYS, M.EVAL_ACCURACY} <= set(columns)
+    history = read_csv(exp / "history.csv")
+    assert list(history[0]) == history_columns()
+    pairs = [(r["trial_id"], r["step"]) for r in history]
+    assert len(pairs) == len(set(pairs)) == 2 * 3
+    assert {s for _, s in pairs} == {"1", "2", "3"}
+    meta = yaml.safe_load((exp / "experiment.yaml").read_text())
+    assert meta["kind"] == "compare" and meta["space"] == "smoke" and meta["methods"] == ["grpo", "entropic"]
+    assert meta["seeds"] == [0] and meta["base"]["train.total_steps"] == 3
+    assert "grpo" in out and str(exp / "summary.csv") in out
+
+
+def test_search_study_reopens_and_a_second_run_adds_trials(tmp_path, capsys):
+    args = ("search", "--space", "smoke_search", "--out", str(tmp_path), "--name", "study", "--seed", "3")
+    code, out, err = run_cli(capsys, *args, "--samples", "3")
+    assert code == 0, err
+    exp = tmp_path / "study"
+    meta = yaml.safe_load((exp / "experiment.yaml").read_text())
+    assert meta["study_name"] == "study" and meta["storage"] == "optuna.db"
+    assert meta["metrics"] == [M.TRACKING_RMSE] and meta["modes"] == ["min"]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}")
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    ray_ids = {r["trial_id"] for r in read_csv(exp / "summary.csv")}
+    assert {t.user_attrs["trial_id"] for t in study.trials} == ray_ids
+    assert "best trial:" in out
+
+    code, _, err = run_cli(capsys, *args, "--samples", "1")
+    assert code == 0, err
+    study = optuna.load_study(study_name="study", storage=storage)
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    summary = read_csv(exp / "summary.csv")
+    assert len(summary) == 4 and {r["trial_id"] for r in summary} > ray_ids
+    params = [(t.params["controller.kp"], t.params["controller.ki"]) for t in study.trials]
+    assert len(set(params)) == 4  # the continued run does not replay the first run's points
+
+
+def test_a_failing_trial_is_error_with_its_first_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "compare", "--space", "smoke", "--methods", "grpo", "--out", str(tmp_path),
+                           "--name", "fail", "--set", "debug.fail_at_step=2")
+    assert code == 1
+    (row,) = read_csv(tmp_path / "fail" / "summary.csv")
+    assert row["status"] == "ERROR" and row["steps"] == "1"
+    assert row["error"] == "SimulatedFailure: debug.fail_at_step: simulated crash at step 2"
+    assert "1 of 1 trial(s) failed" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--gpus-per-trial", "1"), "--gpus-per-trial 1.0: the Ray cluster has 0 GPU(s)"),
+    (("--resume", "--name", "nothing"), "holds no experiment"),
+])
+def test_impossible_runs_fail_at_once_with_one_line(tmp_path, capsys, argv, message):
+    code, _, err = run_cli(capsys, "compare", "--space", "smoke", "--out", str(tmp_path), *argv)
+    assert code == 2
+    assert err.startswith("entropic-tune: error: ") and err.count("\n") == 1 and message in err
+
+
+def _first_report(exp: Path, proc: subprocess.Popen, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        progress = [p for p in exp.glob("*/progress.csv") if len(p.read_text().splitlines()) >= 3]
+        if progress and list(exp.glob("experiment_state*.json")):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the sweep reported nothing in time")
+
+
+def test_an_interrupted_sweep_resumes_with_every_trial_once(tmp_path, capsys, ray_local):
+    steps = 25
+    cmd = [sys.executable, "-m", "entropic_tune.cli", "compare", "--space", "smoke", "--steps", str(steps),
+           "--checkpoint-every", "2", "--address", ray_local.get_runtime_context().gcs_address,
+           "--out", str(tmp_path), "--name", "cut", "--quiet"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _first_report(tmp_path / "cut", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "cut" / "summary.csv").exists()  # the driver died mid-sweep
+    code, _, err = run_cli(capsys, "compare", "--resume", "--name", "cut", "--out", str(tmp_path))
+    assert code == 0, err
+    summary = read_csv(tmp_path / "cut" / "summary.csv")
+    assert len(summary) == len({r["trial_id"] for r in summary}) == 2
+    assert all(r["status"] == "TERMINATED" and r["steps"] == str(steps) for r in summary)
+    history = read_csv(tmp_path / "cut" / "history.csv")
+    for row in summary:
+        assert [int(h["step"]) for h in history if h["trial_id"] == row["trial_id"]] == list(range(1, steps + 1))
+
+
+def test_every_bundled_space_builds_a_plan(tmp_path):
+    from entropic_tune import spaces, sweep
+    from entropic_tune.spaces import SearchOptions
+
+    for name in spaces.available():
+        space = spaces.load_space(name)
+        opts = sweep.SweepOptions(out=str(tmp_path), name=name)
+        if space.kind == "search":
+            sopts = SearchOptions(space.samples, space.sampler, space.objective, space.repeat)
+            plan = sweep.plan_search(space, opts, sopts, tmp_path / name)
+            assert plan.num_samples == space.samples * space.repeat and plan.search_alg is not None
+        else:
+            plan = sweep.plan_grid(space)
+            assert set(plan.param_space) >= {"train.seed", "method" if space.kind == "compare" else "__cell__"}
+        yaml.safe_load(yaml.safe_dump(plan.meta))  # experiment.yaml must be plain YAML
