@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
+# Usage: bash scripts/reproduce_results.sh [PHASE]   PHASE: tune | lock | compare | long | ablate | all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
+ET=".venv/bin/entropic-tune"
+OUT=${OUT:-$PWD/runs}
+phase=${1:-all}
+
+if [[ $phase == tune || $phase == all ]]; then
+  # 1. Fair tuning: the same budget for every method (4 suggestions x 100 steps x seed 0, TPE seed 0).
+  for m in grpo entropy_bonus clip_higher clip_cov kl_cov adaptive_entropy entropic entropic_p; do
+    $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
+  done
+fi
+if [[ $phase == lock || $phase == all ]]; then
+  # 2. Entropy lock at three targets (below, mid, near the initial ~0.085 nats), 3 seeds each.
+  $ET ablate --space results_lock --out "$OUT" --name lock --quiet
+fi
+if [[ $phase == compare || $phase == all ]]; then
+  # 3 + 4. All eight methods at their tuned settings, off-policy, 3 seeds (PI vs P included).
+  $ET compare --space compare_full --seeds 3 --out "$OUT" --name compare_full --quiet
+fi
+if [[ $phase == long || $phase == all ]]; then
+  # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC.
+  $ET compare --space compare --steps 450 --seeds 1 --out "$OUT" --name long --quiet
+fi
+if [[ $phase == ablate || $phase == all ]]; then
+  # 6. Ablations (one factor at a time from the tuned EntroPIC), 1 seed, 100 steps.
+  $ET ablate --space ablations --seeds 1 --steps 100 --out "$OUT" --name ablations --quiet
+fi
