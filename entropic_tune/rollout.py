@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+try:  # the per-layer cache API of transformers >= 4.56; older versions use the model's default cache
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+except ImportError:  # pragma: no cover
+    DynamicCache = DynamicLayer = None
+
 from .metrics import token_entropy
 from .policy import Policy, model_call_kwargs, output_cache
 from .tasks import Problem, Task
@@ -40,8 +45,8 @@ class RolloutBatch:
     """One rollout step's training data (all tensors on the policy device)."""
 
     gen: Generation
-    old_logprobs: torch.Tensor  # (N, R) behaviour log-probs at temperature T
-    entropy: torch.Tensor  # (N, R) full-vocabulary entropy at T
+    old_logprobs: torch.Tensor | None  # (N, R) behaviour log-probs at T; None when not computed
+    entropy: torch.Tensor | None  # (N, R) full-vocabulary entropy at T; None when not computed
     rewards: torch.Tensor  # (N,)
     advantages: torch.Tensor  # (N,)
     group_size: int
@@ -55,11 +60,8 @@ class RolloutBatch:
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token rows to one width: ``(ids, attention_mask)``, both (N, P)."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        attn[i, width - len(row) :] = 1
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+    attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
     return ids.to(device), attn.to(device)
 
 
@@ -68,46 +70,124 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
-@torch.no_grad()
+STOP_CHECK_EVERY_CUDA = 8  # tokens between end-of-generation checks on an accelerator (each is a host sync)
+
+
+def new_cache(model: torch.nn.Module) -> object | None:
+    """The KV cache the model would build itself (``DynamicCache`` from its config), built up front so
+    the loop can see its layer types; ``None`` when this transformers version has no per-layer API.
+
+    A cache pre-allocated for the whole generation (views of one buffer instead of a ``torch.cat`` per
+    token) was measured slower on the CPU: SDPA on the strided views costs more than the copy saves.
+    """
+    if DynamicCache is None:
+        return None
+    try:
+        cache = DynamicCache(config=model.config)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return cache if cache.layers else None
+
+
 def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temperature: float,
              generator: torch.Generator | None, greedy: bool = False) -> Generation:
     """Sample (or greedily decode) one response per prompt row with a KV cache.
 
-    The loop does one model call per new token and no per-sequence Python work; it stops early once
-    every row has produced EOS. Tokens after a row's EOS are padding and masked out.
+    The loop does one model call per new token and no per-sequence Python work: the outputs and the
+    attention mask are allocated once and written in place, and the SDPA mask of the decoding steps
+    is built once (:func:`_decode_mask`). It stops once every row has produced EOS. On an accelerator
+    it checks that only every ``STOP_CHECK_EVERY_CUDA`` tokens (a host sync), then drops the extra
+    tokens and rewinds ``generator``, so the result and the random stream are the same as stopping at
+    once. Tokens after a row's EOS are padding and masked out.
     """
+    device = policy.device
+    ids, prompt_attn = left_pad(prompts, policy.pad_id, device)  # (N, P)
+    n, width = ids.shape
+    with torch.inference_mode():
+        tokens, alive, steps = _sample_loop(policy, ids, prompt_attn, max_new_tokens, temperature, generator,
+                                            greedy)
+    # Built outside inference mode: these tensors meet autograd in the loss (as masks and indices).
+    response = tokens[:, :steps].clone()  # (N, R)
+    response_mask = alive[:, :steps].float()  # (N, R), EOS included
+    full_attn = torch.cat([prompt_attn, response_mask.long()], dim=1)
+    return Generation(torch.cat([ids, response], dim=1), full_attn, width, response_mask)
+
+
+def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
+                 temperature: float, generator: torch.Generator | None,
+                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used)``."""
     model, device = policy.model, policy.device
-    ids, attn = left_pad(prompts, policy.pad_id, device)  # (N, P)
-    n = ids.shape[0]
+    n, width = ids.shape
+    tokens = torch.full((n, max_new_tokens), policy.pad_id, dtype=torch.long, device=device)
+    alive = torch.zeros((n, max_new_tokens), dtype=torch.bool, device=device)
+    # Pad tokens fed after a row's EOS stay visible to later steps (only the response mask drops them).
+    attn = torch.ones((n, width + max_new_tokens), dtype=prompt_attn.dtype, device=device)
+    attn[:, :width] = prompt_attn
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    new_tokens, alive = [], []
-    cache = None
-    step_ids, step_pos = ids, positions(attn)
+    # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
+    deferred = device.type != "cpu" and (greedy or generator is not None)
+    check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
+    rng_states: list[torch.Tensor] = []
+    cache_kw = next(iter(model_call_kwargs(model, None)))
+    cache = new_cache(model)
+    own_mask, decode_mask = _decode_mask(model, cache, attn)  # decode_mask: (N, 1, 1, P + max_new) or None
+    step_ids, step_pos = ids, positions(prompt_attn)
+    steps = max_new_tokens
     with policy.autocast:
-        for _ in range(max_new_tokens):
-            out = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, use_cache=True,
-                        logits_to_keep=1, **model_call_kwargs(model, cache))
+        for t in range(max_new_tokens):
+            if t == 0 or not own_mask:
+                mask = attn[:, : width + t]
+            else:
+                mask = decode_mask[..., : width + t] if decode_mask is not None else None
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
+                        logits_to_keep=1, **{cache_kw: cache})
             cache = output_cache(out)
             logits = out.logits[:, -1].float()  # (N, V)
             if greedy:
                 token = logits.argmax(-1)
             else:
+                if check_every > 1 and generator is not None:
+                    rng_states.append(generator.get_state())
                 probs = torch.softmax(logits / temperature, dim=-1)
                 token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            token = torch.where(finished, torch.full_like(token, policy.pad_id), token)
-            alive.append(~finished)
-            new_tokens.append(token)
-            finished = finished | (token == policy.eos_id)
-            if bool(finished.all()):
+            token = token.masked_fill(finished, policy.pad_id)  # (N,)
+            alive[:, t] = ~finished
+            tokens[:, t] = token
+            finished |= token == policy.eos_id
+            if (t + 1) % check_every == 0 and bool(finished.all()):
+                steps = t + 1
                 break
             step_ids = token[:, None]
             step_pos = step_pos[:, -1:] + 1
-            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
-    response = torch.stack(new_tokens, dim=1)  # (N, R)
-    response_mask = torch.stack(alive, dim=1).float()  # (N, R), EOS included
-    prompt_attn = attn[:, : ids.shape[1]]
-    full_attn = torch.cat([prompt_attn, response_mask.long()], dim=1)
-    return Generation(torch.cat([ids, response], dim=1), full_attn, ids.shape[1], response_mask)
+    if check_every > 1:
+        steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
+        if generator is not None and steps < len(rng_states):
+            generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
+    return tokens, alive, steps
+
+
+def _decode_mask(model: torch.nn.Module, cache: object | None,
+                 attn: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+    """``(own, mask)``: the SDPA mask of every one-token decoding step, built once before the loop.
+
+    For one query token the causal part of the mask is all true, so transformers' per-step mask is just
+    the padding mask, ``(N, 1, 1, P + max_new)`` bool, or no mask at all when nothing is padded; passing
+    a slice of this one (or ``None``) avoids rebuilding it, and its host sync, at every token. Only for
+    SDPA attention over full-attention layers; otherwise ``own`` is False and transformers builds it.
+    """
+    full_attention = cache is not None and all(type(layer) is DynamicLayer for layer in cache.layers)
+    sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
+    if not (full_attention and sdpa and getattr(model.config, "is_causal", True)):
+        return False, None
+    return True, None if bool(attn.all()) else attn.bool()[:, None, None, :]
+
+
+def _first_all_finished(alive: torch.Tensor, tokens: torch.Tensor, eos_id: int, steps: int) -> int:
+    """Tokens a per-token stop check would have produced: up to the first step where every row is done."""
+    done = (~alive[:, :steps]) | (tokens[:, :steps] == eos_id)  # (N, steps): finished after step t
+    all_done = done.all(dim=0)  # (steps,)
+    return int(all_done.float().argmax().item()) + 1 if bool(all_done.any()) else steps
 
 
 def sequence_logprobs(policy: Policy, gen: Generation, temperature: float,
@@ -145,11 +225,12 @@ def compute_group_advantages(rewards: torch.Tensor, group_size: int, eps: float 
 
 def decode_responses(policy: Policy, gen: Generation) -> list[str]:
     """Response texts without EOS and padding."""
+    eos = policy.eos_id  # a tokenizer attribute lookup: once, not once per token
     rows = gen.response_ids.tolist()
-    masks = gen.response_mask.tolist()
+    masks = gen.response_mask.bool().tolist()
     texts = []
     for row, m in zip(rows, masks, strict=True):
-        kept = [t for t, keep in zip(row, m, strict=True) if keep and t != policy.eos_id]
+        kept = [t for t, keep in zip(row, m, strict=True) if keep and t != eos]
         texts.append(policy.decode(kept))
     return texts
 
@@ -162,14 +243,21 @@ def score(task: Task, problems: list[Problem], texts: list[str], repeats: int) -
 
 def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_size: int,
                     temperature: float, max_new_tokens: int, generator: torch.Generator | None,
-                    micro_batch_size: int = 0) -> RolloutBatch:
-    """Sample a group per problem, score it, and compute advantages, behaviour log-probs and entropy."""
+                    micro_batch_size: int = 0, behaviour: bool = True) -> RolloutBatch:
+    """Sample a group per problem, score it, and compute advantages, behaviour log-probs and entropy.
+
+    ``behaviour=False`` skips the behaviour forward (``old_logprobs`` and ``entropy`` are then None): an
+    on-policy trainer gets both, bit for bit, from its own first forward on the same weights.
+    """
     start = time.perf_counter()
-    prompts = [policy.encode_prompt(p.prompt) for p in problems for _ in range(group_size)]
+    encoded = [policy.encode_prompt(p.prompt) for p in problems]  # once per problem, not per response
+    prompts = [ids for ids in encoded for _ in range(group_size)]
     gen = generate(policy, prompts, max_new_tokens, temperature, generator)
     rewards = score(task, problems, decode_responses(policy, gen), group_size).to(policy.device)
-    with torch.no_grad():  # not inference_mode: these tensors meet autograd in the loss
-        old_logprobs, entropy = sequence_logprobs(policy, gen, temperature, micro_batch_size)
+    old_logprobs = entropy = None
+    if behaviour:
+        with torch.no_grad():  # not inference_mode: these tensors meet autograd in the loss
+            old_logprobs, entropy = sequence_logprobs(policy, gen, temperature, micro_batch_size)
     return RolloutBatch(
         gen=gen, old_logprobs=old_logprobs, entropy=entropy, rewards=rewards,
         advantages=compute_group_advantages(rewards, group_size), group_size=group_size,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import math
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,15 +30,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from . import metrics as M
 from .errors import UserError
-from .results import (
-    atomic_write_text,
-    history_columns,
-    history_rows,
-    summary_columns,
-    summary_row,
-    varying_keys,
-    write_csv,
-)
 from .spaces import (
     ParamSpec,
     SearchOptions,
@@ -48,8 +37,8 @@ from .spaces import (
     flat_trial_config,
     grid_cells,
     search_base,
-    trial_config,
 )
+from .sweep_results import collect_and_write, existing_trials, fail_orphans, read_meta, write_meta
 from .trainable import train_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -143,7 +132,7 @@ def plan_search(space: SearchSpace, opts: SweepOptions, sopts: SearchOptions, ex
         meta["note"] = "PBT: no Optuna study (PBT cannot be combined with a searcher)"
         return Plan({**base, **domains}, meta, sopts.samples, None, metrics[0], modes[0], domains)
     storage_path = exp_dir / "optuna.db"
-    existing = _existing_trials(opts.name, storage_path)
+    existing = existing_trials(opts.name, storage_path)
     # Re-seeding the sampler with the same seed on a continued study would repeat its first points.
     sampler = build_sampler(sopts.sampler, sopts.seed + existing, multi=not single)
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -208,21 +197,13 @@ def _tune_domain(p: ParamSpec) -> Any:
     return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
 
 
-def _existing_trials(study_name: str, storage_path: Path) -> int:
-    if not storage_path.is_file():
-        return 0
-    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path}")
-    try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    except KeyError:
-        return 0
-
-
 class _TrackedOptunaSearch(OptunaSearch):
     """OptunaSearch that records the Ray trial id on each Optuna trial and never tells Optuna NaN.
 
     A NaN or missing objective would leave the Optuna trial RUNNING and bias the search (e.g. when
-    every repeat of a suggestion failed): such trials are told FAIL instead.
+    every repeat of a suggestion failed): such trials are told FAIL instead. On a restore (``--resume``)
+    the Optuna trials that no restored Ray trial will finish (asked after the killed driver's last
+    state save) are told FAIL, and results of Ray trials the restored searcher never saw are ignored.
     """
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -231,12 +212,23 @@ class _TrackedOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials:
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._ot_trials:
+            return
         names = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [(result or {}).get(n) for n in names]
         if result and any(v is None or not math.isfinite(float(v)) for v in values):
             result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        live = {t.number for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
+        fail_orphans(self._ot_study, keep=live)
 
 
 @contextlib.contextmanager
@@ -246,7 +238,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
         return
     if address:
-        _check_reachable(address)
+        check_address(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="warning", runtime_env=_runtime_env())
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -267,9 +259,9 @@ def _runtime_env() -> dict[str, Any] | None:
     return {"env_vars": {"ENTROPIC_TUNE_CACHE": cache}} if cache else None
 
 
-def _check_reachable(address: str) -> None:
+def check_address(address: str | None) -> None:
     """Fail in seconds on a HOST:PORT nobody listens on (ray.init would retry for a minute)."""
-    if address == "auto" or "://" in address:
+    if not address or address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
     if not port.isdigit():
@@ -364,23 +356,15 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
     return exp_dir
 
 
-def check_new(exp_dir: Path, kind: str) -> bool:
-    """True when ``exp_dir`` holds a search to add trials to; an error for any other existing experiment."""
-    if not (exp_dir / "experiment.yaml").is_file():
-        return False
-    if kind == "search" and read_meta(exp_dir).get("kind") == "search":
-        return True
-    raise UserError(f"--name: '{exp_dir}' already holds an experiment; continue it with --resume "
-                    "or choose another --name")
-
-
 def resume(opts: SweepOptions) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones restart from their
-    last checkpoint, errored ones are retried; the searcher state is restored too."""
+    last checkpoint, errored ones are retried; the searcher state is restored too (and Optuna trials
+    the killed driver left RUNNING without a Ray trial to finish them are marked FAIL)."""
     exp_dir = opts.exp_dir
     meta = read_meta(exp_dir)
     if not Tuner.can_restore(str(exp_dir)):
-        raise UserError(f"--resume: '{exp_dir}' holds no Ray Tune experiment to resume")
+        raise UserError(f"--resume: '{exp_dir}' holds no Ray Tune experiment to resume (the driver stopped "
+                        "before Ray saved any state); start it again without --resume")
     with ray_session(opts.address):
         check_resources(opts)
         # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
@@ -397,109 +381,3 @@ def _fit(tuner: Tuner) -> bool:
     except KeyboardInterrupt:
         return False
     return True
-
-
-# --- results -------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrialRecord:
-    """One trial as read back from Ray's experiment state."""
-
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    history: list[dict[str, float]]
-    error: str = ""
-
-
-def load_trials(exp_dir: Path) -> list[TrialRecord]:
-    """Every trial of the experiment folder, over all of Ray's state files (a continued search writes
-    a new one; a restore updates the trials): the latest state of each trial wins. Trials are listed
-    by run, then by trial id (the grid order for compare/ablate)."""
-    from ray.tune import ExperimentAnalysis
-
-    # A trial that never reported has no progress file: expected here, not worth a warning.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    records: dict[str, TrialRecord] = {}
-    order: dict[str, tuple[int, str]] = {}
-    for run, state in enumerate(sorted(exp_dir.glob("experiment_state*.json"))):
-        analysis = ExperimentAnalysis(str(state))
-        frames = analysis.trial_dataframes
-        for trial in analysis.trials:
-            order.setdefault(trial.trial_id, (run, trial.trial_id))
-            records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
-                                                  _history(frames.get(trial.trial_id)), _error(trial))
-    return sorted(records.values(), key=lambda r: order[r.trial_id])
-
-
-def _history(frame: Any) -> list[dict[str, float]]:
-    """Per-step rows; after a restore a step can appear twice: the last report of a step wins."""
-    if frame is None or frame.empty or M.STEP not in frame:
-        return []
-    frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last").sort_values(M.STEP)
-    keys = [k for k in M.STEP_KEYS if k in frame]
-    rows = [{k: float(v) for k, v in zip(keys, values, strict=True)} for values in frame[keys].itertuples(index=False)]
-    return [{**row, M.STEP: int(row[M.STEP])} for row in rows]
-
-
-def _error(trial: Any) -> str:
-    if trial.status != "ERROR":
-        return ""
-    exc = trial.get_pickled_error() or trial.get_error()
-    cause = getattr(exc, "cause", None) or exc
-    if cause is None:
-        return "unknown error (see the trial's error.txt)"
-    if isinstance(cause, tune.TuneError) or type(cause).__name__ == "RayTaskError":
-        lines = [line for line in str(cause).splitlines() if line.strip()]
-        return lines[-1].strip() if lines else type(cause).__name__
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
-
-
-def write_meta(exp_dir: Path, meta: dict[str, Any]) -> None:
-    import yaml
-
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(exp_dir / "experiment.yaml", yaml.safe_dump(meta, sort_keys=False))
-
-
-def read_meta(exp_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = exp_dir / "experiment.yaml"
-    if not path.is_file():
-        raise UserError(f"--resume: '{exp_dir}' holds no experiment (no experiment.yaml); check --out and --name")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True) -> list[dict[str, Any]]:
-    """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows."""
-    records = load_trials(exp_dir)
-    flats = {r.trial_id: _flat(r.config) for r in records}
-    # method and seed have their own columns
-    varying = [k for k in varying_keys(list(flats.values())) if k not in ("method", "train.seed")]
-    summary, history = [], []
-    for r in records:
-        flat = flats[r.trial_id]
-        # Ray puts the trials of an interrupted run back to PENDING; the contract calls them RUNNING.
-        status = "RUNNING" if r.status not in ("TERMINATED", "ERROR") and r.history else r.status
-        row = summary_row(r.trial_id, flat, r.history, status, r.error)
-        row.update({k: r.config[k] for k in ("factor", "variant") if k in r.config})
-        row.update({f"config/{k}": flat.get(k) for k in varying})
-        summary.append(row)
-        history.extend(history_rows(r.trial_id, flat["method"], flat["train.seed"], r.history))
-    write_csv(exp_dir / "summary.csv", summary, summary_columns(summary, varying))
-    write_csv(exp_dir / "history.csv", history, history_columns())
-    meta["finished"] = finished and all(r["status"] in ("TERMINATED", "ERROR") for r in summary)
-    meta["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_meta(exp_dir, meta)
-    return summary
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return flat_trial_config(config)
-    except ValueError:  # a config that no longer loads (the schema changed): keep what was asked
-        return {"method": "", "train.seed": "", "controller.target_entropy": float("nan"),
-                "rollout.temperature": float("nan"), **trial_config(config)}

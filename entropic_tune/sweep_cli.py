@@ -93,31 +93,54 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--dry-run", action="store_true", help="Print the trials it would run and exit.")
     p.add_argument("--quiet", action="store_true", help="No Ray progress table.")
     p.set_defaults(func=run_command, kind=kind)
+    p.error = _one_line_error(p)  # type: ignore[method-assign]
+
+
+def _one_line_error(p: argparse.ArgumentParser) -> Any:
+    """argparse errors as one line (flag, value, allowed values), exit status 2, like every user error."""
+
+    def error(message: str) -> None:
+        p.exit(2, f"entropic-tune: error: {p.prog.split()[-1]}: {message}\n")
+
+    return error
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Every check that needs no Ray comes first, then Ray starts and the resources are checked; only
+    then is anything written (a refused run leaves no trace and overwrites nothing)."""
     out = Path(args.out).expanduser().resolve()
     if args.resume:
         return _resume(args, out)
     space = _space(args)
-    name = args.name or f"{args.kind}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = _name(args.name) if args.name is not None else \
+        f"{args.kind}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     sopts = _search_options(args, space) if args.kind == "search" else None
+    options = _run_options(args, {})
+    _validate(options, args.kind, sopts)
     if args.dry_run:
         _print_plan(space, sopts)
         return 0
+    from .sweep_results import check_new
+
+    exp_dir = out / name
+    check_writable(exp_dir)
+    continuing = check_new(exp_dir, args.kind)
     from . import sweep
 
-    opts = sweep.SweepOptions(out=str(out), name=name, verbose=0 if args.quiet else 1, **_run_options(args, {}))
-    _validate(opts)
-    continuing = sweep.check_new(opts.exp_dir, args.kind)
-    if args.kind == "search":
-        plan = sweep.plan_search(space, opts, sopts, opts.exp_dir)
-        if continuing:
-            print(f"adding trials to study '{name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
-    else:
-        plan = sweep.plan_grid(space)
+    opts = sweep.SweepOptions(out=str(out), name=name, verbose=0 if args.quiet else 1, **options)
+    if sopts is not None and options["scheduler"] != "pbt":
+        sweep.build_sampler(sopts.sampler, sopts.seed, multi=sopts.objective == "both")  # missing packages
+    sweep.check_address(opts.address)
     total = int(spaces.flat_trial_config(plan_trial(space))["train.total_steps"])
-    exp_dir = sweep.run_plan(plan, opts, total)
+    with sweep.ray_session(opts.address):  # run_plan reuses it
+        sweep.check_resources(opts)
+        if args.kind == "search":
+            plan = sweep.plan_search(space, opts, sopts, opts.exp_dir)
+            if continuing:
+                print(f"adding trials to study '{name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
+        else:
+            plan = sweep.plan_grid(space)
+        exp_dir = sweep.run_plan(plan, opts, total)
     return _finish(exp_dir, plan.meta)
 
 
@@ -129,17 +152,47 @@ def plan_trial(space: spaces.SearchSpace) -> dict[str, Any]:
 def _resume(args: argparse.Namespace, out: Path) -> int:
     if not args.name:
         raise UserError("--resume: give the experiment's --name (and --out if not the default)")
+    from .sweep_results import read_meta
+
+    exp_dir = out / _name(args.name)
+    meta = read_meta(exp_dir)
+    if meta.get("kind") != args.kind:
+        raise UserError(f"--resume: '{exp_dir}' is a {meta.get('kind')} experiment; "
+                        f"use entropic-tune {meta.get('kind')} --resume")
+    options = _run_options(args, meta.get("options") or {})
+    _validate(options, args.kind, None)
+    check_writable(exp_dir)
     from . import sweep
 
-    meta = sweep.read_meta(out / args.name)
-    if meta.get("kind") != args.kind:
-        raise UserError(f"--resume: '{out / args.name}' is a {meta.get('kind')} experiment; "
-                        f"use entropic-tune {meta.get('kind')} --resume")
-    opts = sweep.SweepOptions(out=str(out), name=args.name, verbose=0 if args.quiet else 1,
-                              **_run_options(args, meta.get("options") or {}))
-    _validate(opts)
+    opts = sweep.SweepOptions(out=str(out), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
+    sweep.check_address(opts.address)
     exp_dir = sweep.resume(opts)
-    return _finish(exp_dir, sweep.read_meta(exp_dir))
+    return _finish(exp_dir, read_meta(exp_dir))
+
+
+def _name(name: str) -> str:
+    """An experiment folder name: one path component (no separators, not '.' or '..')."""
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"--name: '{name}' must be a plain folder name (no '/', not '.' or '..')")
+    return name
+
+
+def check_writable(exp_dir: Path) -> None:
+    """Refuse an ``--out`` that cannot be written: probe the nearest existing folder with a temporary
+    folder that is removed at once (``os.access`` says yes to root even on /proc)."""
+    import os
+    import tempfile
+
+    parent = exp_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".entropic-tune-probe-", dir=parent))
+    except OSError as exc:
+        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not writable "
+                        f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _space(args: argparse.Namespace) -> spaces.SearchSpace:
@@ -164,8 +217,9 @@ def _space(args: argparse.Namespace) -> spaces.SearchSpace:
 def _search_options(args: argparse.Namespace, space: spaces.SearchSpace) -> spaces.SearchOptions:
     samples = args.samples if args.samples is not None else space.samples
     repeat = args.repeat if args.repeat is not None else space.repeat
-    if samples < 1 or repeat < 1:
-        raise UserError(f"--samples/--repeat: must be >= 1, got {samples}/{repeat}")
+    for flag, value in (("--samples", samples), ("--repeat", repeat)):
+        if value < 1:
+            raise UserError(f"{flag}: must be >= 1, got {value}")
     return spaces.SearchOptions(samples, args.sampler or space.sampler, args.objective or space.objective,
                                 repeat, args.seed)
 
@@ -177,13 +231,25 @@ def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, 
     return options
 
 
-def _validate(opts: Any) -> None:
-    checks = (("--cpus-per-trial", opts.cpus_per_trial > 0), ("--gpus-per-trial", opts.gpus_per_trial >= 0),
-              ("--checkpoint-every", opts.checkpoint_every >= 1), ("--max-failures", opts.max_failures >= -1),
-              ("--keep-checkpoints", opts.keep_checkpoints >= 1), ("--max-concurrent", opts.max_concurrent >= 0))
-    for flag, ok in checks:
-        if not ok:
-            raise UserError(f"{flag}: value out of range ({getattr(opts, flag[2:].replace('-', '_'))})")
+def _validate(options: dict[str, Any], kind: str, sopts: spaces.SearchOptions | None) -> None:
+    """Ranges of the run options and the combinations that cannot work (before Ray starts)."""
+    checks = (("--cpus-per-trial", "cpus_per_trial", "> 0", lambda v: v > 0),
+              ("--gpus-per-trial", "gpus_per_trial", ">= 0", lambda v: v >= 0),
+              ("--checkpoint-every", "checkpoint_every", ">= 1", lambda v: v >= 1),
+              ("--max-failures", "max_failures", ">= -1 (-1: retry forever)", lambda v: v >= -1),
+              ("--keep-checkpoints", "keep_checkpoints", ">= 1", lambda v: v >= 1),
+              ("--max-concurrent", "max_concurrent", ">= 0 (0: as the CPUs allow)", lambda v: v >= 0))
+    for flag, key, allowed, ok in checks:
+        if not ok(options[key]):
+            raise UserError(f"{flag}: must be {allowed}, got {options[key]:g}")
+    scheduler = options["scheduler"]
+    if scheduler == "pbt" and kind != "search":
+        raise UserError(f"--scheduler pbt: only for 'search' (PBT mutates the searched parameters); "
+                        f"for {kind} use asha or none")
+    if sopts is not None and sopts.objective == "both" and (sopts.repeat > 1 or scheduler != "none"):
+        raise UserError("--objective both: not with --repeat > 1 or a --scheduler (they need one metric)")
+    if sopts is not None and scheduler == "pbt" and sopts.repeat > 1:
+        raise UserError("--scheduler pbt: not with --repeat > 1")
 
 
 def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -> None:

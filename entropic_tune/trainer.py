@@ -79,13 +79,19 @@ class Trainer:
         start = time.perf_counter()
         problems = self.task.sample_train(self.data_rng, cfg.rollout.prompts_per_step)
         self.policy.model.eval()
+        # On-policy, the update's single forward runs on the sampling weights: its log-probs and
+        # entropies are the behaviour ones bit for bit, so the rollout's no-grad pass is skipped.
+        reuse = cfg.optim.on_policy
         batch = collect_rollout(self.policy, self.task, problems, cfg.rollout.group_size,
-                                cfg.rollout.temperature, cfg.rollout.max_new_tokens, self.generator)
-        entropy = M.aggregate(batch.entropy, batch.mask).item()
+                                cfg.rollout.temperature, cfg.rollout.max_new_tokens, self.generator,
+                                behaviour=not reuse)
+        update_start = time.perf_counter()
+        first = self._forward(batch.gen) if reuse else None  # (N, R) log-probs and entropies, with grad
+        step_entropy = first[1].detach() if first is not None else batch.entropy
+        entropy = M.aggregate(step_entropy, batch.mask).item()  # H before any update
         self._check_finite(entropy, "entropy")
         alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
-        update_start = time.perf_counter()
-        update_metrics = self._update(batch, alpha)
+        update_metrics = self._update(batch, alpha, first)
         update_s = time.perf_counter() - update_start
         eval_every = cfg.rollout.eval_every
         if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
@@ -103,7 +109,7 @@ class Trainer:
             self._check_finite(value, key)
         return {k: float(out[k]) for k in M.STEP_KEYS}
 
-    @torch.no_grad()
+    @torch.inference_mode()  # only Python floats leave this method, so no tensor meets autograd later
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy: greedy, mean@k and pass@k at the rollout temperature, plus eval entropy.
 
@@ -156,8 +162,17 @@ class Trainer:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _update(self, batch: RolloutBatch, alpha: float) -> dict[str, float]:
-        """``ppo_epochs x mini_batches_per_rollout`` optimizer steps; returns mean loss metrics."""
+    def _forward(self, gen: Generation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropies ``(n, R)`` of ``gen`` at temperature T, with grad (train mode)."""
+        self.policy.model.train()
+        return sequence_logprobs(self.policy, gen, self.config.rollout.temperature)
+
+    def _update(self, batch: RolloutBatch, alpha: float,
+                first: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+        """``ppo_epochs x mini_batches_per_rollout`` optimizer steps; returns mean loss metrics.
+
+        ``first``: the whole batch's forward, already run on the current weights (on-policy only).
+        """
         cfg = self.config
         model = self.policy.model
         model.train()
@@ -170,20 +185,24 @@ class Trainer:
                 else torch.arange(n, device=self.policy.device)
             for chunk in order.chunk(n_mb):
                 fresh = epoch == 0 and count == 0  # weights still equal the behaviour policy's
-                metrics = self._minibatch_step(batch, chunk, alpha, fresh)
+                metrics = self._minibatch_step(batch, chunk, alpha, fresh, first if fresh else None)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
         model.eval()
         return {k: v / count for k, v in sums.items()}
 
-    def _minibatch_step(self, batch: RolloutBatch, idx: torch.Tensor, alpha: float,
-                        fresh: bool) -> dict[str, float]:
+    def _minibatch_step(self, batch: RolloutBatch, idx: torch.Tensor, alpha: float, fresh: bool,
+                        precomputed: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
         cfg = self.config
-        gen = Generation(batch.gen.input_ids[idx], batch.gen.attention_mask[idx], batch.gen.prompt_len,
-                         batch.gen.response_mask[idx])
-        logp, ent = sequence_logprobs(self.policy, gen, cfg.rollout.temperature)  # (b, R) with grad
-        mask = gen.response_mask
+        if precomputed is not None:  # one mini-batch of the whole batch, in order: rows == idx
+            logp, ent = precomputed
+            mask = batch.gen.response_mask
+        else:
+            gen = Generation(batch.gen.input_ids[idx], batch.gen.attention_mask[idx], batch.gen.prompt_len,
+                             batch.gen.response_mask[idx])
+            logp, ent = self._forward(gen)  # (b, R) with grad
+            mask = gen.response_mask
         # On the first optimizer step the weights are the sampling weights: use the detached current
         # log-probs so rho == 1 exactly (a separate no-grad forward may differ in the last bits).
         old_logp = logp.detach() if fresh else batch.old_logprobs[idx]
@@ -197,11 +216,13 @@ class Trainer:
         )
         if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step:
             loss = loss * float("nan")
-        self._check_finite(loss.item(), "loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip).item()
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
+        # One host sync for both checks; a non-finite loss still stops the step before the weights move.
+        loss_value, grad_norm = torch.stack([loss.detach().double(), norm.double()]).tolist()
+        self._check_finite(loss_value, "loss")
         self._check_finite(grad_norm, "gradient norm")
         self.optimizer.step()
         return {**loss_metrics, M.GRAD_NORM: grad_norm}
