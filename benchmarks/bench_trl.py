@@ -1,0 +1,289 @@
+"""The project's GRPO step vs TRL's ``GRPOTrainer`` on the same tiny model, prompts, group size and lengths.
+
+    pip install trl          # benchmark-only dependency (not a project requirement)
+    python benchmarks/bench_trl.py                     # B=16 prompts x G=8, 40 new tokens, 1 thread
+
+Both sides start from the same warm-started model folder (the project's cache, a ``save_pretrained``
+directory), run offline on the CPU in fp32 with no reference model (beta 0), one on-policy optimizer step
+per rollout, AdamW with the same learning rate and gradient clipping, token-mean loss (TRL
+``loss_type='dapo'``), temperature 1 with no top-k/top-p, and the task's own reward. TRL gets a
+``datasets.Dataset.from_list`` of the same prompts (the BOS token spelled out, so both tokenise alike).
+Rounds alternate TRL and the project so both see the same machine load; the figure is the median step
+time ratio (project / TRL), with the share of each step spent generating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+
+def project_config(args: argparse.Namespace) -> object:
+    from entropic_tune.config import load_config
+
+    return load_config(
+        {
+            "method": "grpo",
+            "rollout.prompts_per_step": args.prompts,
+            "rollout.group_size": args.group,
+            "rollout.max_new_tokens": args.max_new_tokens,
+            "rollout.temperature": 1.0,
+            "rollout.eval_every": 0,
+            "train.total_steps": 1_000_000,
+            "train.threads": args.threads,
+            "optim.lr": args.lr,
+            "optim.grad_clip": 1.0,
+            "train.seed": args.seed,
+        }
+    )
+
+
+KEYS = (
+    "step_s",
+    "step_cpu",
+    "process_cpu",
+    "generate_s",
+    "generate_cpu",
+    "completion_length",
+    "reward",
+)
+
+
+def run_project(args: argparse.Namespace) -> dict[str, object]:
+    from entropic_tune.trainer import Trainer
+
+    trainer = Trainer(project_config(args))
+    trainer.last_eval = {
+        "eval/accuracy": 0.0,
+        "eval/pass@k": 0.0,
+        "eval/entropy": 0.0,
+    }  # TRL does not evaluate
+    for _ in range(args.warmup):
+        trainer.step()
+    res: dict[str, list[float]] = {k: [] for k in KEYS}
+    for _ in range(args.steps):
+        proc = time.process_time()
+        row = C.timed_step(trainer)
+        res["process_cpu"].append(time.process_time() - proc)
+        res["step_s"].append(row["step"])
+        res["step_cpu"].append(row["step_cpu"])
+        res["generate_s"].append(row["sampling"])
+        res["generate_cpu"].append(row["sampling_cpu"])
+        res["completion_length"].append(row["rollout/response_length_mean"])
+        res["reward"].append(row["rollout/reward_mean"])
+    return res
+
+
+def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from entropic_tune.tasks import Problem, build_task
+
+    cfg = project_config(args)
+    task = build_task(cfg.task)
+    n_steps = args.warmup + args.steps
+    problems = task.sample_train(random.Random(args.seed), args.prompts * n_steps)
+    answers = {f"<bos>{p.prompt}": p for p in problems}
+    dataset = Dataset.from_list(
+        [{"prompt": f"<bos>{p.prompt}", "answer": p.answer} for p in problems]
+    )
+
+    def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+        return [
+            task.reward(answers.get(p) or Problem(p, "", None), c)
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    gen_times: list[tuple[float, float]] = []  # (wall, cpu) per generate call
+    original_generate = model.generate
+
+    def timed_generate(*a: object, **k: object) -> object:
+        wall, cpu = C.clock()
+        try:
+            return original_generate(*a, **k)
+        finally:
+            wall_end, cpu_end = C.clock()
+            gen_times.append((wall_end - wall, cpu_end - cpu))
+
+    model.generate = timed_generate
+
+    ends: list[tuple[float, float, float]] = []  # (wall, thread CPU, process CPU) at each step end
+
+    def now() -> tuple[float, float, float]:
+        return (*C.clock(), time.process_time())
+
+    class StepClock(TrainerCallback):
+        def on_step_begin(self, *_: object, **__: object) -> None:
+            if not ends:
+                ends.append(now())
+
+        def on_step_end(self, *_: object, **__: object) -> None:
+            ends.append(now())
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        config = GRPOConfig(
+            output_dir=out_dir,
+            per_device_train_batch_size=args.prompts * args.group,
+            num_generations=args.group,
+            gradient_accumulation_steps=1,
+            num_iterations=1,
+            max_completion_length=args.max_new_tokens,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            beta=0.0,
+            epsilon=0.2,
+            loss_type="dapo",
+            scale_rewards="group",
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            max_steps=n_steps,
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            disable_tqdm=True,
+            shuffle_dataset=False,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            seed=args.seed,
+            log_completions=False,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=[reward],
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[StepClock()],
+        )
+        trainer.remove_callback(PrinterCallback)
+        C.set_threads(args.threads)  # accelerate may reset threads; keep both sides equal
+        trainer.train()
+        history = [h for h in trainer.state.log_history if "completions/mean_length" in h]
+    deltas = [
+        [y - x for x, y in zip(a, b, strict=True)] for a, b in zip(ends[:-1], ends[1:], strict=True)
+    ]
+    deltas = deltas[args.warmup :]
+    return {
+        "step_s": [d[0] for d in deltas],
+        "step_cpu": [d[1] for d in deltas],
+        "process_cpu": [d[2] for d in deltas],
+        "generate_s": [g[0] for g in gen_times[args.warmup :]],
+        "generate_cpu": [g[1] for g in gen_times[args.warmup :]],
+        "completion_length": [h["completions/mean_length"] for h in history][args.warmup :],
+        "reward": [h.get("reward", float("nan")) for h in history][args.warmup :],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--prompts", type=int, default=16, help="B: prompts per step")
+    parser.add_argument("--group", type=int, default=8, help="G: responses per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating TRL/project rounds")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--name", default="trl", help="results file: benchmarks/results/<name>.json"
+    )
+    args = parser.parse_args()
+
+    try:
+        import trl
+    except ImportError:
+        sys.exit("bench_trl: TRL is not installed (pip install trl); nothing measured")
+    C.set_threads(args.threads)
+    from entropic_tune.policy import warmstart_model
+    from entropic_tune.tasks import build_task
+
+    cfg = project_config(args)
+    model_dir = warmstart_model(
+        cfg.model, cfg.task, build_task(cfg.task)
+    )  # a save_pretrained folder
+
+    sides: dict[str, dict[str, list[float]]] = {"project": {}, "trl": {}}
+    for r in range(args.rounds):
+        order = ("trl", "project") if r % 2 == 0 else ("project", "trl")
+        for side in order:
+            res = run_trl(args, model_dir) if side == "trl" else run_project(args)
+            for key, values in res.items():
+                sides[side].setdefault(key, []).extend(values)
+            print(
+                f"round {r + 1}/{args.rounds} {side}: step median {C.fmt_s(statistics.median(res['step_s']))}",
+                flush=True,
+            )
+
+    print(
+        f"\nB={args.prompts} G={args.group} max_new_tokens={args.max_new_tokens}, {args.rounds} rounds x "
+        f"{args.steps} steps, trl {trl.__version__}; CPU = this thread's CPU time"
+    )
+    print(
+        f"{'':<10} {'step CPU':>10} {'step wall':>10} {'gen CPU':>10} {'gen share':>9} {'proc/thread':>11} "
+        f"{'length':>7} {'reward':>7}"
+    )
+    rows = {}
+    for side, res in sides.items():
+        rows[side] = {key: C.summary(res[key]) for key in KEYS[:5]}
+        rows[side]["completion_length_mean"] = statistics.mean(res["completion_length"])
+        rows[side]["reward_mean"] = statistics.mean(res["reward"])
+        step, gen = rows[side]["step_cpu"]["median"], rows[side]["generate_cpu"]["median"]
+        threads = (
+            rows[side]["process_cpu"]["median"] / step
+        )  # ~1: all the work is on the timed thread
+        print(
+            f"{side:<10} {C.fmt_s(step):>10} {C.fmt_s(rows[side]['step_s']['median']):>10} {C.fmt_s(gen):>10} "
+            f"{gen / step:>8.0%} {threads:>11.2f} {rows[side]['completion_length_mean']:>7.1f} "
+            f"{rows[side]['reward_mean']:>7.3f}"
+        )
+    ratios = {}
+    for clock, step_key, gen_key in (
+        ("cpu", "step_cpu", "generate_cpu"),
+        ("wall", "step_s", "generate_s"),
+    ):
+        rest = {
+            s: [a - b for a, b in zip(sides[s][step_key], sides[s][gen_key], strict=False)]
+            for s in sides
+        }
+        ratios[clock] = {
+            "step": C.ratio(sides["project"][step_key], sides["trl"][step_key]),
+            "generate": C.ratio(sides["project"][gen_key], sides["trl"][gen_key]),
+            "rest": C.ratio(rest["project"], rest["trl"]),
+        }
+    r = ratios["cpu"]
+    print(
+        f"project/TRL time, CPU: step {r['step']['of_medians']:.2f}x (medians) {r['step']['of_minima']:.2f}x "
+        f"(minima); generation {r['generate']['of_medians']:.2f}x; rest of the step {r['rest']['of_medians']:.2f}x"
+        f"; wall: step {ratios['wall']['step']['of_medians']:.2f}x   (aim: step <= 0.5x)"
+    )
+    payload = {"settings": vars(args), "trl_version": trl.__version__, "sides": rows}
+    C.save(args.name, {**payload, "project_over_trl": ratios, "raw": sides})
+
+
+if __name__ == "__main__":
+    main()
