@@ -4,8 +4,8 @@
 ``search`` is an :class:`OptunaSearch` with a seeded sampler whose study lives in ``optuna.db`` in the
 experiment folder, so ``optuna.load_study`` reopens it and a later run with the same name adds trials
 to it. Every trial runs :func:`entropic_tune.trainable.train_trial`. After the Tuner, the trials are
-read back from Ray's experiment state and written as ``summary.csv`` / ``history.csv`` (see
-``docs/ARCHITECTURE.md``). Ray is started here only when it is not already (tests share one).
+read back from Ray's experiment state and written as ``summary.csv`` / ``history.csv`` by
+:mod:`entropic_tune.sweep_results`. Ray is started here only when it is not already (tests share one).
 """
 
 from __future__ import annotations

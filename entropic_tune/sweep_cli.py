@@ -1,7 +1,9 @@
 """``entropic-tune compare | search | ablate``: run a search space through Ray Tune.
 
-Parsing, ``--dry-run`` and the end-of-run table need no Ray; Ray (``entropic_tune.sweep``) is imported
-only when trials run. Every user error is a :class:`UserError` (one line, exit status 2).
+Parsing, ``--dry-run``, the checks of the input and the end-of-run table need no Ray; Ray
+(``entropic_tune.sweep``) is imported only after those checks, and only the resource check (GPUs,
+CPUs) waits for Ray to start. Nothing is written before all checks pass. Every user error is a :class:`UserError`
+(one line, exit status 2); argparse errors of these commands are one line too.
 """
 
 from __future__ import annotations

@@ -1,0 +1,191 @@
+"""Reading a sweep back from Ray's experiment state and writing the results contract (and keeping
+the Optuna study free of stale RUNNING trials).
+
+After (or instead of, for an interrupted driver) a Tuner run, the trials are read back from every
+``experiment_state*.json`` of the experiment folder and written as ``summary.csv`` / ``history.csv``
+(see ``docs/ARCHITECTURE.md``), with ``experiment.yaml`` updated. Every file is written atomically.
+Ray is imported only inside :func:`load_trials`, so the metadata helpers (``read_meta``,
+``check_new``) stay cheap for the CLI's checks before Ray starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import metrics as M
+from .errors import UserError
+from .results import (
+    atomic_write_text,
+    history_columns,
+    history_rows,
+    summary_columns,
+    summary_row,
+    varying_keys,
+    write_csv,
+)
+from .spaces import flat_trial_config, trial_config
+
+META_FILE = "experiment.yaml"
+
+
+@dataclass
+class TrialRecord:
+    """One trial as read back from Ray's experiment state."""
+
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    history: list[dict[str, float]]
+    error: str = ""
+
+
+def load_trials(exp_dir: Path) -> list[TrialRecord]:
+    """Every trial of the experiment folder, over all of Ray's state files (a continued search writes
+    a new one; a restore updates the trials): the latest state of each trial wins. Trials are listed
+    by run, then by trial id (the grid order for compare/ablate)."""
+    from ray.tune import ExperimentAnalysis
+
+    # A trial that never reported has no progress file: expected here, not worth a warning.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    records: dict[str, TrialRecord] = {}
+    order: dict[str, tuple[int, str]] = {}
+    for run, state in enumerate(sorted(exp_dir.glob("experiment_state*.json"))):
+        analysis = ExperimentAnalysis(str(state))
+        frames = analysis.trial_dataframes
+        for trial in analysis.trials:
+            order.setdefault(trial.trial_id, (run, trial.trial_id))
+            records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
+                                                  _history(frames.get(trial.trial_id)), _error(trial))
+    return sorted(records.values(), key=lambda r: order[r.trial_id])
+
+
+def _history(frame: Any) -> list[dict[str, float]]:
+    """Per-step rows; after a restore a step can appear twice: the last report of a step wins."""
+    if frame is None or frame.empty or M.STEP not in frame:
+        return []
+    frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last").sort_values(M.STEP)
+    keys = [k for k in M.STEP_KEYS if k in frame]
+    rows = [{k: float(v) for k, v in zip(keys, values, strict=True)} for values in frame[keys].itertuples(index=False)]
+    return [{**row, M.STEP: int(row[M.STEP])} for row in rows]
+
+
+def _error(trial: Any) -> str:
+    from ray.tune import TuneError
+
+    if trial.status != "ERROR":
+        return ""
+    exc = trial.get_pickled_error() or trial.get_error()
+    cause = getattr(exc, "cause", None) or exc
+    if cause is None:
+        return "unknown error (see the trial's error.txt)"
+    if isinstance(cause, TuneError) or type(cause).__name__ == "RayTaskError":
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        return lines[-1].strip() if lines else type(cause).__name__
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
+
+
+def write_meta(exp_dir: Path, meta: dict[str, Any]) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(exp_dir / META_FILE, yaml.safe_dump(meta, sort_keys=False))
+
+
+def read_meta(exp_dir: Path) -> dict[str, Any]:
+    """``experiment.yaml`` as a dict; a missing or unreadable file is a one-line user error."""
+    path = exp_dir / META_FILE
+    if not path.is_file():
+        raise UserError(f"--resume: '{exp_dir}' holds no experiment (no {META_FILE}); check --out and --name")
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: not a readable experiment file ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("kind") not in ("compare", "search", "ablate", "train"):
+        raise UserError(f"{path}: not an entropic-tune experiment file (no valid 'kind')")
+    return meta
+
+
+def started(exp_dir: Path) -> bool:
+    """True once Ray saved the experiment's state or results were written (something to keep)."""
+    return any(exp_dir.glob("experiment_state*.json")) or (exp_dir / "summary.csv").exists()
+
+
+def check_new(exp_dir: Path, kind: str) -> bool:
+    """True when ``exp_dir`` holds a search to add trials to; an error for any other existing experiment.
+
+    A folder whose driver died before Ray saved anything (only ``experiment.yaml``) cannot be resumed;
+    it is started again instead of being refused.
+    """
+    if not (exp_dir / META_FILE).is_file():
+        return False
+    meta = read_meta(exp_dir)
+    if kind == "search" and meta.get("kind") == "search":
+        return True
+    if not started(exp_dir) and meta.get("kind") == kind:
+        return False
+    raise UserError(f"--name: '{exp_dir}' already holds a {meta.get('kind')} experiment; continue it with "
+                    f"'entropic-tune {meta.get('kind')} --resume' or choose another --name")
+
+
+def existing_trials(study_name: str, storage_path: Path) -> int:
+    """Trials already in the Optuna study; RUNNING ones left by an earlier driver are marked FAIL (no
+    Ray trial of a finished or abandoned run will ever tell them, and they would bias the sampler)."""
+    import optuna
+
+    if not storage_path.is_file():
+        return 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path}")
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    fail_orphans(study)
+    return len(study.trials)
+
+
+def fail_orphans(study: Any, keep: frozenset[int] | set[int] = frozenset()) -> list[int]:
+    """Tell FAIL every RUNNING trial of an Optuna study whose number is not in ``keep``; returns them."""
+    from optuna.trial import TrialState
+
+    stale = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if t.number not in keep]
+    for number in stale:
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    return stale
+
+
+def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True) -> list[dict[str, Any]]:
+    """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows."""
+    records = load_trials(exp_dir)
+    flats = {r.trial_id: _flat(r.config) for r in records}
+    # method and seed have their own columns
+    varying = [k for k in varying_keys(list(flats.values())) if k not in ("method", "train.seed")]
+    summary, history = [], []
+    for r in records:
+        flat = flats[r.trial_id]
+        # Ray puts the trials of an interrupted run back to PENDING; the contract calls them RUNNING.
+        status = "RUNNING" if r.status not in ("TERMINATED", "ERROR") and r.history else r.status
+        row = summary_row(r.trial_id, flat, r.history, status, r.error)
+        row.update({k: r.config[k] for k in ("factor", "variant") if k in r.config})
+        row.update({f"config/{k}": flat.get(k) for k in varying})
+        summary.append(row)
+        history.extend(history_rows(r.trial_id, flat["method"], flat["train.seed"], r.history))
+    write_csv(exp_dir / "summary.csv", summary, summary_columns(summary, varying))
+    write_csv(exp_dir / "history.csv", history, history_columns())
+    meta["finished"] = finished and all(r["status"] in ("TERMINATED", "ERROR") for r in summary)
+    meta["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_meta(exp_dir, meta)
+    return summary
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return flat_trial_config(config)
+    except ValueError:  # a config that no longer loads (the schema changed): keep what was asked
+        return {"method": "", "train.seed": "", "controller.target_entropy": float("nan"),
+                "rollout.temperature": float("nan"), **trial_config(config)}
