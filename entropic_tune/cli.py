@@ -7,6 +7,7 @@ Heavy imports (torch, Ray) happen inside the subcommands so ``--help`` is instan
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -127,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("entropic-tune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `entropic-tune compare --dry-run | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

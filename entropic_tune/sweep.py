@@ -29,6 +29,7 @@ from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
 from . import metrics as M
+from .config import load_config, to_flat
 from .errors import UserError
 from .spaces import (
     ParamSpec,
@@ -103,7 +104,7 @@ def plan_grid(space: SearchSpace) -> Plan:
     table = {label: _explicit(cell, varying) for label, cell in cells.items()}
     param_space: dict[str, Any] = dict(shared)
     for key in varying:
-        param_space[key] = tune.sample_from(lambda spec, k=key: table[spec.config[grid_key]][k])
+        param_space[key] = tune.sample_from(lambda config, k=key: table[config[grid_key]][k])
     param_space[grid_key] = tune.grid_search(list(cells))
     param_space["train.seed"] = tune.grid_search(list(space.seeds))
     return Plan(param_space, _meta(space))
@@ -156,11 +157,19 @@ def _param_meta(p: ParamSpec) -> dict[str, Any]:
     return {"type": p.type, "low": p.low, "high": p.high, "log": p.log}
 
 
+def _full_base(base: dict[str, Any]) -> dict[str, Any]:
+    """The space's base with every method-independent default filled in (model, task, rollout, ...),
+    so a report can state the full setup; the method-specific sections stay as the space gives them."""
+    full = to_flat(load_config(dict(base)))
+    common = {k: v for k, v in full.items() if k.split(".")[0] in ("model", "task", "rollout", "optim", "train")}
+    return {**common, **dict(base)}
+
+
 def _meta(space: SearchSpace) -> dict[str, Any]:
     bundled = space.path.parent.name == "search_spaces" and space.path.parent.parent == Path(
         __file__).resolve().parent.parent
     return {"kind": space.kind, "name": None, "space": space.name if bundled else str(space.path),
-            "description": space.description, "base": dict(space.base), "methods": list(space.methods),
+            "description": space.description, "base": _full_base(space.base), "methods": list(space.methods),
             "seeds": list(space.seeds)}
 
 
