@@ -19,7 +19,14 @@ from tqdm import tqdm
 from . import metrics as M
 from .config import Config, to_dict, to_flat
 from .errors import UserError
-from .results import atomic_write_text, history_columns, history_rows, summary_columns, summary_row, write_csv
+from .results import (
+    atomic_write_text,
+    history_columns,
+    history_rows,
+    summary_columns,
+    summary_row,
+    write_csv,
+)
 from .trainer import NonFiniteError, Trainer
 
 
