@@ -134,6 +134,7 @@ def build_tiny_model(cfg: ModelConfig, vocab_size: int, max_positions: int = 256
 
 def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
     """The policy for a run: a local HF model when ``cfg.path`` is set, else the warm-started tiny model."""
+    transformers.utils.logging.disable_progress_bar()  # one bar per shard is noise in a sweep log
     device = resolve_device(cfg.device)
     if cfg.path:
         model_dir = Path(cfg.path).expanduser()
