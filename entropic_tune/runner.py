@@ -102,7 +102,8 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary_json, indent=2, default=str) + "\n")
     if not quiet:
-        _print_summary(summary, run_dir)
+        _print_summary(summary)
+    print(f"results: {run_dir}  (config.yaml, history.csv, summary.csv, summary.json)")
     if status == "ERROR":
         print(f"entropic-tune: trial failed: {error}", file=sys.stderr)
         return 1
@@ -114,11 +115,10 @@ def _write_history(run_dir: Path, trial_id: str, config: Config, history: list[d
     write_csv(run_dir / "history.csv", rows, history_columns())
 
 
-def _print_summary(summary: dict, run_dir: Path) -> None:
+def _print_summary(summary: dict) -> None:
     keys = (M.EVAL_ACCURACY, M.EVAL_PASS_AT_K, M.ENTROPY, *M.SUMMARY_KEYS)
     print("summary:", file=sys.stderr)
     for key in keys:
         value = summary.get(key, float("nan"))
         print(f"  {key:<32} {value:.4f}" if isinstance(value, float) else f"  {key:<32} {value}",
               file=sys.stderr)
-    print(f"results: {run_dir}  (config.yaml, history.csv, summary.csv, summary.json)")
