@@ -40,14 +40,10 @@ def run_one(args: tuple[str, int, int | None, list[str]]) -> dict:
         "method": method, "seed": seed, "steps": config.train.total_steps,
         "target_entropy": config.controller.target_entropy,
         "entropy_first": history[0][M.ENTROPY], "entropy_last": history[-1][M.ENTROPY],
-        "initial_accuracy": trainer_initial(history), **summary,
+        "initial_accuracy": history[0]["eval/accuracy"], **summary,
         "step_s_median": statistics.median(r[M.STEP_S] for r in history),
         "rollout_tokens_per_s_median": statistics.median(r[M.ROLLOUT_TOKENS_PER_S] for r in history),
     }
-
-
-def trainer_initial(history: list[dict]) -> float:
-    return history[0]["eval/accuracy"]
 
 
 def main() -> None:
