@@ -39,7 +39,10 @@ OBJECTIVES = ("tracking", "accuracy", "both")
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
 TRIAL_INDEX = "__trial_index__"
 """Set by Ray's ``Repeater``: the repeat index of a trial, added to ``train.seed``."""
-BOOKKEEPING = ("factor", "variant", "__cell__", TRIAL_INDEX)
+SAME_AS = "same_as"
+"""Ablate: ``factor=level`` labels of other cells whose config is identical to this cell's (run once;
+the results are reported under each label, see ``sweep_results.collect_and_write``)."""
+BOOKKEEPING = ("factor", "variant", "__cell__", SAME_AS, TRIAL_INDEX)
 """Keys of a trial config dict that are labels, not config keys; stripped before ``load_config``."""
 
 _COMMON = ("kind", "description", "base", "seeds", "method_overrides")
@@ -175,16 +178,37 @@ def method_config(space: SearchSpace, method: str) -> dict[str, Any]:
 def grid_cells(space: SearchSpace) -> dict[str, dict[str, Any]]:
     """The grid of a compare/ablate space, without seeds: ``{label: trial keys}``.
 
-    compare: one cell per method; ablate: one cell per (factor, level), labelled ``factor=level``,
-    with the ``factor`` and ``variant`` bookkeeping keys.
+    compare: one cell per method; ablate: one cell per distinct (factor, level) config, labelled
+    ``factor=level``, with the ``factor``, ``variant`` and ``same_as`` bookkeeping keys.
     """
     if space.kind == "compare":
         return {m: method_config(space, m) for m in space.methods}
     if space.kind == "ablate":
-        base = method_config(space, space.method)
-        return {f"{factor}={level}": {**base, **keys, "factor": factor, "variant": level}
-                for factor, levels in space.factors.items() for level, keys in levels.items()}
+        return _merge_identical(_ablation_cells(space))
     raise ValueError(f"grid_cells: a {space.kind} space has no grid")
+
+
+def _ablation_cells(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    base = method_config(space, space.method)
+    return {f"{factor}={level}": {**base, **keys, "factor": factor, "variant": level}
+            for factor, levels in space.factors.items() for level, keys in levels.items()}
+
+
+def _merge_identical(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Run each distinct config once: a level equal to the base under several factors (e.g.
+    ``anti_windup=on`` and ``tau=0.95``) is one cell whose ``same_as`` lists the other labels
+    (``;``-separated, ``""`` when none). Runs are deterministic, so the result is the same."""
+    first: dict[str, str] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for label, cell in cells.items():
+        key = repr(sorted(flat_trial_config(cell).items()))
+        if key in first:
+            owner = out[first[key]]
+            owner[SAME_AS] = ";".join(filter(None, (owner[SAME_AS], label)))
+        else:
+            first[key] = label
+            out[label] = {**cell, SAME_AS: ""}
+    return out
 
 
 def expand_trials(space: SearchSpace) -> list[dict[str, Any]]:
@@ -228,7 +252,8 @@ def validate(space: SearchSpace) -> None:
         _check_config({**base, **{p.key: (p.choices[0] if p.choices else p.low) for p in space.params}},
                       f"{src}: params")
         return
-    for label, cell in grid_cells(space).items():
+    cells = _ablation_cells(space) if space.kind == "ablate" else grid_cells(space)
+    for label, cell in cells.items():
         where = f"methods.{label}" if space.kind == "compare" else f"factors.{label.replace('=', '.')}"
         _check_config(trial_config({**cell, "train.seed": space.seeds[0]}), f"{src}: {where}")
 

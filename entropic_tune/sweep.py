@@ -168,9 +168,12 @@ def _full_base(base: dict[str, Any]) -> dict[str, Any]:
 def _meta(space: SearchSpace) -> dict[str, Any]:
     bundled = space.path.parent.name == "search_spaces" and space.path.parent.parent == Path(
         __file__).resolve().parent.parent
-    return {"kind": space.kind, "name": None, "space": space.name if bundled else str(space.path),
+    meta = {"kind": space.kind, "name": None, "space": space.name if bundled else str(space.path),
             "description": space.description, "base": _full_base(space.base), "methods": list(space.methods),
             "seeds": list(space.seeds)}
+    if space.kind == "ablate":
+        meta["factors"] = {factor: list(levels) for factor, levels in space.factors.items()}
+    return meta
 
 
 def build_sampler(name: str, seed: int, multi: bool = False) -> optuna.samplers.BaseSampler:

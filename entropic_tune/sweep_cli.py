@@ -273,6 +273,8 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
     for i, (trial, flat) in enumerate(zip(trials, flats, strict=True), 1):
         label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
+        if trial.get(spaces.SAME_AS):
+            label += f" (= {trial[spaces.SAME_AS].replace(';', ', ')})"
         keys = " ".join(f"{k}={flat[k]}" for k in varying)
         print(f"  {i:>3}  {flat['method']:<16} seed {flat['train.seed']:<3} {label} {keys}".rstrip())
 
@@ -293,6 +295,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     for path in [*files, *([report] if report else [])]:
         if path.exists():
             print(f"  {path}")
+    rows = list({r["trial_id"]: r for r in rows}.values())  # an ablation run shared by factors: once
     failed = [r for r in rows if r["status"] == "ERROR"]
     unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
     if unfinished or not meta.get("finished", True):

@@ -29,7 +29,7 @@ from .results import (
     varying_keys,
     write_csv,
 )
-from .spaces import flat_trial_config, trial_config
+from .spaces import SAME_AS, flat_trial_config, trial_config
 
 META_FILE = "experiment.yaml"
 
@@ -174,7 +174,15 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
         row.update({k: r.config[k] for k in ("factor", "variant") if k in r.config})
         row.update({f"config/{k}": flat.get(k) for k in varying})
         summary.append(row)
+        # an ablation cell run once for several identical (factor, level) labels: a row under each
+        for label in filter(None, str(r.config.get(SAME_AS) or "").split(";")):
+            factor, variant = label.split("=", 1)
+            summary.append({**row, "factor": factor, "variant": variant})
         history.extend(history_rows(r.trial_id, flat["method"], flat["train.seed"], r.history))
+    if meta.get("factors"):  # ablation rows in the space's factor and level order
+        order = {(f, str(v)): i for i, (f, v) in enumerate(
+            (f, v) for f, levels in meta["factors"].items() for v in levels)}
+        summary.sort(key=lambda row: order.get((row.get("factor"), str(row.get("variant"))), len(order)))
     write_csv(exp_dir / "summary.csv", summary, summary_columns(summary, varying))
     write_csv(exp_dir / "history.csv", history, history_columns())
     meta["finished"] = finished and all(r["status"] in ("TERMINATED", "ERROR") for r in summary)

@@ -41,8 +41,14 @@ def test_every_space_expands_into_valid_configs(name):
                 assert cfg.train.seed == space.seeds[0] + 1
         return
     trials = spaces.expand_trials(space)
-    n_cells = len(space.methods) if space.kind == "compare" else sum(map(len, space.factors.values()))
-    assert len(trials) == n_cells * len(space.seeds)
+    if space.kind == "compare":
+        assert len(trials) == len(space.methods) * len(space.seeds)
+    else:  # every (factor, level) is run, or reported with an identical run (same_as)
+        labels = [f"{t['factor']}={t['variant']}" for t in trials if t["train.seed"] == space.seeds[0]]
+        labels += [x for t in trials if t["train.seed"] == space.seeds[0] for x in t["same_as"].split(";") if x]
+        assert sorted(labels) == sorted(f"{f}={v}" for f, levels in space.factors.items() for v in levels)
+        configs = [repr(sorted(spaces.flat_trial_config(t).items())) for t in trials]
+        assert len(set(configs)) == len(configs)  # no config runs twice
     for trial in trials:
         cfg = load_config(spaces.trial_config(trial))
         assert cfg.train.seed in space.seeds

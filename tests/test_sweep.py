@@ -152,3 +152,33 @@ def test_every_bundled_space_builds_a_plan(tmp_path):
             plan = sweep.plan_grid(space)
             assert set(plan.param_space) >= {"train.seed", "method" if space.kind == "compare" else "__cell__"}
         yaml.safe_load(yaml.safe_dump(plan.meta))  # experiment.yaml must be plain YAML
+
+
+ABLATE_SMOKE = """kind: ablate
+method: entropic
+base: {model.hidden_size: 32, model.num_layers: 1, model.num_heads: 2, model.warmstart_steps: 30,
+       rollout.prompts_per_step: 4, rollout.group_size: 4, rollout.max_new_tokens: 32,
+       rollout.eval_samples: 1, rollout.eval_every: 0, task.eval_size: 8, train.total_steps: 2}
+factors:
+  tau: {"0.5": {loss.tau: 0.5}, "0.95": {loss.tau: 0.95}}
+  anti_windup: {"on": {controller.anti_windup: true}, "off": {controller.anti_windup: false}}
+"""
+
+
+def test_ablation_runs_a_level_equal_to_the_base_once_and_reports_it_under_each_factor(tmp_path, capsys):
+    space = tmp_path / "abl.yaml"
+    space.write_text(ABLATE_SMOKE)
+    code, out, _ = run_cli(capsys, "ablate", "--space", str(space), "--dry-run")
+    assert code == 0 and "3 trials" in out and "tau=0.95 (= anti_windup=on)" in out
+    code, _, err = run_cli(capsys, "ablate", "--space", str(space), "--out", str(tmp_path), "--name", "abl")
+    assert code == 0, err
+    summary = read_csv(tmp_path / "abl" / "summary.csv")
+    # 3 Ray trials, 4 rows in the space's factor/level order; the shared run appears under both factors
+    assert [(r["factor"], r["variant"]) for r in summary] == [
+        ("tau", "0.5"), ("tau", "0.95"), ("anti_windup", "on"), ("anti_windup", "off")]
+    assert len({r["trial_id"] for r in summary}) == 3
+    assert summary[1]["trial_id"] == summary[2]["trial_id"]
+    assert summary[1]["eval/accuracy"] == summary[2]["eval/accuracy"]
+    assert all(r["status"] == "TERMINATED" for r in summary)
+    assert len(read_csv(tmp_path / "abl" / "history.csv")) == 3 * 2
+    assert "anti_windup" in (tmp_path / "abl" / "report.md").read_text()

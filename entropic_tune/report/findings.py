@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from .loading import Experiment
+from .loading import Experiment, errored_trials
 from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP
 from .stats import group_columns, method_stats, rank_methods
 from .tables import regime
@@ -29,7 +29,9 @@ def _interval(row: pd.Series) -> str:
 
 
 def _trials_sentence(exp: Experiment) -> list[str]:
-    total, bad = len(exp.summary), exp.errored
+    # an ablation run reported under several factors is one trial
+    runs = exp.summary.drop_duplicates(["experiment", "trial_id"])
+    total, bad = len(runs), errored_trials(runs)
     if bad.empty:
         return [
             f"All {total} trials completed (status TERMINATED)."
@@ -56,6 +58,11 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         if key[-1] not in TARGETED or "target_entropy" not in group:
             continue
         settle = pd.to_numeric(group.get("summary/settle_step"), errors="coerce")
+        # entering the band in the last few steps is not holding a target: count a run as settled
+        # only if it then stayed in the band for at least max(5, 10% of its steps)
+        steps_run = pd.to_numeric(group.get("steps"), errors="coerce")
+        late = settle.notna() & (steps_run - settle + 1 < (0.1 * steps_run).clip(lower=5))
+        settle = settle.mask(late)
         settled = group[settle.notna()]
         rmse = pd.to_numeric(group.get("summary/entropy_tracking_rmse"), errors="coerce").mean()
         tail = (
@@ -63,10 +70,11 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
             if math.isfinite(rmse)
             else ""
         )
+        note = f" ({int(late.sum())} only entered the band in their last steps)" if late.any() else ""
         if settled.empty:
             out.append(
                 f"{_name(key)} never stayed within {SETTLE_BAND:.0%} of its target in any of its "
-                f"{len(group)} run(s){tail}."
+                f"{len(group)} run(s){note}{tail}."
             )
             continue
         worst = 0.0
@@ -89,7 +97,7 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
             out.append(
                 f"{_name(key)} settled within {SETTLE_BAND:.0%} of the target in only {len(settled)} of "
                 f"{len(group)} runs (by step {steps.max():g}, then within {worst:.1%}); the others "
-                f"never settled{tail}."
+                f"did not{note}{tail}."
             )
     return out
 

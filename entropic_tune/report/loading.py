@@ -62,8 +62,9 @@ class Experiment:
 
     @property
     def completed_history(self) -> pd.DataFrame:
-        """History rows of TERMINATED trials only."""
-        keys = self.completed[["experiment", "trial_id"]]
+        """History rows of TERMINATED trials only (once per trial, also for an ablation run that is
+        listed under several factors)."""
+        keys = self.completed[["experiment", "trial_id"]].drop_duplicates()
         return self.history.merge(keys, on=["experiment", "trial_id"], how="inner")
 
 
