@@ -216,6 +216,7 @@ class _TrackedOptunaSearch(OptunaSearch):
     every repeat of a suggestion failed): such trials are told FAIL instead. On a restore (``--resume``)
     the Optuna trials that no restored Ray trial will finish (asked after the killed driver's last
     state save) are told FAIL, and results of Ray trials the restored searcher never saw are ignored.
+    An errored trial that the resumed run finishes is added again as COMPLETE (the FAIL one stays).
     """
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -235,7 +236,23 @@ class _TrackedOptunaSearch(OptunaSearch):
         values = [(result or {}).get(n) for n in names]
         if result and any(v is None or not math.isfinite(float(v)) for v in values):
             result, error = None, True
+        if trial_id in self._completed_trials:
+            if result and not error:
+                self._record_retry(trial_id, values)
+            return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _record_retry(self, trial_id: str, values: list[Any]) -> None:
+        """An errored trial that ``--resume`` retried to the end: its Optuna trial was told FAIL and
+        cannot change state, so the finished result is added as a new COMPLETE trial (same params)."""
+        failed = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
+        if failed.state != optuna.trial.TrialState.FAIL:
+            return
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            params=failed.params, distributions=failed.distributions,
+            values=[float(v) for v in values],
+            user_attrs={**failed.user_attrs, "retry_of": failed.number},
+        ))
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

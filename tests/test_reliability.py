@@ -377,3 +377,28 @@ def test_hf_models_load_without_remote_code_unless_asked(tmp_path, monkeypatch):
                            **({"model.trust_remote_code": True} if flag else {})})
         policy.load_policy(cfg.model, cfg.task, task)
         assert sorted(seen) == [("AutoModelForCausalLM", flag), ("AutoTokenizer", flag)]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_local", "no_report")
+def test_an_errored_search_trial_finished_by_resume_is_complete_in_optuna(tmp_path, capsys):
+    argv = ["search", "--space", "smoke_search", "--samples", "2", "--out", str(tmp_path), "--name", "retry",
+            "--checkpoint-every", "1", "--quiet"]
+    assert cli.main([*argv, "--set", "debug.fail_at_step=2"]) == 1
+    storage = f"sqlite:///{tmp_path / 'retry' / 'optuna.db'}"
+    assert [t.state.name for t in optuna.load_study(study_name="retry", storage=storage).trials] == ["FAIL"] * 2
+    code = cli.main(["search", "--resume", "--name", "retry", "--out", str(tmp_path), "--quiet"])
+    capsys.readouterr()
+    assert code == 0
+    summary = read_csv(tmp_path / "retry" / "summary.csv")
+    assert [r["status"] for r in summary] == ["TERMINATED"] * 2
+    trials = optuna.load_study(study_name="retry", storage=storage).trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(failed) == len(done) == 2
+    for t in done:  # same params and Ray trial as the failed one, with the finished run's objective
+        twin = trials[t.user_attrs["retry_of"]]
+        assert twin.state.name == "FAIL" and t.params == twin.params
+        assert t.user_attrs["trial_id"] == twin.user_attrs["trial_id"]
+        row = next(r for r in summary if r["trial_id"] == t.user_attrs["trial_id"])
+        assert t.value == pytest.approx(float(row[M.TRACKING_RMSE]))
