@@ -262,9 +262,11 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DebugConfig:
     fail_at_step: int = 0
-    """Raise a simulated crash when this step starts (0 = never); for fault-injection tests."""
+    """Raise a simulated crash when this step starts (0 = never); for fault-injection tests. Fires once
+    per run: a trainer restored from a checkpoint has survived it and does not fire again."""
     nan_at_step: int = 0
-    """Inject a NaN into the loss at this step (0 = never); for fault-injection tests."""
+    """Inject a NaN into the loss at this step (0 = never); for fault-injection tests. Like
+    ``fail_at_step`` it fires once per run (not again after a restore)."""
 
 
 @dataclass(frozen=True)

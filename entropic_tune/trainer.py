@@ -214,7 +214,7 @@ class Trainer:
             cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=alpha,
             generator=self.generator, **self.loss_params,
         )
-        if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step:
+        if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step and not self.restored:
             loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

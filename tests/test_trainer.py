@@ -100,6 +100,21 @@ def test_fail_at_step_raises(fast_config):
         trainer.step()
 
 
+@pytest.mark.parametrize("key, error", [("debug.fail_at_step", SimulatedFailure),
+                                        ("debug.nan_at_step", NonFiniteError)])
+def test_injected_faults_fire_once_per_run_not_again_after_a_restore(fast_config, key, error):
+    cfg = load_config({**fast_config, key: 2})
+    first = Trainer(cfg)
+    first.step()
+    state = first.state_dict()
+    with pytest.raises(error):
+        first.step()
+    retried = Trainer(cfg)
+    retried.load_state_dict(state)
+    row = retried.step()  # the retry from the step-1 checkpoint gets past step 2
+    assert row[M.STEP] == 2.0 and math.isfinite(row[M.PG_LOSS])
+
+
 def test_evaluate_keys_and_ranges(fast_config):
     out = Trainer(load_config(fast_config)).evaluate()
     for key in (*M.EVAL_KEYS, "eval/greedy_accuracy"):
