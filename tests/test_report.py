@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from entropic_tune import report
 from entropic_tune.report import names
@@ -209,6 +210,24 @@ def test_plot_writes_a_png(fx: Path, tmp_path: Path, plot, folder: str) -> None:
     assert fig.axes and (fig.axes[0].get_title() or fig.get_suptitle())  # titled
 
 
+def test_ablation_rows_share_each_columns_y_scale(fx: Path) -> None:
+    fig = report.plot_ablation(report.load_experiment(fx / "ablate"))
+    axes = [ax for ax in fig.axes if ax.get_title(loc="left").startswith("factor:")]
+    assert len(axes) == 4  # two factors x (accuracy, RMSE)
+    accuracy, rmse = axes[0::2], axes[1::2]
+    for column in (accuracy, rmse):
+        assert len({ax.get_ylim() for ax in column}) == 1
+    # and each column's range covers every value drawn in it
+    for column in (accuracy, rmse):
+        lo, hi = column[0].get_ylim()
+        for ax in column:
+            for points in ax.collections:
+                if not isinstance(points, PathCollection):  # the seeds' dots, not the error bars
+                    continue
+                ys = points.get_offsets()[:, 1]
+                assert ((ys >= lo) & (ys <= hi)).all()
+
+
 def test_plots_refuse_what_does_not_apply(fx: Path) -> None:
     with pytest.raises(ValueError, match="factor"):
         report.plot_ablation(report.load_experiment(fx / "compare"))
@@ -342,3 +361,13 @@ def test_report_import_does_not_load_torch_ray_or_trainer() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_entering_the_band_in_its_last_steps_is_not_called_settled(fx: Path) -> None:
+    exp = report.load_experiment(fx / "compare")
+    rows = exp.summary["method"] == "entropic"
+    assert "entropic held entropy within" in " ".join(report.findings(exp))
+    exp.summary.loc[rows, "summary/settle_step"] = pd.to_numeric(exp.summary.loc[rows, "steps"])  # last step
+    text = " ".join(report.findings(exp))
+    assert "entropic held entropy within" not in text
+    assert "entropic never stayed within 10% of its target" in text and "only entered the band" in text

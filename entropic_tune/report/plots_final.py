@@ -100,7 +100,8 @@ def plot_final_metrics(exp: Experiment, path: str | Path | None = None) -> Figur
 
 
 def plot_ablation(exp: Experiment, path: str | Path | None = None) -> Figure:
-    """One row per ablation factor: final accuracy and tracking RMSE per variant, with 95% intervals."""
+    """One row per ablation factor: final accuracy and tracking RMSE per variant, with 95% intervals
+    (the same y range in every row of a column)."""
     summary = exp.completed
     if not {"factor", "variant"} <= set(summary.columns) or summary["factor"].isna().all():
         raise ValueError(f"{exp.path}: summary.csv has no factor/variant columns (not an ablation)")
@@ -119,5 +120,9 @@ def plot_ablation(exp: Experiment, path: str | Path | None = None) -> Figure:
         for ax in axes[row]:
             ax.set_title(f"factor: {factor}", loc="left", fontsize=10)
             ax.set_xlabel("variant / method")
+    for col in range(2):  # one y scale per column, so factors compare at a glance
+        lows, highs = zip(*(axes[row, col].get_ylim() for row in range(len(factors))), strict=True)
+        for row in range(len(factors)):
+            axes[row, col].set_ylim(min(lows), max(highs))
     fig.suptitle("Ablations: mean and 95% t-interval over seeds per variant (hollow dots: seeds)")
     return finish_figure(fig, path)
