@@ -228,6 +228,20 @@ def test_ablation_rows_share_each_columns_y_scale(fx: Path) -> None:
                 assert ((ys >= lo) & (ys <= hi)).all()
 
 
+def test_ablation_factor_figure_has_one_colour_per_level(fx: Path) -> None:
+    exp = report.load_experiment(fx / "ablate")
+    fig = report.plot_ablation_factor(exp, "tau")
+    entropy_ax, alpha_ax = fig.axes[0], fig.axes[1]
+    labels = [line.get_label() for line in entropy_ax.get_lines() if line.get_label().startswith("tau=")]
+    levels = list(dict.fromkeys(exp.summary.loc[exp.summary["factor"] == "tau", "variant"]))
+    assert labels == [f"tau={v} (n=2)" for v in levels] and sorted(levels) == ["0", "0.95"]
+    colours = {line.get_color() for line in entropy_ax.get_lines() if line.get_label().startswith("tau=")}
+    assert len(colours) == 2
+    assert len([line for line in alpha_ax.get_lines() if line.get_label().startswith("tau=")]) == 2
+    with pytest.raises(ValueError, match="no ablation factor 'temperature'.*anti_windup, tau"):
+        report.plot_ablation_factor(exp, "temperature")
+
+
 def test_plots_refuse_what_does_not_apply(fx: Path) -> None:
     with pytest.raises(ValueError, match="factor"):
         report.plot_ablation(report.load_experiment(fx / "compare"))
@@ -322,6 +336,12 @@ def test_search_and_ablation_reports(fx: Path) -> None:
     ablation = report.write_report([fx / "ablate"]).read_text()
     assert "Results per ablation variant" in ablation and "figures/ablation.png" in ablation
     assert "Factor anti_windup" in ablation
+    # one table and one figure per factor, the figure right under its table
+    for factor in ("anti_windup", "tau"):
+        section = ablation.split(f"### Factor: {factor}")[1].split("###")[0]
+        assert "| variant" in section and f"](figures/ablation_{factor}.png)" in section
+        assert (fx / "ablate" / "figures" / f"ablation_{factor}.png").stat().st_size > 5_000
+    assert "figures/entropy.png" not in ablation  # all levels pooled in one plot: replaced per factor
 
 
 def test_several_folders_go_to_out(fx: Path, tmp_path: Path) -> None:

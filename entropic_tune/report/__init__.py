@@ -26,7 +26,7 @@ from .plots import (
     plot_reward_accuracy,
     save_figure,
 )
-from .plots_final import plot_ablation, plot_final_metrics
+from .plots_final import plot_ablation, plot_ablation_factor, plot_final_metrics
 from .search import (
     best_trials,
     load_study,
@@ -60,6 +60,7 @@ __all__ = [
     "method_colour",
     "method_stats",
     "plot_ablation",
+    "plot_ablation_factor",
     "plot_control",
     "plot_entropy",
     "plot_final_metrics",

@@ -103,7 +103,7 @@ def _groups(history: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame
             yield label, method_colour(method), LINESTYLES[i % len(LINESTYLES)], history[mask]
 
 
-def _band(
+def draw_band(
     ax: Axes,
     rows: pd.DataFrame,
     metric: str,
@@ -150,7 +150,10 @@ def _band(
         )
 
 
-def _history(exp: Experiment, metrics: Sequence[str]) -> pd.DataFrame:
+def curves(exp: Experiment, metrics: Sequence[str]) -> pd.DataFrame:
+    """History rows of the completed trials, with an ablation's ``factor``/``variant`` joined from
+    summary.csv (a run shared by several factors appears once per factor); a ValueError names a
+    missing metric column."""
     history = exp.completed_history
     missing = [m for m in metrics if m not in history]
     if history.empty or missing:
@@ -163,7 +166,7 @@ def _history(exp: Experiment, metrics: Sequence[str]) -> pd.DataFrame:
     return history
 
 
-def _draw_target(ax: Axes, summary: pd.DataFrame) -> None:
+def draw_target(ax: Axes, summary: pd.DataFrame) -> None:
     targets = sorted(
         pd.to_numeric(summary.get("target_entropy"), errors="coerce").dropna().unique()
     )
@@ -193,12 +196,12 @@ def _draw_target(ax: Axes, summary: pd.DataFrame) -> None:
 
 def plot_entropy(exp: Experiment, path: str | Path | None = None) -> Figure:
     """Entropy vs rollout step per method, with the target line and its ±10% band."""
-    history = _history(exp, (ENTROPY,))
+    history = curves(exp, (ENTROPY,))
     fig, axes = new_figure(size=(8.5, 5.0), integer_x=True)
     ax = axes[0, 0]
     for label, colour, style, rows in _groups(history):
-        _band(ax, rows, ENTROPY, label, colour, style)
-    _draw_target(ax, exp.completed)
+        draw_band(ax, rows, ENTROPY, label, colour, style)
+    draw_target(ax, exp.completed)
     ax.set(xlabel="rollout step", ylabel="entropy (nats/token)", ylim=(0, None))
     ax.set_title(f"Policy entropy per method\n({SPREAD_NOTE})")
     ax.legend(fontsize=8, loc="best")
@@ -211,7 +214,7 @@ def plot_control(
     methods: Sequence[str] = ("entropic", "entropic_p"),
 ) -> Figure:
     """EntroPIC's controller: alpha, error and integral vs step (3 panels)."""
-    history = _history(exp, (ALPHA, ERROR, INTEGRAL))
+    history = curves(exp, (ALPHA, ERROR, INTEGRAL))
     history = history[history["method"].isin(methods)]
     if history.empty:
         raise ValueError(
@@ -225,7 +228,7 @@ def plot_control(
     )
     for ax, (metric, ylabel) in zip(axes[:, 0], panels, strict=True):
         for label, colour, style, rows in _groups(history):
-            _band(ax, rows, metric, label, colour, style)
+            draw_band(ax, rows, metric, label, colour, style)
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{metric}", fontsize=10, loc="left")
@@ -237,11 +240,11 @@ def plot_control(
 
 def plot_reward_accuracy(exp: Experiment, path: str | Path | None = None) -> Figure:
     """Training reward and held-out accuracy vs step (accuracy drawn as a step function)."""
-    history = _history(exp, (REWARD_MEAN,))
+    history = curves(exp, (REWARD_MEAN,))
     fig, axes = new_figure(2, 1, size=(8.5, 7.0), sharex=True, integer_x=True)
     for label, colour, style, rows in _groups(history):
-        _band(axes[0, 0], rows, REWARD_MEAN, label, colour, style)
-        _band(axes[1, 0], rows, EVAL_ACCURACY, label, colour, style, steps=True)
+        draw_band(axes[0, 0], rows, REWARD_MEAN, label, colour, style)
+        draw_band(axes[1, 0], rows, EVAL_ACCURACY, label, colour, style, steps=True)
     axes[0, 0].set(ylabel="mean rollout reward (0-1)", title=f"{REWARD_MEAN} (training batches)")
     axes[1, 0].set(
         ylabel="eval accuracy (fraction correct)",

@@ -16,9 +16,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .loading import Experiment
-from .names import FINAL_ACCURACY, TRACKING_RMSE, method_colour
-from .plots import finish_figure, new_figure
+from .names import ALPHA, ENTROPY, FINAL_ACCURACY, TRACKING_RMSE, method_colour
+from .plots import SPREAD_NOTE, curves, draw_band, draw_target, finish_figure, new_figure
 from .stats import group_columns, method_stats, rank_methods
+
+VARIANT_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+"""Okabe-Ito colours, one per level of an ablation factor."""
 
 
 def _select(frame: pd.DataFrame, by: Sequence[str], key: tuple) -> pd.DataFrame:
@@ -35,12 +38,16 @@ def interval_panel(
     order: Sequence[tuple],
     metric: str,
     ylabel: str,
+    colours: Sequence[str] | None = None,
 ) -> None:
-    """Mean and 95% t-interval per group (error bars), each seed's value as a hollow dot."""
+    """Mean and 95% t-interval per group (error bars), each seed's value as a hollow dot.
+
+    Colours: ``colours[i]`` for ``order[i]`` when given, else the group's method colour."""
     stats = method_stats(summary, (metric,), by)
     done = summary[summary["status"] == "TERMINATED"] if "status" in summary else summary
     for i, key in enumerate(order):
-        colour = method_colour(key[list(by).index("method")] if "method" in by else "")
+        colour = colours[i] if colours else method_colour(
+            key[list(by).index("method")] if "method" in by else "")
         if metric in done:
             values = pd.to_numeric(_select(done, by, key)[metric], errors="coerce").dropna()
             offsets = (
@@ -125,4 +132,46 @@ def plot_ablation(exp: Experiment, path: str | Path | None = None) -> Figure:
         for row in range(len(factors)):
             axes[row, col].set_ylim(min(lows), max(highs))
     fig.suptitle("Ablations: mean and 95% t-interval over seeds per variant (hollow dots: seeds)")
+    return finish_figure(fig, path)
+
+
+def plot_ablation_factor(exp: Experiment, factor: str, path: str | Path | None = None) -> Figure:
+    """One ablation factor, one colour per level in all four panels: entropy and the controller's
+    alpha vs step (mean over seeds, min-max shaded; target band), final accuracy and tracking RMSE
+    per level (mean, 95% t-interval, seeds as hollow dots)."""
+    summary = exp.completed
+    if "factor" not in summary or factor not in set(summary["factor"].dropna()):
+        known = ", ".join(dict.fromkeys(summary.get("factor", pd.Series(dtype=str)).dropna()))
+        raise ValueError(f"{exp.path}: no ablation factor '{factor}' (factors: {known or 'none'})")
+    history = curves(exp, (ENTROPY,))
+    history = history[history["factor"] == factor]
+    part = summary[summary["factor"] == factor]
+    by = ["variant", "method"] if part["method"].nunique() > 1 else ["variant"]
+    order = list(dict.fromkeys(tuple(r) for r in part[by].itertuples(index=False)))
+    colours = [VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i in range(len(order))]
+    fig, axes = new_figure(2, 2, size=(12.0, 8.0))
+    for key, colour in zip(order, colours, strict=True):
+        rows = history[history["variant"] == key[0]]
+        if len(key) > 1:
+            rows = rows[rows["method"] == key[1]]
+        label = f"{factor}={key[0]}" + (f" ({key[1]})" if len(key) > 1 else "")
+        draw_band(axes[0, 0], rows, ENTROPY, label, colour, "-")
+        draw_band(axes[0, 1], rows, ALPHA, label, colour, "-")
+    draw_target(axes[0, 0], part)
+    axes[0, 0].set(xlabel="rollout step", ylabel="entropy (nats/token)", ylim=(0, None))
+    axes[0, 0].set_title(f"entropy ({SPREAD_NOTE})", fontsize=10)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    axes[0, 1].axhline(0.0, color="black", linewidth=0.8)
+    axes[0, 1].set(xlabel="rollout step", ylabel="alpha (loss coefficient)")
+    axes[0, 1].set_title(f"{ALPHA}: the controller's output", fontsize=10)
+    interval_panel(axes[1, 0], part, by, order, FINAL_ACCURACY, "final accuracy (fraction correct)",
+                   colours)
+    interval_panel(axes[1, 1], part, by, order, TRACKING_RMSE, "entropy tracking RMSE (relative)",
+                   colours)
+    for ax in axes[1]:
+        ax.set_xlabel(factor if len(by) == 1 else f"{factor} / method")
+    axes[1, 0].set_title("final held-out accuracy: mean, 95% t-interval, seeds", fontsize=10)
+    axes[1, 1].set_title("tracking RMSE over the 2nd half (lower is better)", fontsize=10)
+    seeds = part.groupby("variant")["seed"].nunique().min()
+    fig.suptitle(f"Ablation of {factor}: {len(order)} levels, {seeds} seed(s) each")
     return finish_figure(fig, path)

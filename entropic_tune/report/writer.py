@@ -16,7 +16,7 @@ from .plots import (
     plot_entropy,
     plot_reward_accuracy,
 )
-from .plots_final import plot_ablation, plot_final_metrics
+from .plots_final import plot_ablation, plot_ablation_factor, plot_final_metrics
 from .published import PUBLISHED
 from .search import (
     best_trials,
@@ -63,10 +63,11 @@ def make_figures(exp: Experiment, folder: Path) -> tuple[list[Figure], list[str]
     ablation = "factor" in exp.summary and exp.summary["factor"].notna().any()
     controlled = exp.summary["method"].isin(("entropic", "entropic_p")).any()
     plan = [
-        ("entropy.png", plot_entropy, True, ENTROPY_CAPTION),
-        ("control.png", plot_control, controlled,
+        # An ablation's curves are drawn per factor (plot_ablation_factor), not all levels at once.
+        ("entropy.png", plot_entropy, not ablation, ENTROPY_CAPTION),
+        ("control.png", plot_control, controlled and not ablation,
          "EntroPIC's PI controller: coefficient alpha, error H - H_target and its integral per step."),
-        ("reward_accuracy.png", plot_reward_accuracy, True,
+        ("reward_accuracy.png", plot_reward_accuracy, not ablation,
          "Training reward and held-out accuracy per method vs rollout step."),
         # Pooling an ablation's variants per method would hide the factor: plot_ablation instead.
         ("final_metrics.png", plot_final_metrics, not ablation,
@@ -79,6 +80,11 @@ def make_figures(exp: Experiment, folder: Path) -> tuple[list[Figure], list[str]
     for name, plot, wanted, caption in plan:
         if wanted:
             _try(made, skipped, folder / name, caption, partial(plot, exp))
+    for factor in _factors(exp) if ablation else []:
+        _try(made, skipped, folder / _factor_figure(factor),
+             f"Ablation of {factor}: entropy and alpha per level vs step, final accuracy and tracking "
+             "RMSE per level (mean, 95% t-interval, seeds as dots).",
+             partial(plot_ablation_factor, exp, factor))
     for path in exp.paths:
         name = _name_of(exp, path)
         if (exp.metas.get(name) or {}).get("kind") == "search":
@@ -89,6 +95,14 @@ def make_figures(exp: Experiment, folder: Path) -> tuple[list[Figure], list[str]
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _factors(exp: Experiment) -> list[str]:
+    return list(dict.fromkeys(exp.summary["factor"].dropna())) if "factor" in exp.summary else []
+
+
+def _factor_figure(factor: str) -> str:
+    return f"ablation_{_slug(factor)}.png"
 
 
 def _name_of(exp: Experiment, path: Path) -> str:
@@ -119,12 +133,18 @@ def _search_figures(
              (ValueError, RuntimeError))  # fmt: skip
 
 
-def _results_blocks(exp: Experiment) -> list[Block]:
-    if exp.kind == "ablate" and "factor" in exp.summary and exp.summary["factor"].notna().any():
-        blocks: list[Block] = [
-            ("h2", "Results per ablation variant"),
-            ("table", ablation_table(exp.summary)),
-        ]
+def _results_blocks(exp: Experiment, figures: list[Figure]) -> list[Block]:
+    """Result tables; for an ablation one table per factor, each followed by its figure (taken out
+    of ``figures``)."""
+    if exp.kind == "ablate" and _factors(exp):
+        blocks: list[Block] = [("h2", "Results per ablation variant")]
+        table = ablation_table(exp.summary)
+        for factor in _factors(exp):
+            blocks += [("h3", f"Factor: {factor}"),
+                       ("table", table[table["factor"] == factor].drop(columns="factor"))]
+            for fig in [f for f in figures if f[0].name == _factor_figure(factor)]:
+                figures.remove(fig)
+                blocks.append(("figure", *fig))
     else:
         blocks = [("h2", "Results per method"), ("table", summary_table(exp.summary))]
     blocks.append(
@@ -161,7 +181,8 @@ def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str]) ->
     ]
     if not exp.errored.empty:
         blocks += [("h2", "Trials that did not complete (excluded)"), ("table", exp.errored)]
-    blocks += _results_blocks(exp)
+    figures = list(figures)
+    blocks += _results_blocks(exp, figures)
     blocks += [("h2", "Findings (computed from the numbers above)"), ("p", " ".join(findings(exp)))]
     blocks.append(("h2", "Figures"))
     blocks += [("figure", path, caption) for path, caption in figures]
