@@ -20,7 +20,7 @@ RUNS = [
     ("compare_methods.ipynb", "compare", 4),
     ("gain_search.ipynb", "search", 4),
     ("gain_search.ipynb", "search_mo", 5),
-    ("ablations.ipynb", "ablate", 1),
+    ("ablations.ipynb", "ablate", 3),
 ]
 
 
