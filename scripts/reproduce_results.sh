@@ -9,9 +9,12 @@ OUT=${OUT:-$PWD/runs}
 phase=${1:-all}
 
 if [[ $phase == tune || $phase == all ]]; then
-  # 1. Fair tuning: the same budget for every method (4 suggestions x 100 steps x seed 0, TPE seed 0).
+  # 1. Fair tuning: the same budget for every method, 12 suggestions x 100 steps x seed 0 (TPE seed 0).
+  #    Run as 4 and then 8 more added to the same study (how it was run: a second run re-seeds the
+  #    sampler with 0 + 4, so a single --samples 12 run would draw different points after the 4th).
   for m in grpo entropy_bonus clip_higher clip_cov kl_cov adaptive_entropy entropic entropic_p; do
     $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
+    $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
   done
 fi
 if [[ $phase == lock || $phase == all ]]; then
@@ -23,14 +26,14 @@ if [[ $phase == default || $phase == all ]]; then
   $ET compare --out "$OUT" --name compare_default --quiet
 fi
 if [[ $phase == compare || $phase == all ]]; then
-  # 3 + 4. All eight methods (tuned where compare_full.yaml has overrides), off-policy, 2 seeds; PI vs P included.
-  $ET compare --space compare_full --seeds 2 --out "$OUT" --name compare_full --quiet
+  # 3 + 4. All eight methods at their tuned settings, off-policy, 5 seeds; PI vs P included.
+  $ET compare --space compare_full --out "$OUT" --name compare_full --quiet
 fi
 if [[ $phase == long || $phase == all ]]; then
   # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC.
   $ET compare --space compare --steps 450 --seeds 1 --out "$OUT" --name long --quiet
 fi
 if [[ $phase == ablate || $phase == all ]]; then
-  # 6. Ablations (one factor at a time from the tuned EntroPIC), 1 seed, 100 steps.
-  $ET ablate --space ablations --seeds 1 --steps 100 --out "$OUT" --name ablations --quiet
+  # 6. Ablations (one factor at a time from the tuned EntroPIC), 3 seeds, 150 steps.
+  $ET ablate --space ablations --out "$OUT" --name ablations --quiet
 fi
