@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -319,9 +320,14 @@ def make_trainable(opts: SweepOptions) -> Any:
 
 
 def trial_dirname(trial: Any) -> str:
-    """Short trial folder names: ``entropic-s0-<trial id>``."""
+    """Short trial folder names: ``entropic-s0-<trial id>``, ``tau-0.95-s0-<trial id>`` (ablations).
+
+    Ablations are labelled by the grid value ``__cell__`` (``factor=level``): ``factor``/``variant``
+    may still be unresolved ``sample_from`` placeholders when Ray names the folder."""
     config = trial.config or {}
-    label = config.get("variant") and f"{config.get('factor')}-{config.get('variant')}" or config.get("method", "t")
+    cell = config.get("__cell__")
+    label = str(cell).replace("=", "-") if isinstance(cell, str) else str(config.get("method", "t"))
+    label = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label)
     return f"{label}-s{config.get('train.seed', 0)}-{trial.trial_id}"[:80]
 
 
