@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
-# Usage: bash scripts/reproduce_results.sh [PHASE]   PHASE: tune | default | lock | compare | long | ablate | all
+# Usage: bash scripts/reproduce_results.sh [PHASE]   PHASE: tune | default | lock | lockbig | compare | long | longalpha | ablate | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
@@ -21,6 +21,10 @@ if [[ $phase == lock || $phase == all ]]; then
   # 2. Entropy lock at three targets (below, mid, near the initial ~0.085 nats), 3 seeds each.
   $ET ablate --space results_lock --out "$OUT" --name lock --quiet
 fi
+if [[ $phase == lockbig || $phase == all ]]; then
+  # 2b. The same lock with 4x the rollout batch (64 prompts x 8 responses): is the RMSE floor noise?
+  $ET ablate --space results_lock --seeds 1 --set rollout.prompts_per_step=64 --out "$OUT" --name lock_b512 --quiet
+fi
 if [[ $phase == default || $phase == all ]]; then
   # The README's main job, at the tuned settings.
   $ET compare --out "$OUT" --name compare_default --quiet
@@ -32,6 +36,10 @@ fi
 if [[ $phase == long || $phase == all ]]; then
   # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC.
   $ET compare --space compare --steps 450 --seeds 1 --out "$OUT" --name long --quiet
+fi
+if [[ $phase == longalpha || $phase == all ]]; then
+  # 5b. The same long run of the tuned EntroPIC with alpha_min -1 and -3.
+  $ET ablate --space long_alpha_bounds --out "$OUT" --name long_alpha_bounds --quiet
 fi
 if [[ $phase == ablate || $phase == all ]]; then
   # 6. Ablations (one factor at a time from the tuned EntroPIC), 3 seeds, 150 steps.
