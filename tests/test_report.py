@@ -391,3 +391,12 @@ def test_a_run_entering_the_band_in_its_last_steps_is_not_called_settled(fx: Pat
     text = " ".join(report.findings(exp))
     assert "entropic held entropy within" not in text
     assert "entropic never stayed within 10% of its target" in text and "only entered the band" in text
+
+
+def test_summary_table_does_not_count_a_last_step_entry_as_settled(fx: Path) -> None:
+    summary = report.load_experiment(fx / "compare").summary.copy()
+    rows = summary["method"] == "entropic"
+    summary.loc[rows, "summary/settle_step"] = pd.to_numeric(summary.loc[rows, "steps"]) - 1
+    cell = report.summary_table(summary).set_index("method").loc["entropic", "settle step"]
+    done = int((rows & (summary["status"] == "TERMINATED")).sum())
+    assert cell.startswith("n/a") and f"(0/{done} settled)" in cell

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .loading import Experiment, errored_trials
 from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP
-from .stats import group_columns, method_stats, rank_methods
+from .stats import group_columns, held_settle_step, method_stats, rank_methods
 from .tables import regime
 
 TARGETED = ("entropic", "entropic_p", "adaptive_entropy")
@@ -57,12 +57,9 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         key = key if isinstance(key, tuple) else (key,)
         if key[-1] not in TARGETED or "target_entropy" not in group:
             continue
-        settle = pd.to_numeric(group.get("summary/settle_step"), errors="coerce")
-        # entering the band in the last few steps is not holding a target: count a run as settled
-        # only if it then stayed in the band for at least max(5, 10% of its steps)
-        steps_run = pd.to_numeric(group.get("steps"), errors="coerce")
-        late = settle.notna() & (steps_run - settle + 1 < (0.1 * steps_run).clip(lower=5))
-        settle = settle.mask(late)
+        raw = pd.to_numeric(group.get("summary/settle_step"), errors="coerce")
+        settle = held_settle_step(group)
+        late = raw.notna() & settle.isna()
         settled = group[settle.notna()]
         rmse = pd.to_numeric(group.get("summary/entropy_tracking_rmse"), errors="coerce").mean()
         tail = (

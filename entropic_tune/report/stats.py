@@ -125,3 +125,13 @@ def rank_methods(summary: pd.DataFrame, by: Sequence[str] | None = None) -> pd.D
     out = out.sort_values(["_acc", "tracking_rmse"], ascending=[False, True], na_position="last")
     out.insert(0, "rank", range(1, len(out) + 1))
     return out.drop(columns="_acc").reset_index(drop=True)
+
+
+def held_settle_step(summary: pd.DataFrame) -> pd.Series:
+    """``summary/settle_step`` of the runs that then stayed in the band for at least max(5, 10% of
+    their steps); NaN for the others. Entering the band in a run's last few steps is not holding a
+    target (the metric itself, METHOD.md section 5, only asks that the last point be inside)."""
+    settle = pd.to_numeric(summary.get("summary/settle_step"), errors="coerce")
+    steps = pd.to_numeric(summary.get("steps"), errors="coerce")
+    late = settle.notna() & (steps - settle + 1 < (0.1 * steps).clip(lower=5))
+    return settle.mask(late)

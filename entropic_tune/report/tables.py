@@ -17,7 +17,7 @@ from .names import (
     SETTLE_STEP,
     TRACKING_RMSE,
 )
-from .stats import group_columns, method_stats, rank_methods
+from .stats import group_columns, held_settle_step, method_stats, rank_methods
 
 TABLE_METRICS: dict[str, str] = {
     FINAL_ACCURACY: "final accuracy",
@@ -47,9 +47,11 @@ def summary_table(
 ) -> pd.DataFrame:
     """One row per group, ranked; cells ``mean ± std [95% CI]`` over completed seeds.
 
-    The settle-step cell also says how many runs settled (``(k/n settled)``).
+    The settle-step cell also says how many runs settled (``(k/n settled)``, see ``held_settle_step``).
     """
     by = list(by) if by is not None else group_columns(summary)
+    if SETTLE_STEP in summary:  # a run that only entered the band in its last steps has not settled
+        summary = summary.assign(**{SETTLE_STEP: held_settle_step(summary)})
     ranked = rank_methods(summary, by)[[*by, "rank", "n"]]
     stats = method_stats(summary, tuple(TABLE_METRICS), by)
     table = ranked.copy()
