@@ -246,7 +246,8 @@ class _TrackedOptunaSearch(OptunaSearch):
     def _record_retry(self, trial_id: str, values: list[Any]) -> None:
         """An errored trial that ``--resume`` retried to the end: its Optuna trial was told FAIL and
         cannot change state, so the finished result is added as a new COMPLETE trial (same params)."""
-        failed = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
+        number = self._ot_trials[trial_id].number
+        failed = next(t for t in self._ot_study.get_trials(deepcopy=False) if t.number == number)
         if failed.state != optuna.trial.TrialState.FAIL:
             return
         self._ot_study.add_trial(optuna.trial.create_trial(

@@ -34,11 +34,11 @@ if [[ $phase == compare || $phase == all ]]; then
   $ET compare --space compare_full --out "$OUT" --name compare_full --quiet
 fi
 if [[ $phase == long || $phase == all ]]; then
-  # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC.
-  $ET compare --space compare --steps 450 --seeds 1 --out "$OUT" --name long --quiet
+  # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC, 3 seeds.
+  $ET compare --space compare --steps 450 --seeds 3 --out "$OUT" --name long --quiet
 fi
 if [[ $phase == longalpha || $phase == all ]]; then
-  # 5b. The same long run of the tuned EntroPIC with alpha_min -1 and -3.
+  # 5b. The same long run of the tuned EntroPIC with alpha_min -1 and -3, 3 seeds.
   $ET ablate --space long_alpha_bounds --out "$OUT" --name long_alpha_bounds --quiet
 fi
 if [[ $phase == ablate || $phase == all ]]; then
