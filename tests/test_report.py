@@ -400,3 +400,45 @@ def test_summary_table_does_not_count_a_last_step_entry_as_settled(fx: Path) -> 
     cell = report.summary_table(summary).set_index("method").loc["entropic", "settle step"]
     done = int((rows & (summary["status"] == "TERMINATED")).sum())
     assert cell.startswith("n/a") and f"(0/{done} settled)" in cell
+
+
+def _run(entropies: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({names.STEP: range(1, len(entropies) + 1), names.ENTROPY: entropies})
+
+
+def test_smoothed_settle_step_sees_a_mean_held_on_target_through_noise_larger_than_the_band() -> None:
+    from entropic_tune.metrics import settle_step
+    from entropic_tune.report.stats import smoothed_settle_step
+
+    target = 0.06
+    # 20 steps far above the target, then +/-15% noise around it: the raw entropy never stays inside
+    # the 10% band, its 10-step mean does from the first window wholly after step 20 (steps 21-30).
+    noisy = [3 * target] * 20 + [target * (1.15 if i % 2 else 0.85) for i in range(40)]
+    assert math.isnan(settle_step(noisy, target))
+    assert smoothed_settle_step(_run(noisy), target, window=10) == 30.0
+    # a steady 15% offset is outside the band however long the window
+    offset = [3 * target] * 20 + [1.15 * target] * 40
+    assert math.isnan(smoothed_settle_step(_run(offset), target, window=10))
+    # the history's row order does not matter
+    assert smoothed_settle_step(_run(noisy).iloc[::-1], target, window=10) == 30.0
+
+
+def test_smoothed_settle_step_with_window_1_is_the_raw_settle_step() -> None:
+    import random
+
+    from entropic_tune.metrics import settle_step
+    from entropic_tune.report.stats import smoothed_settle_step
+
+    rng = random.Random(3)
+    for _ in range(50):
+        values = [0.06 * (1 + rng.uniform(-0.2, 0.2)) for _ in range(rng.randint(1, 40))]
+        raw, smooth = settle_step(values, 0.06), smoothed_settle_step(_run(values), 0.06, window=1)
+        assert (math.isnan(raw) and math.isnan(smooth)) or raw == smooth
+    with pytest.raises(ValueError, match="window"):
+        smoothed_settle_step(_run([0.06]), 0.06, window=0)
+
+
+def test_findings_report_the_trailing_mean_settle_step(fx: Path) -> None:
+    exp = report.load_experiment(fx / "compare")
+    text = " ".join(report.findings(exp))
+    assert re.search(r"entropic .*10-step trailing mean (settled within 10% in \d+ of \d+|did not)", text)

@@ -11,7 +11,15 @@ import pandas as pd
 
 from .loading import Experiment, errored_trials
 from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP
-from .stats import group_columns, held_settle_step, method_stats, rank_methods
+from .stats import (
+    SMOOTH_WINDOW,
+    group_columns,
+    held_only,
+    held_settle_step,
+    method_stats,
+    rank_methods,
+    smoothed_settle_step,
+)
 from .tables import regime
 
 TARGETED = ("entropic", "entropic_p", "adaptive_entropy")
@@ -50,6 +58,27 @@ def _trials_sentence(exp: Experiment) -> list[str]:
     ]
 
 
+def _trial_rows(hist: pd.DataFrame, trial) -> pd.DataFrame:
+    return hist[(hist["experiment"] == trial.experiment) & (hist["trial_id"] == trial.trial_id)]
+
+
+def _smoothed_sentence(group: pd.DataFrame, hist: pd.DataFrame) -> str:
+    """How many runs' trailing-mean entropy settled (``stats.smoothed_settle_step``), and when."""
+    settle = pd.Series(
+        [smoothed_settle_step(_trial_rows(hist, t), t.target_entropy) for t in group.itertuples()],
+        index=group.index,
+        dtype=float,
+    )
+    steps = held_only(settle, pd.to_numeric(group.get("steps"), errors="coerce")).dropna()
+    what = f"; its {SMOOTH_WINDOW}-step trailing mean"
+    if steps.empty:
+        return f"{what} did not settle within {SETTLE_BAND:.0%} and stay there either"
+    return (
+        f"{what} settled within {SETTLE_BAND:.0%} in {len(steps)} of {len(group)} run(s) "
+        f"(median step {steps.median():g}, latest {steps.max():g})"
+    )
+
+
 def _tracking(exp: Experiment, by: list[str]) -> list[str]:
     """How well each targeted method held its entropy target."""
     out, done, hist = [], exp.completed, exp.completed_history
@@ -68,6 +97,7 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
             else ""
         )
         note = f" ({int(late.sum())} only entered the band in their last steps)" if late.any() else ""
+        tail += _smoothed_sentence(group, hist)
         if settled.empty:
             out.append(
                 f"{_name(key)} never stayed within {SETTLE_BAND:.0%} of its target in any of its "
@@ -76,9 +106,7 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
             continue
         worst = 0.0
         for trial in settled.itertuples():
-            rows = hist[
-                (hist["experiment"] == trial.experiment) & (hist["trial_id"] == trial.trial_id)
-            ]
+            rows = _trial_rows(hist, trial)
             after = rows[rows[STEP] >= settle[trial.Index]]
             worst = max(
                 worst,
