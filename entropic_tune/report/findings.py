@@ -72,7 +72,7 @@ def _smoothed_sentence(group: pd.DataFrame, hist: pd.DataFrame) -> str:
     steps = held_only(settle, pd.to_numeric(group.get("steps"), errors="coerce")).dropna()
     what = f"; its {SMOOTH_WINDOW}-step trailing mean"
     if steps.empty:
-        return f"{what} did not settle within {SETTLE_BAND:.0%} and stay there either"
+        return f"{what} did not settle within {SETTLE_BAND:.0%} and stay there"
     return (
         f"{what} settled within {SETTLE_BAND:.0%} in {len(steps)} of {len(group)} run(s) "
         f"(median step {steps.median():g}, latest {steps.max():g})"
