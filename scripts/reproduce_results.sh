@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
 # Usage: bash scripts/reproduce_results.sh [PHASE]
-#   PHASE: tune | default | lock | lockbig | tunelock | locktrack | locktrackbig | compare | long | longalpha | ablate | all
+#   PHASE: tune | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long | longalpha | ablate | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
@@ -45,6 +45,10 @@ if [[ $phase == locktrackbig || $phase == all ]]; then
   # ... and with alpha's lower bound widened to -5 (does more authority help the far target 0.04?).
   $ET ablate --space results_lock "${LOCK_GAINS[@]}" --set controller.alpha_min=-5 \
     --set rollout.prompts_per_step=64 --out "$OUT" --name lock_tracking_b512_amin5 --quiet
+fi
+if [[ $phase == lockscaled || $phase == all ]]; then
+  # 2c. The same gains scaled by 1/target (PI on the relative error), 4x batch, 3 seeds.
+  $ET ablate --space lock_scaled_gains --out "$OUT" --name lock_scaled_gains --quiet
 fi
 if [[ $phase == default || $phase == all ]]; then
   # The README's main job, at the tuned settings.
