@@ -49,6 +49,8 @@ fi
 if [[ $phase == lockscaled || $phase == all ]]; then
   # 2c. The same gains scaled by 1/target (PI on the relative error), 4x batch, 3 seeds.
   $ET ablate --space lock_scaled_gains --out "$OUT" --name lock_scaled_gains --quiet
+  $ET ablate --space lock_scaled_gains --set controller.alpha_min=-5 --out "$OUT" \
+    --name lock_scaled_gains_amin5 --quiet
 fi
 if [[ $phase == default || $phase == all ]]; then
   # The README's main job, at the tuned settings.
