@@ -12,8 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EXIT_USER_ERROR = 2
 DEFAULT_OUT = "entropic_results"
@@ -77,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .folder_lock import hold
     from .runner import run_single
 
     data: dict[str, object] = {}
@@ -88,10 +92,33 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         data["train.seed"] = args.seed
     # Precedence: config files < --method/--steps/--seed < --set.
-    config = load_config({**_explicit(args.config), **data}, overrides=args.overrides)
+    config = _train_config({**_explicit(args.config), **data}, args.overrides)
     name = args.name or f"train-{config.method}-s{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.out).expanduser().resolve() / name
-    return run_single(config, run_dir, quiet=args.quiet)
+    with hold(run_dir):
+        return run_single(config, run_dir, quiet=args.quiet)
+
+
+def _train_config(data: dict[str, object], overrides: list[str]) -> Config:
+    """The run's config, with its sizes checked against the model and machine; an error that only a
+    ``--set`` value causes names that ``--set``."""
+    from .config import load_config, parse_override
+    from .limits import check_limits
+
+    try:
+        config = load_config(data, overrides=overrides)
+        check_limits(config)
+        return config
+    except UserError as exc:
+        error = exc
+    if overrides and not str(error).startswith("--set"):
+        try:
+            check_limits(load_config(data))
+        except UserError:
+            raise error from None  # wrong without the --set values too
+        named = [t for t in overrides if parse_override(t)[0].replace("/", ".") in str(error)] or overrides
+        raise UserError(f"{', '.join(f'--set {t}' for t in named)}: {error}") from None
+    raise error
 
 
 def _explicit(files: Sequence[str]) -> dict[str, object]:
@@ -104,11 +131,19 @@ def _explicit(files: Sequence[str]) -> dict[str, object]:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from .folder_lock import holder, is_locked
     from .report import write_report
+    from .results_check import study_problem
 
     for d in args.dirs:
         if not Path(d).is_dir():
             raise UserError(f"report: '{d}' is not a folder (expected an experiment folder with summary.csv)")
+        if is_locked(Path(d)):  # its driver writes the results (and the report) when it finishes
+            raise UserError(f"report: '{d}' is in use by a running driver ({holder(Path(d))}); "
+                            "report it when the driver has finished")
+        problem = study_problem(Path(d) / "optuna.db")
+        if problem:
+            print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
     try:
         path = write_report([Path(d) for d in args.dirs], fmt=args.format)
     except ValueError as exc:

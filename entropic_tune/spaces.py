@@ -94,6 +94,10 @@ class SearchSpace:
     sampler: str = "tpe"
     repeat: int = 1
     factors: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    file_base: dict[str, Any] = field(default_factory=dict)
+    """``base`` as the file gives it, before the command line's overrides."""
+    set_by: dict[str, str] = field(default_factory=dict)
+    """Keys of ``base`` that the command line set, with the flag that set each (``--set k=v``)."""
 
     @property
     def method(self) -> str:
@@ -120,8 +124,13 @@ def resolve_path(name_or_file: str) -> Path:
                     f"bundled: {', '.join(available())} (or give a .yaml file)")
 
 
-def load_space(name_or_file: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
-    """Read and validate a search-space file; ``overrides`` (dotted keys) replace ``base`` values."""
+def load_space(name_or_file: str, overrides: dict[str, Any] | None = None,
+               labels: dict[str, str] | None = None) -> SearchSpace:
+    """Read and validate a search-space file; ``overrides`` (dotted keys) replace ``base`` values.
+
+    ``labels`` names the flag that carried each override (default ``--set key=value``): an error that
+    only the override causes names that flag, one in the file names the file and key.
+    """
     path = resolve_path(name_or_file)
     data = read_yaml(path)
     src = str(path)
@@ -132,8 +141,10 @@ def load_space(name_or_file: str, overrides: dict[str, Any] | None = None) -> Se
         if key not in _ALLOWED[kind]:
             raise UserError(f"{src}: unknown top-level key '{key}' for kind {kind}"
                             f"{closest(str(key), _ALLOWED[kind])}; allowed: {', '.join(_ALLOWED[kind])}")
-    base = normalize(_mapping(data.get("base"), src, "base"), f"{src}: base")
-    base.update(normalize(overrides or {}, "--set"))
+    file_base = normalize(_mapping(data.get("base"), src, "base"), f"{src}: base")
+    cli = normalize(overrides or {}, "--set")
+    base = {**file_base, **cli}
+    set_by = {k: (labels or {}).get(k) or f"--set {k}={v}" for k, v in cli.items()}
     if kind == "compare":
         methods = parse_methods(data.get("methods"), f"{src}: methods")
     else:
@@ -149,6 +160,7 @@ def load_space(name_or_file: str, overrides: dict[str, Any] | None = None) -> Se
         sampler=_one_of(data.get("sampler", "tpe"), SAMPLERS, src, "sampler"),
         repeat=_positive_int(data.get("repeat", 1), src, "repeat"),
         factors=_factors(data.get("factors"), src) if kind == "ablate" else {},
+        file_base=file_base, set_by=set_by,
     )
     if kind == "search" and not space.params:
         raise UserError(f"{src}: params: a search needs at least one parameter")
@@ -248,21 +260,45 @@ def validate(space: SearchSpace) -> None:
             if p.key in ("method", "train.seed"):
                 raise UserError(f"{src}: params.{p.key}: cannot be searched (use methods/seeds)")
             for value in p.choices or (p.low, p.high):
-                _check_config({**base, p.key: value}, f"{src}: params.{p.key}={value!r}")
+                _check_config({**base, p.key: value}, f"{src}: params.{p.key}={value!r}", space)
         _check_config({**base, **{p.key: (p.choices[0] if p.choices else p.low) for p in space.params}},
-                      f"{src}: params")
+                      f"{src}: params", space)
         return
     cells = _ablation_cells(space) if space.kind == "ablate" else grid_cells(space)
     for label, cell in cells.items():
         where = f"methods.{label}" if space.kind == "compare" else f"factors.{label.replace('=', '.')}"
-        _check_config(trial_config({**cell, "train.seed": space.seeds[0]}), f"{src}: {where}")
+        _check_config(trial_config({**cell, "train.seed": space.seeds[0]}), f"{src}: {where}", space)
 
 
-def _check_config(data: dict[str, Any], where: str) -> None:
+def _check_config(data: dict[str, Any], where: str, space: SearchSpace) -> None:
+    """Load a trial config and check its sizes against the model and machine; the error names the
+    command-line flag when the flag's value alone is at fault, else ``where`` (file and key)."""
     try:
-        load_config(data)
+        check_trial(data)
     except UserError as exc:
-        raise UserError(f"{where}: {exc}") from None
+        raise UserError(f"{_blame(data, exc, space) or where}: {exc}") from None
+
+
+def check_trial(data: dict[str, Any]) -> None:
+    from .limits import check_limits
+
+    check_limits(load_config(data))
+
+
+def _blame(data: dict[str, Any], exc: UserError, space: SearchSpace) -> str | None:
+    """The flag(s) that carried the failing value: the config passes with the file's own values for
+    the keys the command line set (and still in force here), and fails with them."""
+    carried = {k for k in space.set_by if k in data and (data[k] is space.base[k] or data[k] == space.base[k])}
+    if not carried:
+        return None
+    restored = {k: v for k, v in data.items() if k not in carried}
+    restored.update({k: space.file_base[k] for k in carried if k in space.file_base})
+    try:
+        check_trial(restored)
+    except UserError:
+        return None  # the file's config fails on its own: the file is to blame
+    named = [k for k in carried if k in str(exc)] or sorted(carried)
+    return ", ".join(space.set_by[k] for k in named)
 
 
 def _mapping(value: Any, src: str, key: str) -> dict[str, Any]:

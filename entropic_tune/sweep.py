@@ -15,7 +15,9 @@ import importlib.util
 import math
 import os
 import re
+import signal
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from .spaces import (
     grid_cells,
     search_base,
 )
+from .sweep_plan import STATE_GLOB, STATES_BEFORE, grid_plan, planned_trials, run_state, search_plan, states_now
 from .sweep_results import collect_and_write, existing_trials, fail_orphans, read_meta, write_meta
 from .trainable import train_trial
 
@@ -47,6 +50,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Read by Ray Tune when a Tuner runs: the classic progress table honours CLIReporter.metric_columns.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
+FAULT_ENV = "ENTROPIC_TUNE_FAULT"
 PROGRESS_METRICS = (M.ENTROPY, M.ALPHA, M.REWARD_MEAN, M.EVAL_ACCURACY)
 OBJECTIVES = {
     "tracking": ([M.TRACKING_RMSE], ["min"]),
@@ -91,13 +95,20 @@ class Plan:
 
 
 def plan_grid(space: SearchSpace) -> Plan:
-    """compare/ablate: grid over the cells (methods or factor levels) and the seeds.
+    """compare/ablate: grid over the cells (methods or factor levels) and the seeds."""
+    meta = _meta(space)
+    meta["plan"] = grid_plan("method" if space.kind == "compare" else "__cell__", grid_cells(space), space.seeds)
+    return grid_from_plan(meta)
+
+
+def grid_from_plan(meta: dict[str, Any]) -> Plan:
+    """The grid of ``meta["plan"]`` (as planned, or as read back from experiment.yaml by --resume).
 
     Keys whose value differs between cells are ``tune.sample_from`` lookups of the grid value, so
     every trial config is explicit and shows in Ray's config columns.
     """
-    cells = grid_cells(space)
-    grid_key = "method" if space.kind == "compare" else "__cell__"
+    plan = meta["plan"]
+    cells, grid_key = plan["cells"], plan["grid_key"]
     keys = sorted({k for cell in cells.values() for k in cell} - {grid_key})
     first = next(iter(cells.values()))
     shared = {k: first[k] for k in keys if all(k in c and c[k] == first[k] for c in cells.values())}
@@ -107,8 +118,8 @@ def plan_grid(space: SearchSpace) -> Plan:
     for key in varying:
         param_space[key] = tune.sample_from(lambda config, k=key: table[config[grid_key]][k])
     param_space[grid_key] = tune.grid_search(list(cells))
-    param_space["train.seed"] = tune.grid_search(list(space.seeds))
-    return Plan(param_space, _meta(space))
+    param_space["train.seed"] = tune.grid_search(list(plan["seeds"]))
+    return Plan(param_space, meta)
 
 
 def _explicit(cell: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -119,37 +130,44 @@ def _explicit(cell: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 
 def plan_search(space: SearchSpace, opts: SweepOptions, sopts: SearchOptions, exp_dir: Path) -> Plan:
     """search: OptunaSearch (seeded sampler, study in optuna.db) or, with --scheduler pbt, PBT."""
-    metrics, modes = OBJECTIVES[sopts.objective]
+    meta = {**_meta(space), "metrics": OBJECTIVES[sopts.objective][0], "modes": OBJECTIVES[sopts.objective][1],
+            "objective": sopts.objective, "sampler": sopts.sampler, "samples": sopts.samples,
+            "repeat": sopts.repeat, "seed": sopts.seed, "params": {p.key: _param_meta(p) for p in space.params},
+            "plan": search_plan(search_base(space))}
+    return search_from_plan(meta, opts, exp_dir)
+
+
+def search_from_plan(meta: dict[str, Any], opts: SweepOptions, exp_dir: Path) -> Plan:
+    """The search of ``meta`` (as planned, or as read back from experiment.yaml by --resume)."""
+    metrics, modes = meta["metrics"], meta["modes"]
     single = len(metrics) == 1
-    meta = {**_meta(space), "metrics": metrics, "modes": modes, "sampler": sopts.sampler,
-            "samples": sopts.samples, "repeat": sopts.repeat, "seed": sopts.seed,
-            "params": {p.key: _param_meta(p) for p in space.params}}
-    base = search_base(space)
-    if not single and (sopts.repeat > 1 or opts.scheduler != "none"):
+    params = [ParamSpec(key, spec["type"], spec.get("low"), spec.get("high"), bool(spec.get("log", False)),
+                        tuple(spec.get("choices") or ())) for key, spec in meta["params"].items()]
+    base = meta["plan"]["base"]
+    samples, repeat, seed = int(meta["samples"]), int(meta.get("repeat", 1)), int(meta.get("seed", 0))
+    if not single and (repeat > 1 or opts.scheduler != "none"):
         raise UserError("--objective both: not with --repeat > 1 or a --scheduler (they need one metric)")
     if opts.scheduler == "pbt":
-        if sopts.repeat > 1:
+        if repeat > 1:
             raise UserError("--scheduler pbt: not with --repeat > 1")
-        domains = {p.key: _tune_domain(p) for p in space.params}
+        domains = {p.key: _tune_domain(p) for p in params}
         meta["note"] = "PBT: no Optuna study (PBT cannot be combined with a searcher)"
-        return Plan({**base, **domains}, meta, sopts.samples, None, metrics[0], modes[0], domains)
+        return Plan({**base, **domains}, meta, samples, None, metrics[0], modes[0], domains)
     storage_path = exp_dir / "optuna.db"
     existing = existing_trials(opts.name, storage_path)
     # Re-seeding the sampler with the same seed on a continued study would repeat its first points.
-    sampler = build_sampler(sopts.sampler, sopts.seed + existing, multi=not single)
+    sampler = build_sampler(meta["sampler"], seed + existing, multi=not single)
     exp_dir.mkdir(parents=True, exist_ok=True)
     searcher: Any = _TrackedOptunaSearch(
-        space={p.key: _optuna_distribution(p) for p in space.params},
+        space={p.key: _optuna_distribution(p) for p in params},
         metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
         sampler=sampler, study_name=opts.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{storage_path}"),
     )
-    if sopts.repeat > 1:
-        searcher = Repeater(searcher, repeat=sopts.repeat)
-    meta.update(study_name=opts.name, storage="optuna.db", sampler_seed=sopts.seed + existing,
-                previous_trials=existing)
-    return Plan(base, meta, sopts.samples * sopts.repeat, searcher,
-                metrics[0] if single else None, modes[0] if single else None)
+    if repeat > 1:
+        searcher = Repeater(searcher, repeat=repeat)
+    meta.update(study_name=opts.name, storage="optuna.db", sampler_seed=seed + existing, previous_trials=existing)
+    return Plan(base, meta, samples * repeat, searcher, metrics[0] if single else None, modes[0] if single else None)
 
 
 def _param_meta(p: ParamSpec) -> dict[str, Any]:
@@ -378,6 +396,7 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
     scheduler = _scheduler(opts, plan, total_steps)
     with ray_session(opts.address):
         check_resources(opts)
+        plan.meta[STATES_BEFORE] = states_now(exp_dir)  # Ray's states of earlier runs (a search adds runs)
         write_meta(exp_dir, plan.meta)  # first, so --resume works even if this driver is killed
         tuner = Tuner(
             make_trainable(opts), param_space=plan.param_space, run_config=_run_config(opts, plan.meta),
@@ -387,20 +406,33 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
                 scheduler=scheduler, max_concurrent_trials=opts.max_concurrent or None,
                 trial_dirname_creator=trial_dirname, reuse_actors=True),
         )
+        fault("after_tuner_pkl")  # Tuner() has written tuner.pkl; Ray saves its first state in fit()
         finished = _fit(tuner)
     collect_and_write(exp_dir, plan.meta, finished)
     return exp_dir
 
 
+def fault(point: str) -> None:
+    """Fault injection for tests: ``ENTROPIC_TUNE_FAULT=<point>`` kills this driver at ``point`` with
+    SIGKILL (as the OOM killer or a lost machine would: no handler, no cleanup)."""
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def resume(opts: SweepOptions) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones restart from their
     last checkpoint, errored ones are retried; the searcher state is restored too (and Optuna trials
-    the killed driver left RUNNING without a Ray trial to finish them are marked FAIL)."""
+    the killed driver left RUNNING without a Ray trial to finish them are marked FAIL).
+
+    Without a readable Ray state of this run (the driver died before Ray saved one), the run is
+    rebuilt from the plan in experiment.yaml instead: its planned trials run again from the start.
+    """
     exp_dir = opts.exp_dir
     meta = read_meta(exp_dir)
-    if not Tuner.can_restore(str(exp_dir)):
-        raise UserError(f"--resume: '{exp_dir}' holds no Ray Tune experiment to resume (the driver stopped "
-                        "before Ray saved any state); start it again without --resume")
+    state, path = run_state(exp_dir, meta)
+    if state != "ok" or not Tuner.can_restore(str(exp_dir)):
+        reason = {"missing": "none saved", "unreadable": f"{path.name if path else ''} unreadable"}.get(state, "no tuner.pkl")
+        return _rebuild(opts, meta, path if state == "unreadable" else None, reason)
     with ray_session(opts.address):
         check_resources(opts)
         # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
@@ -408,6 +440,32 @@ def resume(opts: SweepOptions) -> Path:
         finished = _fit(tuner)
     collect_and_write(exp_dir, meta, finished)
     return exp_dir
+
+
+def _rebuild(opts: SweepOptions, meta: dict[str, Any], unreadable: Path | None, reason: str) -> Path:
+    """Run the planned trials of ``meta`` again (Ray's state of this run is missing or unreadable)."""
+    exp_dir = opts.exp_dir
+    planned = planned_trials(meta)
+    if planned is None:
+        raise UserError(f"--resume: '{exp_dir}' holds no Ray Tune experiment to resume (the driver stopped "
+                        "before Ray saved any state) and no plan of trials; start it again without --resume")
+    if unreadable is not None and meta["kind"] == "search":
+        raise UserError(f"--resume: {unreadable}: Ray's state of this search is unreadable, so its trials "
+                        "cannot be matched with the study's; start the search again without --resume (it adds "
+                        "the planned trials to the study)")
+    for path in exp_dir.glob(STATE_GLOB):  # this run's states are not used: keep them, out of the way
+        if path.name not in set(meta.get(STATES_BEFORE) or ()):
+            path.rename(path.with_name(path.name + ".unused"))
+    print(f"entropic-tune: no usable Ray state of this run ({reason}); running its {planned} planned trial(s) again from {exp_dir / 'experiment.yaml'}", file=sys.stderr)
+    with ray_session(opts.address):
+        plan = grid_from_plan(meta) if "cells" in meta["plan"] else search_from_plan(meta, opts, exp_dir)
+        return run_plan(plan, opts, _planned_steps(meta))
+
+
+def _planned_steps(meta: dict[str, Any]) -> int:
+    plan = meta["plan"]
+    trial = {**next(iter(plan["cells"].values())), "train.seed": plan["seeds"][0]} if "cells" in plan else plan["base"]
+    return int(flat_trial_config(trial)["train.total_steps"])
 
 
 def _fit(tuner: Tuner) -> bool:

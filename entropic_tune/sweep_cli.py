@@ -19,6 +19,7 @@ from typing import Any
 from . import spaces
 from .config import parse_override
 from .errors import UserError
+from .folder_lock import hold
 from .methods import METHODS
 
 DEFAULT_OUT = "entropic_results"
@@ -122,14 +123,21 @@ def run_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(space, sopts)
         return 0
-    from .sweep_results import check_new
-
     exp_dir = out / name
     check_writable(exp_dir)
+    with hold(exp_dir):  # one driver per folder, from before it is read until the results are written
+        return _run_new(args, space, sopts, options, exp_dir)
+
+
+def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.SearchOptions | None,
+             options: dict[str, Any], exp_dir: Path) -> int:
+    from .sweep_results import check_new
+
     continuing = check_new(exp_dir, args.kind)
+    _check_folder(exp_dir, args.kind)
     from . import sweep
 
-    opts = sweep.SweepOptions(out=str(out), name=name, verbose=0 if args.quiet else 1, **options)
+    opts = sweep.SweepOptions(out=str(exp_dir.parent), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
     if sopts is not None and options["scheduler"] != "pbt":
         sweep.build_sampler(sopts.sampler, sopts.seed, multi=sopts.objective == "both")  # missing packages
     sweep.check_address(opts.address)
@@ -139,11 +147,27 @@ def run_command(args: argparse.Namespace) -> int:
         if args.kind == "search":
             plan = sweep.plan_search(space, opts, sopts, opts.exp_dir)
             if continuing:
-                print(f"adding trials to study '{name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
+                print(f"adding trials to study '{opts.name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
         else:
             plan = sweep.plan_grid(space)
         exp_dir = sweep.run_plan(plan, opts, total)
     return _finish(exp_dir, plan.meta)
+
+
+def _check_folder(exp_dir: Path, kind: str) -> None:
+    """A folder a run continues must be intact (checked before anything is written): its results
+    consistent, its Optuna store readable."""
+    from .results_check import DamagedResults, check_results, study_problem
+
+    if (exp_dir / "summary.csv").is_file() or (exp_dir / "history.csv").is_file():
+        try:
+            check_results(exp_dir)
+        except DamagedResults as exc:
+            raise UserError(f"{exc}; move the damaged file(s) away: '{kind} --resume' writes them again from "
+                            "Ray's state") from None
+    problem = study_problem(exp_dir / "optuna.db") if kind == "search" else None
+    if problem:
+        raise UserError(problem)
 
 
 def plan_trial(space: spaces.SearchSpace) -> dict[str, Any]:
@@ -157,19 +181,22 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
     from .sweep_results import read_meta
 
     exp_dir = out / _name(args.name)
-    meta = read_meta(exp_dir)
-    if meta.get("kind") != args.kind:
-        raise UserError(f"--resume: '{exp_dir}' is a {meta.get('kind')} experiment; "
-                        f"use entropic-tune {meta.get('kind')} --resume")
-    options = _run_options(args, meta.get("options") or {})
-    _validate(options, args.kind, None)
-    check_writable(exp_dir)
-    from . import sweep
+    read_meta(exp_dir)  # before the lock: a folder without an experiment is not made a lock file
+    with hold(exp_dir):
+        meta = read_meta(exp_dir)
+        if meta.get("kind") != args.kind:
+            raise UserError(f"--resume: '{exp_dir}' is a {meta.get('kind')} experiment; "
+                            f"use entropic-tune {meta.get('kind')} --resume")
+        options = _run_options(args, meta.get("options") or {})
+        _validate(options, args.kind, None)
+        check_writable(exp_dir)
+        _check_folder(exp_dir, args.kind)
+        from . import sweep
 
-    opts = sweep.SweepOptions(out=str(out), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
-    sweep.check_address(opts.address)
-    exp_dir = sweep.resume(opts)
-    return _finish(exp_dir, read_meta(exp_dir))
+        opts = sweep.SweepOptions(out=str(out), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
+        sweep.check_address(opts.address)
+        exp_dir = sweep.resume(opts)
+        return _finish(exp_dir, read_meta(exp_dir))
 
 
 def _name(name: str) -> str:
@@ -198,12 +225,18 @@ def check_writable(exp_dir: Path) -> None:
 
 
 def _space(args: argparse.Namespace) -> spaces.SearchSpace:
-    overrides = dict(parse_override(text) for text in args.overrides)
+    overrides: dict[str, Any] = {}
+    labels: dict[str, str] = {}  # which flag set each key, for errors that only that value causes
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides[key] = value
+        labels[key.replace("/", ".")] = f"--set {text}"
     if args.steps is not None:
         if args.steps < 1:
             raise UserError(f"--steps: must be >= 1, got {args.steps}")
         overrides["train.total_steps"] = args.steps
-    space = spaces.load_space(args.space, overrides)
+        labels["train.total_steps"] = f"--steps {args.steps}"
+    space = spaces.load_space(args.space, overrides, labels)
     if space.kind != args.kind:
         raise UserError(f"--space {args.space}: is a {space.kind} space; use entropic-tune {space.kind}")
     changes: dict[str, Any] = {}
@@ -283,6 +316,11 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     """Print the per-group table, the study's best trials and the files written; return the exit status."""
     import csv
 
+    problem = meta.get("plan_check", "ok")
+    if problem != "ok":  # the results are written (they are what ran) but not reported as a success
+        print(f"entropic-tune: error: {exp_dir}: the trials that ran are not the planned ones: {problem}; "
+              "no report written", file=sys.stderr)
+        return 1
     with open(exp_dir / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     print()

@@ -30,6 +30,7 @@ from .results import (
     write_csv,
 )
 from .spaces import SAME_AS, flat_trial_config, trial_config
+from .sweep_plan import STATE_GLOB, STATES_BEFORE, check_plan
 
 META_FILE = "experiment.yaml"
 
@@ -43,6 +44,7 @@ class TrialRecord:
     config: dict[str, Any]
     history: list[dict[str, float]]
     error: str = ""
+    state: str = ""  # the first of Ray's state files that lists the trial (which run it belongs to)
 
 
 def load_trials(exp_dir: Path) -> list[TrialRecord]:
@@ -55,13 +57,15 @@ def load_trials(exp_dir: Path) -> list[TrialRecord]:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     records: dict[str, TrialRecord] = {}
     order: dict[str, tuple[int, str]] = {}
-    for run, state in enumerate(sorted(exp_dir.glob("experiment_state*.json"))):
+    first: dict[str, str] = {}
+    for run, state in enumerate(sorted(exp_dir.glob(STATE_GLOB))):
         analysis = ExperimentAnalysis(str(state))
         frames = analysis.trial_dataframes
         for trial in analysis.trials:
             order.setdefault(trial.trial_id, (run, trial.trial_id))
             records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
-                                                  _history(frames.get(trial.trial_id)), _error(trial))
+                                                  _history(frames.get(trial.trial_id)), _error(trial),
+                                                  first.setdefault(trial.trial_id, state.name))
     return sorted(records.values(), key=lambda r: order[r.trial_id])
 
 
@@ -186,6 +190,9 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
     write_csv(exp_dir / "summary.csv", summary, summary_columns(summary, varying))
     write_csv(exp_dir / "history.csv", history, history_columns())
     meta["finished"] = finished and all(r["status"] in ("TERMINATED", "ERROR") for r in summary)
+    before = set(meta.get(STATES_BEFORE) or ())
+    # This run's trials against its plan; "ok" or the first difference (then no success is reported).
+    meta["plan_check"] = check_plan(meta, [r for r in records if r.state not in before], finished) or "ok"
     meta["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_meta(exp_dir, meta)
     return summary

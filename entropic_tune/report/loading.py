@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
+from ..results_check import check_results, describe_unfinished
 from .names import TERMINATED
 
 # Only these spellings mean "missing": a variant literally named "None" stays a string.
@@ -134,11 +135,19 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
 
 
 def load_experiment(folder: str | Path, name: str | None = None) -> Experiment:
-    """Load one experiment folder; raises ``ValueError`` naming the folder when a file is missing."""
+    """Load one experiment folder; raises ``UserError`` (a ``ValueError``) naming the folder when a
+    file is missing or the run is unfinished, and naming the file when it is damaged or the run did
+    not match its plan (``results_check``)."""
     folder = Path(folder)
     missing = [f for f in ("summary.csv", "history.csv") if not (folder / f).is_file()]
     if missing:
-        raise UserError(f"{folder}: not an experiment folder (no {' or '.join(missing)})")
+        raise UserError(describe_unfinished(folder) or
+                        f"{folder}: not an experiment folder (no {' or '.join(missing)})")
+    check_results(folder)  # a damaged pair of files is refused before anything is read into a frame
+    meta = read_meta(folder)
+    if meta.get("plan_check", "ok") != "ok":
+        raise UserError(f"{folder / 'experiment.yaml'}: the trials that ran are not the planned ones "
+                        f"({meta['plan_check']}); statistics over them would be wrong")
     name = name or folder.resolve().name
     summary = _read_csv(folder / "summary.csv", ("trial_id", "method"))
     history = _read_csv(folder / "history.csv", ("trial_id", "step"))
@@ -152,7 +161,6 @@ def load_experiment(folder: str | Path, name: str | None = None) -> Experiment:
     summary.insert(0, "experiment", name)
     history.insert(0, "experiment", name)
     history = history.sort_values(["trial_id", "step"], kind="stable").reset_index(drop=True)
-    meta = read_meta(folder)
     return Experiment(summary, history, meta, (folder,), {name: meta})
 
 

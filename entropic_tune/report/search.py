@@ -55,6 +55,16 @@ def study_path(exp: Experiment) -> Path:
     return exp.path / str(exp.meta.get("storage") or "optuna.db")
 
 
+def study_problem(exp: Experiment) -> str | None:
+    """Why the search's Optuna store cannot be read (absent, damaged), or None when it can."""
+    from ..results_check import study_problem as problem
+
+    path = study_path(exp)
+    if not path.is_file():
+        return f"{exp.path}: no {path.name}"
+    return problem(path)
+
+
 def load_study(exp: Experiment) -> Any:
     """The search's Optuna study from ``optuna.db`` (read only; ``ValueError`` when absent)."""
     path = study_path(exp)

@@ -25,7 +25,7 @@ from .search import (
     plot_param_importances,
     plot_pareto_front,
     search_objectives,
-    study_path,
+    study_problem,
 )
 from .tables import ablation_table, experiment_setup, summary_table
 
@@ -112,8 +112,9 @@ def _name_of(exp: Experiment, path: Path) -> str:
 def _search_figures(
     exp: Experiment, folder: Path, prefix: str, made: list[Figure], skipped: list[str]
 ) -> None:
-    if not study_path(exp).is_file():
-        skipped.append(f"{exp.path}: no {study_path(exp).name}; search figures not drawn")
+    problem = study_problem(exp)
+    if problem:
+        skipped.append(f"search figures not drawn: {problem}")
         return
     metric, mode = search_objectives(exp)[0]
     plan = [
@@ -157,7 +158,7 @@ def _results_blocks(exp: Experiment, figures: list[Figure]) -> list[Block]:
     )
     for path in exp.paths:
         sub = load_experiment(path, _name_of(exp, path))
-        if sub.kind == "search" and study_path(sub).is_file():
+        if sub.kind == "search" and not study_problem(sub):
             blocks += [
                 ("h3", f"Search {sub.name}: best completed trials"),
                 ("table", best_trials(sub)),

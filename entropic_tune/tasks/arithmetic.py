@@ -162,3 +162,7 @@ class ArithmeticTask(Task):
 
     def alphabet(self) -> str:
         return ALPHABET
+
+    def longest_prompt(self) -> str:
+        widest = 10**self.max_digits - 1
+        return self._problem(widest, widest).prompt

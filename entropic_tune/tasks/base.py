@@ -51,6 +51,11 @@ class Task(ABC):
     def alphabet(self) -> str:
         """Every character that can appear in a prompt or response, sorted, without duplicates."""
 
+    def longest_prompt(self) -> str:
+        """The longest prompt the task can give (for the context-length check before a run);
+        tasks whose training prompts are not all held-out prompts override this."""
+        return max((p.prompt for p in self.eval_problems()), key=len, default="")
+
 
 def sorted_chars(texts: Iterable[str]) -> str:
     """The sorted set of characters of ``texts`` as one string (an alphabet)."""

@@ -194,6 +194,9 @@ class JsonlTask(Task):
             response = corrupt_response(response, problem.answer, self.verifier, rng)
         return problem.prompt, response
 
+    def longest_prompt(self) -> str:
+        return max((p.prompt for p in self._train + self._eval), key=len)
+
     def alphabet(self) -> str:
         texts = [p.prompt + self._response(p) for p in self._train + self._eval]
         return sorted_chars([*texts, "0123456789-.", format_chars(self.verifier)])

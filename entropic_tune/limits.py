@@ -1,0 +1,175 @@
+"""Upper bounds of the size keys that follow from the model and the machine, checked before a run.
+
+A config can be valid key by key and still impossible: ``rollout.max_new_tokens=100000000`` passes
+``> 0``, but the sampler allocates ``(N, max_new_tokens)`` tensors and the model has a fixed number of
+positions, so the run hangs or dies long after it started. :func:`check_limits` refuses such configs
+in one line naming the key and the largest allowed value:
+
+- **context**: the longest prompt (in tokens) plus ``rollout.max_new_tokens`` must fit the model's
+  positions: 256 for the built-in model (``policy.build_tiny_model``), ``max_position_embeddings``
+  from a local Hugging Face model's ``config.json`` (read as JSON; no weights are loaded, only the
+  tokenizer, to count prompt tokens exactly as the policy will);
+- **batch**: ``optim.mini_batches_per_rollout`` cannot exceed the ``N = B * G`` sequences of a step;
+- **memory**: a *lower bound* of a step's peak memory (weights, gradients and AdamW state, plus the
+  largest of: the KV cache while sampling, the logits of one update mini-batch, the logits of the
+  held-out evaluation) must fit this machine's RAM. Only sizes that can never fit are refused; on a
+  cluster whose workers have more memory than the driver's machine the bound is the driver's.
+
+Plain Python for the built-in model (the task is built to find its longest prompt); transformers is
+imported only to count a local model's prompt tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import UserError
+from .tasks import build_task
+
+BUILTIN_POSITIONS = 256
+"""Positions of the built-in model (``policy.build_tiny_model``'s default; a test keeps them equal)."""
+BUILTIN_SPECIALS = 3  # <pad>, <eos>, <bos>
+FLOAT_BYTES = 4  # training runs in fp32 (bf16 autocast only for the forward on CUDA)
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the bounds need to know about a model, without building it."""
+
+    positions: int
+    vocab: int
+    hidden: int
+    layers: int
+    weight_bytes: int  # of the parameters: fp32 for the built-in model, the files' size for a local one
+    source: str  # "the built-in model" or the config.json path
+
+
+def check_limits(cfg: Config) -> None:
+    """Refuse a config whose sizes cannot fit the model or this machine (see the module docstring)."""
+    task = build_task(cfg.task)
+    facts = model_facts(cfg, len(task.alphabet()))
+    if facts is None:  # model.path is not a model folder: load_policy says so when the run starts
+        return
+    prompt = prompt_tokens(cfg, task.longest_prompt())
+    room = facts.positions - prompt
+    if cfg.rollout.max_new_tokens > room:
+        raise UserError(
+            f"rollout.max_new_tokens: {cfg.rollout.max_new_tokens} + the longest prompt ({prompt} tokens) "
+            f"exceeds the {facts.positions} positions of {facts.source}; allowed: <= {max(room, 0)}")
+    n = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    if cfg.optim.mini_batches_per_rollout > n:
+        raise UserError(
+            f"optim.mini_batches_per_rollout: {cfg.optim.mini_batches_per_rollout} mini-batches of "
+            f"{n} sequences (rollout.prompts_per_step x rollout.group_size); allowed: <= {n}")
+    _check_memory(cfg, facts, prompt + cfg.rollout.max_new_tokens)
+
+
+def model_facts(cfg: Config, alphabet: int) -> ModelFacts | None:
+    """Positions, vocabulary and sizes of the configured model (the built-in one is computed)."""
+    m = cfg.model
+    if not m.path:
+        vocab, h, layers = alphabet + BUILTIN_SPECIALS, m.hidden_size, m.num_layers
+        # tied embeddings + per layer: q, k, v, o (4 h^2) and the gated MLP of width 4h (12 h^2)
+        params = vocab * h + layers * 16 * h * h
+        return ModelFacts(BUILTIN_POSITIONS, vocab, h, layers, params * FLOAT_BYTES, "the built-in model")
+    return _hf_facts(str(Path(m.path).expanduser()))
+
+
+@functools.lru_cache(maxsize=16)
+def _hf_facts(folder: str) -> ModelFacts | None:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"model.path: {path}: not a readable config.json ({type(exc).__name__})") from None
+    data = {**data.get("text_config", {}), **data} if isinstance(data.get("text_config"), dict) else data
+    positions = next((data[k] for k in _POSITION_KEYS if isinstance(data.get(k), int) and data[k] > 0), None)
+    if positions is None:
+        return None  # nothing to check against; the model's own code will complain if it must
+    weights = sum(p.stat().st_size for p in Path(folder).iterdir()
+                  if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
+    return ModelFacts(int(positions), int(data.get("vocab_size") or 0), int(data.get("hidden_size") or 0),
+                      int(data.get("num_hidden_layers") or 0), weights, str(path))
+
+
+def prompt_tokens(cfg: Config, prompt: str) -> int:
+    """Tokens of ``prompt`` as the policy encodes it: BOS + one per character for the built-in
+    model, the model's own tokenizer (and chat template) for a local one."""
+    if not cfg.model.path:
+        return 1 + len(prompt)
+    return _hf_prompt_tokens(str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt)
+
+
+@functools.lru_cache(maxsize=64)
+def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str) -> int:
+    import torch
+    from transformers import AutoTokenizer
+
+    from .policy import Policy
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model.path: cannot load the tokenizer of '{folder}': {first}") from None
+    chat = getattr(tokenizer, "chat_template", None) is not None
+    # Policy.encode_prompt needs only the tokenizer: the same encoding as the run, no weights.
+    policy = Policy(model=None, tokenizer=tokenizer, device=torch.device("cpu"), use_chat_template=chat)  # type: ignore[arg-type]
+    return len(policy.encode_prompt(prompt))
+
+
+def _check_memory(cfg: Config, facts: ModelFacts, length: int) -> None:
+    """Refuse when a lower bound of the peak memory of a step exceeds this machine's RAM."""
+    available = physical_memory()
+    if not available:
+        return
+    r = cfg.rollout
+    n = r.prompts_per_step * r.group_size
+    rows = math.ceil(n / cfg.optim.mini_batches_per_rollout)
+    n_eval = cfg.task.eval_size * r.eval_samples  # sampled in one batch, scored in one forward
+    vocab, hidden, layers = max(facts.vocab, 1), max(facts.hidden, 1), max(facts.layers, 1)
+    fixed = 4 * facts.weight_bytes  # weights, gradients, AdamW's two moments
+    if fixed > available:
+        raise UserError(f"model.hidden_size/num_layers: the weights with their gradients and optimizer state "
+                        f"need at least {_size(fixed)}; this machine has {_size(available)}")
+    phases = [  # (keys to lower, what, bytes)
+        ("rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens",
+         f"the KV cache of {n} sequences of {length} tokens while sampling",
+         2 * layers * n * length * hidden * FLOAT_BYTES),
+        ("rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens "
+         "(or raise optim.mini_batches_per_rollout)",
+         f"the logits of an update mini-batch of {rows} sequences",
+         rows * r.max_new_tokens * vocab * FLOAT_BYTES),
+        ("task.eval_size, rollout.eval_samples or rollout.max_new_tokens",
+         f"the KV cache and logits of the evaluation ({n_eval} sequences)",
+         n_eval * (2 * layers * length * hidden + r.max_new_tokens * vocab) * FLOAT_BYTES),
+    ]
+    keys, what, peak = max(phases, key=lambda phase: phase[2])
+    if fixed + peak > available:
+        raise UserError(f"{keys}: a step needs at least {_size(fixed + peak)} for {what}; "
+                        f"this machine has {_size(available)}")
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"
