@@ -60,9 +60,9 @@ def compare_args(out: Path, name: str, *extra: str, overrides: dict | None = Non
             "--name", name, "--quiet", *sets({**TRAINS, **(overrides or {})}), *extra]
 
 
-def driver(argv: list[str], address: str, **popen) -> subprocess.Popen:
+def driver(argv: list[str], address: str, extra_env: dict | None = None, **popen) -> subprocess.Popen:
     """A sweep driver in its own process, attached to the session's Ray."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "entropic_tune.cli", *argv, "--address", address], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
@@ -402,3 +402,65 @@ def test_an_errored_search_trial_finished_by_resume_is_complete_in_optuna(tmp_pa
         assert t.user_attrs["trial_id"] == twin.user_attrs["trial_id"]
         row = next(r for r in summary if r["trial_id"] == t.user_attrs["trial_id"])
         assert t.value == pytest.approx(float(row[M.TRACKING_RMSE]))
+
+
+# --- issue 18: a driver killed right after tuner.pkl; two drivers on one folder ----------------------
+
+SMOKE_STEPS = 4
+
+
+def smoke_args(out: Path, name: str, *extra: str) -> list[str]:
+    return ["compare", "--space", "smoke", "--steps", str(SMOKE_STEPS), "--out", str(out), "--name", name,
+            "--quiet", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_report")
+def test_a_driver_killed_before_rays_first_state_resumes_with_exactly_the_planned_trials(tmp_path, capsys,
+                                                                                        ray_local):
+    """The kill lands between Tuner() writing tuner.pkl and Ray's first experiment state (fault point
+    ENTROPIC_TUNE_FAULT=after_tuner_pkl). Ray alone would "restore" that folder into one trial of
+    default configs (empty params.json, 200 steps) and report it as a success."""
+    exp = tmp_path / "kstart"
+    proc = driver(smoke_args(tmp_path, "kstart"), ray_local.get_runtime_context().gcs_address,
+                  extra_env={"ENTROPIC_TUNE_FAULT": "after_tuner_pkl"})
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert (exp / "tuner.pkl").is_file() and not list(exp.glob("experiment_state*.json"))
+
+    code = cli.main(["compare", "--resume", "--name", "kstart", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    summary = read_csv(exp / "summary.csv")
+    assert sorted(r["method"] for r in summary) == ["entropic", "grpo"]  # each planned trial once
+    assert all(r["status"] == "TERMINATED" and r["steps"] == str(SMOKE_STEPS) for r in summary)
+    history = read_csv(exp / "history.csv")
+    for row in summary:
+        assert [int(h["step"]) for h in history if h["trial_id"] == row["trial_id"]] == list(range(1, SMOKE_STEPS + 1))
+        (trial,) = [d for d in trial_dirs(exp) if d.name.endswith(row["trial_id"])]
+        params = json.loads((trial / "params.json").read_text())  # the planned config, not Ray's defaults
+        assert params["method"] == row["method"] and params["train.total_steps"] == SMOKE_STEPS
+        assert params["rollout.max_new_tokens"] == 32 and params["model.hidden_size"] == 32
+    assert yaml.safe_load((exp / "experiment.yaml").read_text())["plan_check"] == "ok"
+    assert "no usable Ray state of this run (none saved); running its 2 planned trial(s) again" in err
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_folder_one_runs_the_other_exits_2_and_writes_nothing(tmp_path, ray_local):
+    address = ray_local.get_runtime_context().gcs_address
+    procs = [driver(smoke_args(tmp_path, "twin"), address) for _ in range(2)]
+    results = {p.pid: (p.communicate(timeout=300)[1].decode(), p.returncode) for p in procs}
+    codes = sorted(code for _, code in results.values())
+    assert codes == [0, 2], results
+    (winner,) = [pid for pid, (_, code) in results.items() if code == 0]
+    loser_err = next(err for err, code in results.values() if code == 2)
+    lines = [line for line in loser_err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in loser_err, loser_err
+    assert lines[0].startswith("entropic-tune: error: ") and f"in use by another entropic-tune driver (pid {winner})" in lines[0]
+    exp = tmp_path / "twin"
+    summary = read_csv(exp / "summary.csv")
+    assert sorted(r["method"] for r in summary) == ["entropic", "grpo"]  # each trial once, not twice
+    assert len(read_csv(exp / "history.csv")) == 2 * SMOKE_STEPS
+    assert len(trial_dirs(exp)) == 2 and len(list(exp.glob("experiment_state*.json"))) == 1
+    assert not (exp / "driver.lock").exists()  # the winner removed its lock file when done
+    assert (exp / "report.md").is_file()
