@@ -17,12 +17,14 @@ asks for *higher* entropy), so it enters as ``u = -c_k g_k`` (:data:`OUTPUT_SIGN
 ``controller.actuator_scale`` (units of the knob per unit of output) each non-default actuator maps::
 
     entropy_bonus:    beta_k   = beta_0 - k u               no clip (beta_k < 0 is an entropy penalty)
-    clip_high:        eps_k    = max(eps_0 - k u, 0)         the ratio ceiling 1 + eps_k stays >= 1
+    clip_high:        eps_k    = max(eps_0 - k u, eps_low)   never tighter than the lower clip
     positive_weight:  lambda_k = max(lambda_0 + k u, 0)      lambda_k < 0 would push correct answers down
 
 so a positive error (entropy too high, ``u > 0``) lowers the bonus, tightens the upper clip (fewer
 low-probability tokens can rise) and raises the weight of positive samples (which sharpen), and each
-lowers the entropy. The offsets are the configured values of the method: ``beta_0`` the method's own
+lowers the entropy. The floor of ``eps_k`` at ``eps_low = loss.clip_eps_low`` keeps that direction: far
+below it the upper clip silences nearly every positive-advantage token after the first mini-batch, which
+leaves mostly negative samples and *raises* the entropy (measured, METHOD.md 3.4). The offsets are the configured values of the method: ``beta_0`` the method's own
 bonus (``loss.beta`` for the ``entropy_bonus`` loss, 0 for every other loss), ``eps_0 = loss.clip_eps_high``
 and ``lambda_0 = loss.positive_weight``. Further bounds come from the controller (``alpha_min`` /
 ``alpha_max`` for PI, ``[coef_min, coef_max]`` for the adaptive coefficient). Under a non-default
@@ -85,7 +87,7 @@ def actuate(
         own = params["beta"] if loss in OWN_BONUS_LOSSES else 0.0
         return Actuation(alpha=0.0, params=params, bonus=-scale * u, value=own - scale * u)
     if actuator == "clip_high":
-        params["clip_eps_high"] = max(params["clip_eps_high"] - scale * u, 0.0)
+        params["clip_eps_high"] = max(params["clip_eps_high"] - scale * u, params["clip_eps_low"])
         return Actuation(alpha=0.0, params=params, bonus=0.0, value=params["clip_eps_high"])
     if actuator == "positive_weight":
         params["positive_weight"] = max(params["positive_weight"] + scale * u, 0.0)
