@@ -18,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from .actuators import ACTUATORS
 from .errors import UserError, closest, unknown
 from .methods import LOSS_DEFAULTS, METHODS, method_preset
 
-LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic")
+LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
+          "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
 TASKS = ("arithmetic", "jsonl")
 
@@ -171,6 +173,13 @@ class LossConfig:
     """Upper PPO clip: ratio ceiling 1 + clip_eps_high (clip_higher: 0.28)."""
     dual_clip_c: float = LOSS_DEFAULTS["dual_clip_c"]
     """Dual-clip bound c for negative advantages (loss <= -c A)."""
+    dual_clip: bool = bool(LOSS_DEFAULTS["dual_clip"])
+    """Apply the dual-clip bound (GRPO default); clip_cov's preset turns it off, as in Cui et al."""
+    positive_weight: float = LOSS_DEFAULTS["positive_weight"]
+    """Weight lambda of positive-advantage tokens in the clipped surrogate (1 = GRPO; w_reinforce: 0.1,
+    nsr: 0)."""
+    entropy_quantile: float = LOSS_DEFAULTS["entropy_quantile"]
+    """forking_tokens: share of the batch's response tokens, highest entropy first, that get gradient."""
     beta: float = LOSS_DEFAULTS["beta"]
     """Entropy-bonus weight (entropy_bonus)."""
     tau: float = LOSS_DEFAULTS["tau"]
@@ -197,6 +206,9 @@ class LossConfig:
             _check(0.0 < value <= 1.0, f"loss.{key}", f"must be in (0, 1], got {value}")
         _check(self.clip_cov_lb < self.clip_cov_ub, "loss.clip_cov_lb", "must be < loss.clip_cov_ub")
         _check(self.kl_cov_coef >= 0, "loss.kl_cov_coef", f"must be >= 0, got {self.kl_cov_coef}")
+        _check(self.positive_weight >= 0, "loss.positive_weight", f"must be >= 0, got {self.positive_weight}")
+        _check(0.0 < self.entropy_quantile <= 1.0, "loss.entropy_quantile",
+               f"must be in (0, 1], got {self.entropy_quantile}")
 
 
 @dataclass(frozen=True)
@@ -227,10 +239,21 @@ class ControllerConfig:
     """Adaptive entropy: lower bound of c."""
     coef_max: float = 5e-3
     """Adaptive entropy: upper bound of c."""
+    coef_gate: str = "current"
+    """Adaptive entropy: the bonus of step k is on when H_k < target ('current') or, as in Skywork-OR1,
+    when H_{k-1} < target ('previous'; off at the first step)."""
+    actuator: str = "entropic"
+    """What the controller output drives: 'entropic' (the loss's own alpha), 'entropy_bonus',
+    'clip_high' or 'positive_weight' (METHOD.md 3.4 for signs, offsets and bounds)."""
+    actuator_scale: float = 1.0
+    """Units of the actuated knob per unit of controller output (k in METHOD.md 3.4)."""
 
     def __post_init__(self) -> None:
         _choice("controller.name", self.name, CONTROLLERS)
         _choice("controller.update", self.update, ("step", "minibatch"))
+        _choice("controller.coef_gate", self.coef_gate, ("current", "previous"))
+        _choice("controller.actuator", self.actuator, ACTUATORS)
+        _check(self.actuator_scale > 0, "controller.actuator_scale", f"must be > 0, got {self.actuator_scale}")
         _check(self.target_entropy > 0 and math.isfinite(self.target_entropy), "controller.target_entropy",
                f"must be > 0, got {self.target_entropy}")
         _check(self.kp >= 0, "controller.kp", f"must be >= 0, got {self.kp}")

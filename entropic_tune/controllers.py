@@ -26,7 +26,8 @@ Adaptive entropy (AEC), with gate ``g_k = 1[H_k < H_target]``::
     c_{k+1} = clip(c_k + delta, c_min, c_max) if H_k < H_target else clip(c_k - delta, c_min, c_max)
 
 The coefficient keeps moving away from either bound as soon as the entropy crosses the target (TRL's
-first port stopped controlling once ``c`` reached 0).
+first port stopped controlling once ``c`` reached 0). ``gate="previous"`` is Skywork-OR1's timing,
+``g_k = 1[H_{k-1} < H_target]`` (closed at the first step); the coefficient update is the same.
 """
 
 from __future__ import annotations
@@ -146,9 +147,11 @@ class PIController(Controller):
 class AdaptiveEntropyController(Controller):
     """Skywork-OR1's adaptive entropy coefficient (AEC), a bang-bang integral controller.
 
-    ``update(H_k)`` returns ``c_k * 1[H_k < target]`` with the coefficient *before* this step's
-    adjustment, then moves ``c`` by ``+delta`` (entropy below target) or ``-delta`` (at or above),
-    clipped to ``[coef_min, coef_max]``. A coefficient at either bound moves off it on the next crossing.
+    ``update(H_k)`` returns ``c_k * g_k`` with the coefficient *before* this step's adjustment, then
+    moves ``c`` by ``+delta`` (entropy below target) or ``-delta`` (at or above), clipped to
+    ``[coef_min, coef_max]``. A coefficient at either bound moves off it on the next crossing. The gate
+    is ``g_k = 1[H_k < target]`` (``gate="current"``) or ``1[H_{k-1} < target]`` (``"previous"``,
+    Skywork-OR1; 0 at the first call), whose state then includes ``gate``, the next step's gate.
     """
 
     _STATE = ("alpha", "error", "coef")
@@ -160,8 +163,17 @@ class AdaptiveEntropyController(Controller):
         coef_min: float = 0.0,
         coef_max: float = 5e-3,
         coef_init: float = 0.0,
+        gate: str = "current",
     ) -> None:
         super().__init__()
+        if gate not in ("current", "previous"):
+            raise UserError(
+                f"AdaptiveEntropyController: gate must be 'current' or 'previous', got {gate!r}"
+            )
+        self.previous_gate = gate == "previous"
+        if self.previous_gate:
+            self._STATE = (*type(self)._STATE, "gate")
+            self.gate = 0.0  # no earlier step: the bonus is off at the first step
         if delta < 0:
             raise UserError(f"AdaptiveEntropyController: delta must be >= 0, got {delta}")
         if not coef_min <= coef_init <= coef_max:
@@ -177,7 +189,11 @@ class AdaptiveEntropyController(Controller):
         h = _finite(entropy)
         below = h < self.target
         self.error = h - self.target
-        self.alpha = self.coef if below else 0.0
+        if self.previous_gate:
+            self.alpha = self.coef if self.gate else 0.0
+            self.gate = 1.0 if below else 0.0
+        else:
+            self.alpha = self.coef if below else 0.0
         step = self.delta if below else -self.delta
         self.coef = _clip(self.coef + step, self.coef_min, self.coef_max)
         return self.alpha
@@ -202,7 +218,7 @@ REGISTRY: dict[str, Callable[[ControllerConfig], Controller]] = {
         c.kp, c.ki, c.target_entropy, c.alpha_min, c.alpha_max, c.anti_windup
     ),
     "adaptive": lambda c: AdaptiveEntropyController(
-        c.target_entropy, c.coef_delta, c.coef_min, c.coef_max, c.coef_init
+        c.target_entropy, c.coef_delta, c.coef_min, c.coef_max, c.coef_init, c.coef_gate
     ),
 }
 """Controller builders by ``controller.name`` (the names of ``config.CONTROLLERS``)."""

@@ -3,22 +3,30 @@
 Every loss starts from GRPO's per-token clipped surrogate with dual-clip and token-mean aggregation,
 and changes as little as possible, so that ablations isolate one mechanism:
 
-- ``grpo``: ``max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``, capped at ``-c A`` for ``A < 0``.
+- ``grpo``: ``max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``, capped at ``-c A`` for ``A < 0``
+  (dual-clip, ``dual_clip``), times ``lambda`` on positive-advantage tokens (``positive_weight``, 1).
 - ``clip_higher``: the same loss; only its preset default ``eps_high = 0.28`` differs (DAPO), which
   lets positive-advantage tokens keep rising. Inert on-policy, where ``rho == 1``.
 - ``entropy_bonus``: keeps the surrogate and subtracts ``beta * agg(h)`` with gradient through ``h``;
   a fixed pressure towards high entropy with no target.
 - ``adaptive_entropy``: the same bonus weighted by the controller output ``alpha = c_k * g_k``; the
   controller, not the loss, decides the weight (Skywork-OR1's AEC).
-- ``clip_cov``: keeps the surrogate (its preset opens the clip, ``eps = 1``) and zeroes the loss of a
-  few random tokens whose covariance ``cov_t`` between log-prob and advantage lies in ``(lb, ub)``:
-  those tokens drive entropy collapse. Acts on-policy too.
+- ``clip_cov``: keeps the surrogate (its preset opens the clip, ``eps = 1``, and drops dual-clip as
+  Cui et al. do) and zeroes the loss of a few random tokens whose covariance ``cov_t`` between
+  log-prob and advantage lies in ``(lb, ub)``: those tokens drive entropy collapse. Acts on-policy too.
 - ``kl_cov``: drops clipping and dual-clip (``-A rho`` everywhere) and adds ``coef * |logp - old_logp|``
   on the top-covariance tokens; the penalty has zero gradient on-policy, so it is inert there.
 - ``entropic``: keeps the surrogate and adds ``alpha * agg_HP(-rho |A|)`` over high-probability tokens
   (``logp > log(tau)``, all tokens when ``tau = 0``). On-policy this reweights HP tokens by
   ``1 + alpha * sign(A) * N_all / N_hp``; ``alpha > 0`` sharpens, ``alpha < 0`` flattens; ``alpha = 0`` is
   GRPO exactly. ``entropic_p`` differs only in its controller.
+- ``w_reinforce``: the GRPO loss; only its preset ``lambda = 0.1`` differs (Zhu et al.), so positive
+  samples are reinforced ten times less than negative ones are penalised; ``nsr`` is ``lambda = 0``.
+- ``forking_tokens``: the surrogate on the ``ceil(q N)`` response tokens of highest entropy only
+  (Wang et al.), token-mean over those tokens; ``q = 1`` is GRPO exactly.
+
+``compute_policy_loss(..., bonus=b)`` subtracts ``b * agg(h)`` from any loss (the ``entropy_bonus``
+actuator, :mod:`entropic_tune.actuators`).
 
 A loss is a function ``LossInputs -> (loss, metrics)``; metrics are detached 0-dim tensors keyed by
 ``metrics.LOSS_KEYS`` and converted to floats once, in :func:`compute_policy_loss`.
@@ -96,14 +104,19 @@ class Surrogate:
 
 
 def clipped_surrogate(inp: LossInputs) -> Surrogate:
-    """``l_t = max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``; ``l_t = min(l_t, -c A)`` if ``A < 0``."""
+    """``l_t = max(-A rho, -A clip(rho, 1-eps_low, 1+eps_high))``; ``l_t = min(l_t, -c A)`` if ``A < 0``
+    and ``dual_clip``; then ``l_t <- lambda * l_t`` where ``A > 0`` (``lambda = positive_weight``)."""
     eps_low, eps_high, c = inp.hp["clip_eps_low"], inp.hp["clip_eps_high"], inp.hp["dual_clip_c"]
     unclipped = -inp.adv * inp.ratio  # (B, T)
     clipped = -inp.adv * inp.ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
     loss = torch.maximum(unclipped, clipped)
     cap = -c * inp.adv  # (B, T)
-    dual = (inp.adv < 0) & (loss > cap)
-    return Surrogate(torch.where(dual, cap, loss), clipped > unclipped, dual)
+    dual = (inp.adv < 0) & (loss > cap) & bool(inp.hp["dual_clip"])
+    loss = torch.where(dual, cap, loss)
+    weight = inp.hp["positive_weight"]
+    if weight != 1.0:  # GRPO's lambda = 1 skips the op, so its loss stays bit for bit what it was
+        loss = torch.where(inp.adv > 0, weight * loss, loss)
+    return Surrogate(loss, clipped > unclipped, dual)
 
 
 def token_covariance(inp: LossInputs) -> torch.Tensor:
@@ -136,8 +149,10 @@ def require_entropy(inp: LossInputs, name: str) -> torch.Tensor:
 
 @register_loss("grpo")
 @register_loss("clip_higher")
+@register_loss("w_reinforce")
 def grpo_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
-    """``L = agg(l_t)`` (clip_higher only changes the ``clip_eps_high`` default)."""
+    """``L = agg(l_t)`` (clip_higher only changes the ``clip_eps_high`` default, w_reinforce and nsr
+    only ``positive_weight``)."""
     surrogate = clipped_surrogate(inp)
     return M.aggregate(surrogate.loss, inp.mask), surrogate.metrics(inp.mask)
 
@@ -167,6 +182,24 @@ def entropic_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     reweight = M.aggregate(-inp.ratio * inp.adv.abs(), inp.high_prob)
     loss = M.aggregate(surrogate.loss, inp.mask) + inp.alpha * reweight
     return loss, surrogate.metrics(inp.mask)
+
+
+@register_loss("forking_tokens")
+def forking_tokens_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
+    """``L = agg_F(l_t)``: token-mean over the forking tokens ``F``, the ``max(1, ceil(q N))`` response
+    tokens of highest entropy ``h_t`` (detached; ties broken by position), ``q = entropy_quantile``.
+
+    As Wang et al.'s code: top-k over the whole (mini-)batch with ``k = floor(q N + 0.9999)``, and the
+    selection becomes the loss mask, so the mean is over ``F`` (TRL divides by all tokens instead).
+    """
+    h = require_entropy(inp, "forking_tokens").detach()
+    surrogate = clipped_surrogate(inp)
+    k = torch.floor(inp.mask.sum().double() * inp.hp["entropy_quantile"] + 0.9999).clamp_min(1.0)
+    forking = top_k_mask(torch.where(inp.mask > 0, h, -math.inf), k).to(inp.mask.dtype)  # (B, T)
+    loss = M.aggregate(surrogate.loss, forking)
+    out = surrogate.metrics(inp.mask)
+    out[M.PG_LOSS] = loss.detach()
+    return loss, out
 
 
 @register_loss("clip_cov")
@@ -263,6 +296,7 @@ def compute_policy_loss(
     *,
     entropy: torch.Tensor | None = None,
     alpha: float = 0.0,
+    bonus: float = 0.0,
     generator: torch.Generator | None = None,
     **hparams: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -270,7 +304,8 @@ def compute_policy_loss(
 
     Shapes: ``logprobs`` (with grad), ``old_logprobs``, ``mask`` and ``entropy`` are ``(B, T)``;
     ``advantages`` is ``(B, T)`` or ``(B,)``. ``alpha`` is the controller output for the step (EntroPIC's
-    alpha, or ``c_k * g_k`` for ``adaptive_entropy``). ``generator`` drives clip_cov's random choice.
+    alpha, or ``c_k * g_k`` for ``adaptive_entropy``); ``bonus`` a further entropy bonus ``- bonus *
+    agg(h)`` on top of any loss (the entropy_bonus actuator). ``generator`` drives clip_cov's choice.
     ``hparams`` override the method's defaults (keys of ``methods.LOSS_DEFAULTS``).
     """
     name, hp = resolve_loss(method)
@@ -289,7 +324,11 @@ def compute_policy_loss(
         generator=generator,
     )
     loss, out = LOSSES[name](inp)
-    out.setdefault(M.PPO_KL, M.aggregate(inp.old_logp - inp.logp.detach(), inp.mask))
+    if bonus != 0.0:  # 0 (every actuator but entropy_bonus) skips the op: the loss keeps its bits
+        h = require_entropy(inp, "bonus (entropy_bonus actuator)")
+        loss = loss - bonus * M.aggregate(h, inp.mask)
+    # The same clamped log-ratio the loss uses: a badly stale token counts as +/-20, not as its raw value.
+    out.setdefault(M.PPO_KL, M.aggregate(-inp.log_ratio.detach(), inp.mask))
     out.setdefault(M.HIGH_PROB_FRAC, M.aggregate(inp.high_prob, inp.mask))
     zero = torch.zeros((), dtype=torch.float64, device=logprobs.device)
     values = torch.stack([out.get(k, zero).detach().double() for k in M.LOSS_KEYS]).tolist()

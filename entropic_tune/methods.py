@@ -18,6 +18,7 @@ LOSS_DEFAULTS = MappingProxyType(
         "clip_eps_low": 0.2,
         "clip_eps_high": 0.2,
         "dual_clip_c": 3.0,
+        "dual_clip": 1.0,  # a flag (1.0 = on); clip_cov's preset turns it off (Cui et al. have none)
         "beta": 1e-3,
         "tau": 0.95,
         "clip_cov_ratio": 2e-4,
@@ -25,6 +26,8 @@ LOSS_DEFAULTS = MappingProxyType(
         "clip_cov_ub": 5.0,
         "kl_cov_ratio": 2e-3,
         "kl_cov_coef": 1.0,
+        "positive_weight": 1.0,  # lambda on positive-advantage tokens; 1 = GRPO
+        "entropy_quantile": 0.2,  # forking_tokens: share of highest-entropy tokens with gradient
     }
 )
 
@@ -47,6 +50,7 @@ _PRESETS: dict[str, dict[str, object]] = {
         "loss.name": "clip_cov",
         "loss.clip_eps_low": 1.0,
         "loss.clip_eps_high": 1.0,
+        "loss.dual_clip": False,
         "controller.name": "constant",
         "controller.value": 0.0,
     },
@@ -55,6 +59,27 @@ _PRESETS: dict[str, dict[str, object]] = {
     "adaptive_entropy": {"loss.name": "adaptive_entropy", "controller.name": "adaptive"},
     "entropic": {"loss.name": "entropic", "controller.name": "pi"},
     "entropic_p": {"loss.name": "entropic", "controller.name": "pi", "controller.ki": 0.0},
+    # Zhu et al. (arXiv 2506.01347): positive samples weighted by lambda = 0.1, negative ones by 1.
+    "w_reinforce": {
+        "loss.name": "w_reinforce",
+        "loss.positive_weight": 0.1,
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
+    # The same paper's negative-sample reinforcement: W-REINFORCE with lambda = 0.
+    "nsr": {
+        "loss.name": "w_reinforce",
+        "loss.positive_weight": 0.0,
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
+    # Wang et al. (arXiv 2506.01939): gradient only on the top 20% of tokens by entropy.
+    "forking_tokens": {
+        "loss.name": "forking_tokens",
+        "loss.entropy_quantile": 0.2,
+        "controller.name": "constant",
+        "controller.value": 0.0,
+    },
 }
 
 METHODS: tuple[str, ...] = tuple(_PRESETS)
@@ -69,6 +94,9 @@ MAIN_KNOBS: dict[str, tuple[str, ...]] = {
     "adaptive_entropy": ("controller.target_entropy", "controller.coef_delta"),
     "entropic": ("controller.kp", "controller.ki", "controller.target_entropy"),
     "entropic_p": ("controller.kp", "controller.target_entropy"),
+    "w_reinforce": ("loss.positive_weight",),
+    "nsr": ("optim.lr",),  # lambda is fixed at 0 by definition; the step size is what is left
+    "forking_tokens": ("loss.entropy_quantile",),
 }
 
 

@@ -24,6 +24,7 @@ ALPHA = "control/alpha"
 ERROR = "control/error"
 INTEGRAL = "control/integral"
 COEF = "control/coef"
+ACTUATOR_VALUE = "control/actuator_value"
 DETACHED_FRAC = "cov/detached_frac"
 PENALISED_FRAC = "cov/penalised_frac"
 REWARD_MEAN = "rollout/reward_mean"
@@ -41,6 +42,8 @@ UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
 # per-step dict has the same keys whatever the method.
 LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
 CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF)
+ACTUATOR_KEYS = (ACTUATOR_VALUE,)
+"""Set by the trainer from the controller output and ``controller.actuator`` (not by the controller)."""
 ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
 EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
 PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
@@ -48,7 +51,8 @@ STEP = "step"
 """1-based rollout step index; present in every step dict."""
 
 STEP_KEYS: tuple[str, ...] = (
-    (STEP, ENTROPY) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ROLLOUT_KEYS + EVAL_KEYS + PERF_KEYS
+    (STEP, ENTROPY) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS + EVAL_KEYS
+    + PERF_KEYS
 )
 """Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
 
@@ -63,10 +67,15 @@ SUMMARY_KEYS = (TRACKING_RMSE, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Full-vocabulary entropy of ``softmax(logits / T)`` over the last dim.
 
-    ``h = logsumexp(z) - sum_v p_v z_v`` with ``z = logits / T`` in fp32 (also for bf16 logits), which
-    stays finite for very peaked distributions. Shape: ``(..., V) -> (...)``.
+    ``h = logsumexp(z) - sum_v p_v z_v`` with ``z = logits / T - max_v(logits / T)`` in fp32 (also for
+    bf16 logits), which stays finite for very peaked distributions. ``h`` is invariant to the shift, but
+    without it the two terms are each of the size of ``|z|`` and cancel: at ``|z| ~ 250`` fp32 lost
+    ~4e-3 nats. After the shift ``z <= 0`` and the error stays ~1e-6 nats, on LLM-like logits too
+    (tests/test_metrics.py checks both against float64). The max is detached: the gradient of ``h``
+    through a shift is zero. Shape: ``(..., V) -> (...)``.
     """
     z = logits.float() / temperature  # (..., V)
+    z = z - z.detach().amax(dim=-1, keepdim=True)  # (..., V), max 0
     logz = torch.logsumexp(z, dim=-1, keepdim=True)  # (..., 1)
     p = torch.exp(z - logz)  # (..., V)
     return logz.squeeze(-1) - (p * z).sum(dim=-1)

@@ -20,9 +20,10 @@ import time
 import torch
 
 from . import metrics as M
+from .actuators import Actuation, actuate
 from .config import Config
 from .controllers import build_controller
-from .losses import compute_policy_loss
+from .losses import compute_policy_loss, resolve_loss
 from .policy import Policy, load_policy
 from .rollout import (
     Generation,
@@ -99,7 +100,9 @@ class Trainer:
         n_tokens = float(batch.mask.sum().item())
         out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy}
         out.update(update_metrics)
-        out.update(self.controller.metrics())
+        control = self.controller.metrics()
+        out.update(control)
+        out[M.ACTUATOR_VALUE] = self._actuate(control[M.ALPHA]).value  # the last mini-batch's knob
         out.update(self._rollout_metrics(batch, n_tokens))
         out.update({k: self.last_eval[k] for k in M.EVAL_KEYS})
         out[M.STEP_S] = time.perf_counter() - start
@@ -210,9 +213,10 @@ class Trainer:
             mb_entropy = M.aggregate(ent.detach(), mask).item()
             self._check_finite(mb_entropy, "minibatch entropy")
             alpha = self.controller.update(mb_entropy)
+        act = self._actuate(alpha)
         loss, loss_metrics = compute_policy_loss(
-            cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=alpha,
-            generator=self.generator, **self.loss_params,
+            cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
+            bonus=act.bonus, generator=self.generator, **act.params,
         )
         if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step and not self.restored:
             loss = loss * float("nan")
@@ -226,6 +230,12 @@ class Trainer:
         self._check_finite(grad_norm, "gradient norm")
         self.optimizer.step()
         return {**loss_metrics, M.GRAD_NORM: grad_norm}
+
+    def _actuate(self, output: float) -> Actuation:
+        """The loss inputs the controller ``output`` sets through ``controller.actuator``."""
+        c = self.config.controller
+        return actuate(c.actuator, output, controller=c.name, scale=c.actuator_scale,
+                       params=self.loss_params, loss=resolve_loss(self.config.method)[0])
 
     def _rollout_metrics(self, batch: RolloutBatch, n_tokens: float) -> dict[str, float]:
         solved = batch.rewards.view(-1, batch.group_size).mean(-1)  # (B,)

@@ -194,6 +194,12 @@ def test_user_error_is_value_error():
         ({"controller.name": "pid"}, "controller.name"),
         ({"loss.name": "ppo"}, "loss.name"),
         ({"task.name": "jsonl"}, "task.path"),
+        ({"loss.positive_weight": -0.1}, "loss.positive_weight"),
+        ({"loss.entropy_quantile": 0.0}, "loss.entropy_quantile"),
+        ({"loss.entropy_quantile": 1.5}, "loss.entropy_quantile"),
+        ({"controller.actuator": "eps_high"}, "controller.actuator"),
+        ({"controller.actuator_scale": 0.0}, "controller.actuator_scale"),
+        ({"controller.coef_gate": "last"}, "controller.coef_gate"),
     ],
 )
 def test_range_checks_name_the_key(data, key):
@@ -212,6 +218,23 @@ def test_boundary_values_are_accepted():
         }
     )
     assert cfg.loss.tau == 0.0 and cfg.rollout.group_size == 2
+
+
+def test_actuator_error_lists_the_actuators():
+    allowed = "allowed: entropic, entropy_bonus, clip_high, positive_weight"
+    with pytest.raises(UserError, match=f"did you mean 'clip_high'.*{allowed}"):
+        load_config({"controller.actuator": "clip_hig"})
+
+
+def test_new_method_presets():
+    assert load_config({"method": "w_reinforce"}).loss.positive_weight == 0.1
+    assert load_config({"method": "nsr"}).loss.positive_weight == 0.0
+    assert load_config({"method": "forking_tokens"}).loss.entropy_quantile == 0.2
+    assert not load_config({"method": "clip_cov"}).loss.dual_clip  # Cui et al. have no dual-clip
+    default = load_config()
+    assert default.loss.dual_clip and default.loss.positive_weight == 1.0
+    assert (default.controller.actuator, default.controller.actuator_scale) == ("entropic", 1.0)
+    assert default.controller.coef_gate == "current"
 
 
 def test_choice_error_lists_allowed_values():

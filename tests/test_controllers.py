@@ -152,6 +152,42 @@ def test_adaptive_keeps_working_at_upper_bound():
     assert ctrl.coef == pytest.approx(1e-3)
 
 
+def test_adaptive_previous_gate_uses_the_entropy_of_the_step_before():
+    # Skywork-OR1's timing: the bonus of step k is on when H_{k-1} < target; c moves as before.
+    entropies = [0.4, 0.6, 0.6, 0.4, 0.4]
+    current = AdaptiveEntropyController(target=0.5, delta=1e-4, coef_init=1e-3)
+    previous = AdaptiveEntropyController(target=0.5, delta=1e-4, coef_init=1e-3, gate="previous")
+    out_current, out_previous, coefs = [], [], []
+    for h in entropies:
+        coef = previous.coef  # c_k, before this step's adjustment
+        out_current.append(current.update(h))
+        out_previous.append(previous.update(h))
+        coefs.append(coef)
+        assert previous.coef == current.coef and previous.error == current.error
+    below = [h < 0.5 for h in entropies]
+    assert out_current == pytest.approx([c * b for c, b in zip(coefs, below, strict=True)])
+    # closed at step 1, then the gate of the step before
+    shifted = [0.0] + [c * b for c, b in zip(coefs[1:], below[:-1], strict=True)]
+    assert out_previous == pytest.approx(shifted)
+    assert out_previous != pytest.approx(out_current)
+
+
+def test_adaptive_previous_gate_state_round_trip_and_bad_gate():
+    ctrl = AdaptiveEntropyController(target=0.5, coef_init=1e-3, gate="previous")
+    ctrl.update(0.4)
+    state = ctrl.state_dict()
+    assert state["gate"] == 1.0
+    restored = AdaptiveEntropyController(target=0.5, coef_init=1e-3, gate="previous")
+    restored.load_state_dict(state)
+    assert restored.update(0.9) == ctrl.update(0.9) == pytest.approx(1.1e-3)  # gated by H = 0.4
+    default = AdaptiveEntropyController(target=0.5).state_dict()
+    assert "gate" not in default  # the default's state keeps its keys (old checkpoints still load)
+    with pytest.raises(ValueError, match="gate"):
+        AdaptiveEntropyController(target=0.5, gate="next")
+    cfg = load_config({"method": "adaptive_entropy", "controller.coef_gate": "previous"})
+    assert build_controller(cfg.controller).previous_gate
+
+
 def test_adaptive_rejects_coef_init_outside_bounds():
     with pytest.raises(ValueError, match="coef_init"):
         AdaptiveEntropyController(target=0.5, coef_init=1.0)

@@ -24,7 +24,10 @@ def test_core_does_not_import_ray_optuna_pandas(module):
     assert not {"ray", "optuna", "pandas", "matplotlib"} & loaded
 
 
-@pytest.mark.parametrize("module", ["entropic_tune.controllers", "entropic_tune.methods", "entropic_tune.tasks"])
+@pytest.mark.parametrize(
+    "module",
+    ["entropic_tune.controllers", "entropic_tune.actuators", "entropic_tune.methods", "entropic_tune.tasks"],
+)
 def test_pure_units_do_not_import_torch(module):
     assert "torch" not in _loaded(module)
 

@@ -85,6 +85,75 @@ def test_adaptive_entropy_alpha_zero_equals_grpo():
     assert_same(run("adaptive_entropy", batch, alpha=0.0), run("grpo", batch))
 
 
+@pytest.mark.parametrize("off", [True, False])
+def test_w_reinforce_lambda_one_and_forking_quantile_one_equal_grpo(off):
+    batch = make_batch(seed=9, b=6, t=12, off_policy=off)
+    grpo = run("grpo", batch)
+    w_one = run("w_reinforce", batch, positive_weight=1.0)
+    fork_all = run("forking_tokens", batch, entropy_quantile=1.0)
+    for result in (w_one, fork_all):
+        assert torch.equal(result[0], grpo[0]) and torch.equal(result[1], grpo[1])
+        assert result[3] == grpo[3]
+    assert not torch.equal(run("w_reinforce", batch)[1], grpo[1])  # the preset's lambda 0.1 differs
+
+
+def test_w_reinforce_scales_positive_advantage_tokens_by_lambda():
+    batch = make_batch(seed=10, b=6, t=12)  # off-policy: clipped tokens have zero gradient in both
+    _, grad, _, _ = run("w_reinforce", batch)
+    _, base, _, _ = run("grpo", batch)
+    positive = (batch.adv > 0)[:, None].expand_as(grad)
+    assert positive.any() and (~positive).any()
+    assert_close(grad, torch.where(positive, 0.1 * base, base))
+
+
+def test_nsr_gives_no_gradient_to_positive_advantage_tokens():
+    batch = make_batch(seed=11, b=6, t=12)
+    _, grad, _, out = run("nsr", batch)
+    _, base, _, _ = run("grpo", batch)
+    positive = (batch.adv > 0)[:, None].expand_as(grad)
+    assert torch.all(grad[positive] == 0) and (base[positive] != 0).any()
+    assert torch.equal(grad[~positive], base[~positive]) and (grad[~positive] != 0).any()
+    assert math.isfinite(out[M.PG_LOSS])
+
+
+@pytest.mark.parametrize("quantile", [0.2, 0.5])
+def test_forking_tokens_gradient_only_on_the_highest_entropy_tokens(quantile):
+    batch = on_policy(make_batch(seed=12, b=6, t=16))  # every response token has GRPO gradient
+    loss, grad, h_grad, out = run("forking_tokens", batch, entropy_quantile=quantile)
+    _, base, _, _ = run("grpo", batch)
+    n = int(batch.mask.sum())
+    k = math.ceil(quantile * n)
+    h = batch.entropy.masked_fill(batch.mask == 0, -math.inf)
+    threshold = h.flatten().topk(k).values[-1]
+    above, below = (h >= threshold) & (batch.mask > 0), (h < threshold) & (batch.mask > 0)
+    assert above.sum() == k and below.any() and torch.all(base[batch.mask > 0] != 0)
+    assert torch.all(grad[below] == 0) and torch.all(grad[above] != 0)
+    assert_close(grad[above], base[above] * n / k)  # token-mean over the k forking tokens
+    assert h_grad is None or torch.all(h_grad == 0)  # entropy only selects, it is not optimised
+    surrogate = -batch.adv[:, None].expand_as(batch.logp)  # on-policy: l_t = -A
+    assert_close(loss, surrogate[above].mean())
+    assert out[M.PG_LOSS] == pytest.approx(loss.item())
+
+
+def test_forking_tokens_needs_entropy():
+    batch = make_batch()
+    with pytest.raises(ValueError, match="entropy"):
+        compute_policy_loss("forking_tokens", batch.logp, batch.old, batch.adv, batch.mask)
+
+
+@pytest.mark.parametrize("method", ["grpo", "entropic", "kl_cov"])
+def test_bonus_subtracts_entropy_from_any_loss(method):
+    batch = make_batch()
+    loss, grad, h_grad, _ = run(method, batch, alpha=0.3, bonus=0.05)
+    base, base_grad, base_h, _ = run(method, batch, alpha=0.3)
+    n = batch.mask.sum()
+    assert_close(loss, base - 0.05 * (batch.entropy * batch.mask).sum() / n)
+    assert_close(grad, base_grad)
+    assert_close(h_grad, -0.05 * batch.mask / n + (0 if base_h is None else base_h))
+    same = run(method, batch, alpha=0.3, bonus=0.0)
+    assert torch.equal(same[0], base) and torch.equal(same[1], base_grad)
+
+
 def test_entropic_p_equals_entropic():
     batch = make_batch()
     p, pi = run("entropic_p", batch, alpha=0.3), run("entropic", batch, alpha=0.3)
@@ -206,6 +275,12 @@ def test_clip_higher_keeps_gradient_at_ratio_1_25():
     assert out_ch[M.PG_CLIPFRAC] == 0.0
 
 
+def test_ppo_kl_uses_the_clamped_log_ratio():
+    batch = two_tokens(30.0, 1.0)  # log-ratio 30 is clamped to 20 in the loss
+    _, _, _, out = run("grpo", batch)
+    assert out[M.PPO_KL] == pytest.approx(-(20.0 + 0.0) / 2)
+
+
 def test_dual_clip_caps_negative_advantage():
     batch = two_tokens(3.0, -1.0)
     loss, grad, _, out = run("grpo", batch)
@@ -276,21 +351,50 @@ def test_clip_cov_detaches_budget_among_eligible_tokens():
     assert torch.equal(grad, again) and not torch.equal(grad, other)
 
 
-def test_clip_cov_skips_already_clipped_tokens():
+def _stale_batch() -> Batch:
+    """Off-policy batch with negative-advantage tokens at ratio > 3, where dual-clip would bind."""
     batch = make_batch(seed=8, b=8, t=64)
-    eps = {"clip_eps_low": 0.2, "clip_eps_high": 0.2}
+    old = batch.old.clone()
+    old[1, :10] = batch.logp[1, :10] - 1.5  # response 1 has A < 0 (make_batch); rho = e^1.5 ~ 4.5
+    return replace(batch, old=old)
+
+
+@pytest.mark.parametrize("dual_clip", [False, True])
+def test_clip_cov_skips_already_clipped_tokens(dual_clip):
+    batch = _stale_batch()
+    eps = {"clip_eps_low": 0.2, "clip_eps_high": 0.2, "dual_clip": dual_clip}
     adv = batch.adv[:, None].expand_as(batch.logp)
     rho = (batch.logp - batch.old).exp()
-    clipped = ((adv > 0) & (rho > 1.2)) | ((adv < 0) & (rho < 0.8)) | ((adv < 0) & (rho > 3.0))
+    dual = (adv < 0) & (rho > 3.0) & dual_clip
+    clipped = ((adv > 0) & (rho > 1.2)) | ((adv < 0) & (rho < 0.8)) | dual
     cov = _cov(batch)
     expected = (batch.mask > 0) & (cov > 1.0) & (cov < 5.0) & ~clipped
     assert expected.any() and (clipped & (cov > 1.0) & (cov < 5.0) & (batch.mask > 0)).any()
     loss, _, _, out = run("clip_cov", batch, clip_cov_ratio=0.9, **eps)  # budget > eligible
     per_token = torch.maximum(-adv * rho, -adv * rho.clamp(0.8, 1.2))
-    per_token = torch.where((adv < 0) & (per_token > -3.0 * adv), -3.0 * adv, per_token)
+    per_token = torch.where(dual, -3.0 * adv, per_token)
     n = batch.mask.sum()
     assert_close(loss, (per_token * batch.mask * ~expected).sum() / n)
     assert out[M.DETACHED_FRAC] == pytest.approx((expected.sum() / n).item())
+
+
+def test_clip_cov_default_is_cui_et_al_without_dual_clip():
+    # Clip-Cov as published (Entropy-Mechanism-of-RL / verl): max(-A rho, -A clip(rho, 1 - eps, 1 + eps))
+    # with eps = 1 and no cap for A < 0; only tokens the ordinary clip silenced are not candidates.
+    batch = _stale_batch()
+    adv = batch.adv[:, None].expand_as(batch.logp)
+    rho = (batch.logp - batch.old).exp()
+    stale = (adv < 0) & (rho > 3.0) & (batch.mask > 0)
+    assert stale.sum() >= 10
+    seeded = torch.Generator().manual_seed(0)
+    loss, grad, _, out = run("clip_cov", batch, clip_cov_ratio=1e-9, generator=seeded)
+    per_token = torch.maximum(-adv * rho, -adv * rho.clamp(0.0, 2.0))
+    clipped = (adv > 0) & (rho > 2.0)  # the ordinary clip's zero-gradient branch
+    kept = ~((grad == 0) & ~clipped & (batch.mask > 0))  # all but the one detached token
+    assert (~kept).sum() == 1 and out[M.DETACHED_FRAC] == pytest.approx(1 / batch.mask.sum().item())
+    assert_close(loss, (per_token * batch.mask * kept).sum() / batch.mask.sum())
+    assert torch.all(grad[stale & kept] != 0)  # dual-clip would have zeroed these
+    assert out[M.PG_CLIPFRAC_LOWER] == 0.0
 
 
 # --- contract -------------------------------------------------------------------------------------
