@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .config import ControllerConfig
-from .errors import UserError, unknown
+from ..config import ControllerConfig
+from ..errors import UserError, unknown
 
 # The same strings as metrics.ALPHA etc. (metrics imports torch; this module must not). A test asserts
 # they are equal.
