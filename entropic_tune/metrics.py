@@ -24,6 +24,11 @@ ALPHA = "control/alpha"
 ERROR = "control/error"
 INTEGRAL = "control/integral"
 COEF = "control/coef"
+KP = "control/kp"
+KI = "control/ki"
+PLANT_GAIN = "control/plant_gain"
+PLANT_DRIFT = "control/plant_drift"
+PHASE = "control/phase"
 DETACHED_FRAC = "cov/detached_frac"
 PENALISED_FRAC = "cov/penalised_frac"
 REWARD_MEAN = "rollout/reward_mean"
@@ -40,7 +45,7 @@ UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
 # Loss-side metrics: every loss returns all of these (zeros where a mechanism is absent), so the
 # per-step dict has the same keys whatever the method.
 LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
-CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF)
+CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF, KP, KI, PLANT_GAIN, PLANT_DRIFT, PHASE)
 ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
 EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
 PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
