@@ -32,12 +32,28 @@ from .gains import alpha_bounds, pi_gains
 from .plant import EntropyPlant, identify_plant
 
 PHASE_OFF, PHASE_PROBE, PHASE_TUNED, PHASE_ONLINE, PHASE_FALLBACK = 0.0, 1.0, 2.0, 3.0, 4.0
-PHASES = {PHASE_OFF: "off", PHASE_PROBE: "probe", PHASE_TUNED: "tuned", PHASE_ONLINE: "online",
-          PHASE_FALLBACK: "fallback"}
+PHASES = {
+    PHASE_OFF: "off",
+    PHASE_PROBE: "probe",
+    PHASE_TUNED: "tuned",
+    PHASE_ONLINE: "online",
+    PHASE_FALLBACK: "fallback",
+}
 """``control/phase`` codes (``0`` = fixed gains, every controller without autotuning)."""
 
-_STATE = ("alpha", "error", "step", "phase", "alphas", "entropies", "excitations", "pi", "gains",
-          "plant", "filter")
+_STATE = (
+    "alpha",
+    "error",
+    "step",
+    "phase",
+    "alphas",
+    "entropies",
+    "excitations",
+    "pi",
+    "gains",
+    "plant",
+    "filter",
+)
 
 
 def square_wave(step: int, amplitude: float, hold: int) -> float:
@@ -51,9 +67,13 @@ class AutotunedPIController(Controller):
     def __init__(self, cfg: ControllerConfig) -> None:
         super().__init__()
         if cfg.autotune not in ("probe", "online"):
-            raise UserError(f"AutotunedPIController: controller.autotune must be probe or online, got {cfg.autotune}")
+            raise UserError(
+                f"AutotunedPIController: controller.autotune must be probe or online, got {cfg.autotune}"
+            )
         self.cfg = cfg
-        self.pi = PIController(cfg.kp, cfg.ki, cfg.target_entropy, cfg.alpha_min, cfg.alpha_max, cfg.anti_windup)
+        self.pi = PIController(
+            cfg.kp, cfg.ki, cfg.target_entropy, cfg.alpha_min, cfg.alpha_max, cfg.anti_windup
+        )
         self.step = 0
         self.phase = PHASE_PROBE
         self.alphas: list[float] = []
@@ -146,22 +166,41 @@ class AutotunedPIController(Controller):
     def state_dict(self) -> dict[str, object]:
         """Plain Python (floats, ints, lists, dicts): safe for ``torch.load(weights_only=True)``."""
         return {
-            "alpha": float(self.alpha), "error": float(self.error), "step": int(self.step),
-            "phase": float(self.phase), "alphas": list(self.alphas), "entropies": list(self.entropies),
-            "excitations": list(self.excitations), "pi": self.pi.state_dict(),
-            "gains": {"kp": self.pi.kp, "ki": self.pi.ki, "alpha_min": self.pi.alpha_min,
-                      "alpha_max": self.pi.alpha_max, "reported_kp": self.kp, "reported_ki": self.ki},
+            "alpha": float(self.alpha),
+            "error": float(self.error),
+            "step": int(self.step),
+            "phase": float(self.phase),
+            "alphas": list(self.alphas),
+            "entropies": list(self.entropies),
+            "excitations": list(self.excitations),
+            "pi": self.pi.state_dict(),
+            "gains": {
+                "kp": self.pi.kp,
+                "ki": self.pi.ki,
+                "alpha_min": self.pi.alpha_min,
+                "alpha_max": self.pi.alpha_max,
+                "reported_kp": self.kp,
+                "reported_ki": self.ki,
+            },
             "plant": dataclasses.asdict(self.plant) if self.plant is not None else None,
             "filter": self.filter.state_dict() if self.filter is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         if set(state) != set(_STATE):
-            raise ValueError(f"AutotunedPIController.load_state_dict: expected keys {sorted(_STATE)}, "
-                             f"got {sorted(state)}")
+            raise ValueError(
+                f"AutotunedPIController.load_state_dict: expected keys {sorted(_STATE)}, "
+                f"got {sorted(state)}"
+            )
         gains = state["gains"]
-        self.pi = PIController(gains["kp"], gains["ki"], self.cfg.target_entropy, gains["alpha_min"],
-                               gains["alpha_max"], self.cfg.anti_windup)
+        self.pi = PIController(
+            gains["kp"],
+            gains["ki"],
+            self.cfg.target_entropy,
+            gains["alpha_min"],
+            gains["alpha_max"],
+            self.cfg.anti_windup,
+        )
         self.pi.load_state_dict(state["pi"])
         self.kp, self.ki = float(gains["reported_kp"]), float(gains["reported_ki"])
         self.alpha, self.error = float(state["alpha"]), float(state["error"])

@@ -88,7 +88,9 @@ class EntropyFilter:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         if set(state) != set(_STATE):
-            raise ValueError(f"EntropyFilter.load_state_dict: expected keys {sorted(_STATE)}, got {sorted(state)}")
+            raise ValueError(
+                f"EntropyFilter.load_state_dict: expected keys {sorted(_STATE)}, got {sorted(state)}"
+            )
         for key in _STATE:
             setattr(self, key, float(state[key]))
         self.ema_steps = int(self.ema_steps)

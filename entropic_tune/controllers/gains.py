@@ -37,7 +37,9 @@ def effective_delay(plant: EntropyPlant) -> float:
     return 0.5 + 0.5 * max(plant.lag, 0.0)
 
 
-def pi_gains(plant: EntropyPlant, closed_loop_steps: float, p_only: bool = False) -> tuple[float, float]:
+def pi_gains(
+    plant: EntropyPlant, closed_loop_steps: float, p_only: bool = False
+) -> tuple[float, float]:
     """SIMC ``(kp, ki)`` for :class:`~.base.PIController` on ``plant``, closed-loop time ~``closed_loop_steps``.
 
     ``p_only``: SIMC's P controller (``ki = 0``; leaves the steady error ``drift / (|gain| kp)``).
@@ -46,8 +48,10 @@ def pi_gains(plant: EntropyPlant, closed_loop_steps: float, p_only: bool = False
     if not closed_loop_steps > 0:
         raise UserError(f"pi_gains: closed_loop_steps must be > 0, got {closed_loop_steps}")
     if not (plant.gain < 0 and math.isfinite(plant.gain)):
-        raise UserError(f"pi_gains: the plant gain must be negative (a larger alpha lowers entropy), "
-                        f"got {plant.gain:.3g}; the identification did not find a usable plant")
+        raise UserError(
+            f"pi_gains: the plant gain must be negative (a larger alpha lowers entropy), "
+            f"got {plant.gain:.3g}; the identification did not find a usable plant"
+        )
     theta = effective_delay(plant)
     horizon = max(float(closed_loop_steps), theta) + theta  # tau_c + theta
     kp = 1.0 / (-plant.gain * horizon)
@@ -55,8 +59,9 @@ def pi_gains(plant: EntropyPlant, closed_loop_steps: float, p_only: bool = False
     return kp, ki
 
 
-def alpha_bounds(plant: EntropyPlant, closed_loop_steps: float, gap: float = 0.0,
-                 z: float = 2.0) -> tuple[float, float]:
+def alpha_bounds(
+    plant: EntropyPlant, closed_loop_steps: float, gap: float = 0.0, z: float = 2.0
+) -> tuple[float, float]:
     """Bounds ``alpha* -/+ span`` around the holding alpha ``alpha* = -drift / gain``.
 
     ``span = max(|alpha*|, (|gap| + noise) / (|gain| * closed_loop_steps)) + z * stderr(alpha*)``:

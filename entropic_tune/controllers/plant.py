@@ -75,8 +75,11 @@ class EntropyPlant:
     def holding_alpha_stderr(self) -> float:
         """Standard error of :attr:`holding_alpha` by the delta method (uses the covariance)."""
         g, d = self.gain, self.drift
-        var = (self.drift_stderr**2 / g**2 + d**2 * self.gain_stderr**2 / g**4
-               - 2.0 * d * self.gain_drift_cov / g**3)
+        var = (
+            self.drift_stderr**2 / g**2
+            + d**2 * self.gain_stderr**2 / g**4
+            - 2.0 * d * self.gain_drift_cov / g**3
+        )
         return math.sqrt(max(var, 0.0))
 
     def is_identified(self, z: float = 2.0) -> bool:
@@ -117,27 +120,36 @@ def _whiten(columns: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
     return out, logdet
 
 
-def _checked(alphas: Sequence[float], entropies: Sequence[float],
-             excitation: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _checked(
+    alphas: Sequence[float], entropies: Sequence[float], excitation: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     a = np.asarray(alphas, dtype=float).reshape(-1)
     y = np.asarray(entropies, dtype=float).reshape(-1)
     if len(a) != len(y):
-        raise UserError(f"identify_plant: alphas and entropies need equal lengths, got {len(a)} and {len(y)}")
+        raise UserError(
+            f"identify_plant: alphas and entropies need equal lengths, got {len(a)} and {len(y)}"
+        )
     if len(y) < MIN_STEPS:
         raise UserError(f"identify_plant: need at least {MIN_STEPS} steps, got {len(y)}")
     if not (np.isfinite(a).all() and np.isfinite(y).all()):
         raise UserError("identify_plant: alphas and entropies must be finite (found NaN or Inf)")
     # alpha[n-1] acts after the last measurement: it never reaches the data.
     if np.ptp(a[:-1]) == 0:
-        raise UserError("identify_plant: alpha is constant, so its effect cannot be told from the drift; "
-                        "excite alpha (controller.autotune: probe)")
+        raise UserError(
+            "identify_plant: alpha is constant, so its effect cannot be told from the drift; "
+            "excite alpha (controller.autotune: probe)"
+        )
     x = None
     if excitation is not None:
         x = np.asarray(excitation, dtype=float).reshape(-1)
         if len(x) != len(y) or not np.isfinite(x).all():
-            raise UserError("identify_plant: excitation needs the length of entropies and finite values")
+            raise UserError(
+                "identify_plant: excitation needs the length of entropies and finite values"
+            )
         if np.ptp(x[:-1]) == 0:
-            raise UserError("identify_plant: the excitation is constant, so it cannot serve as instrument")
+            raise UserError(
+                "identify_plant: the excitation is constant, so it cannot serve as instrument"
+            )
     return a, y, x
 
 
@@ -145,8 +157,13 @@ def _summed(u: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(u[:-1])])  # S[k] = sum_{i<k} u[i]
 
 
-def identify_plant(alphas: Sequence[float], entropies: Sequence[float], *, lag: float | None = None,
-                   excitation: Sequence[float] | None = None) -> EntropyPlant:
+def identify_plant(
+    alphas: Sequence[float],
+    entropies: Sequence[float],
+    *,
+    lag: float | None = None,
+    excitation: Sequence[float] | None = None,
+) -> EntropyPlant:
     """Fit the integrating plant of the module docstring to one run's data.
 
     ``entropies[k]`` is measured before the update of step k, ``alphas[k]`` is applied in that update
@@ -180,8 +197,9 @@ def identify_plant(alphas: Sequence[float], entropies: Sequence[float], *, lag: 
     return _average(fits, n)
 
 
-def _iv_fit(xt: np.ndarray, zt: np.ndarray, yt: np.ndarray, logdet: float,
-            n: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+def _iv_fit(
+    xt: np.ndarray, zt: np.ndarray, yt: np.ndarray, logdet: float, n: int
+) -> tuple[np.ndarray, np.ndarray, float, float] | None:
     """(theta, cov, sigma2, loglik) of ``y = X theta`` with instruments Z (Z = X: least squares)."""
     a = zt.T @ xt  # (3, 3)
     if np.linalg.cond(a) > 1e12:
@@ -212,7 +230,13 @@ def _average(fits: list, n: int) -> EntropyPlant:
     q = float(w @ np.array([f[1] * f[4] for f in fits]))
     lag = float(w @ np.array([f[0] for f in fits]))
     return EntropyPlant(
-        gain=float(mean[1]), drift=float(mean[0]), gain_stderr=math.sqrt(cov[1, 1]), noise=math.sqrt(r),
-        drift_stderr=math.sqrt(cov[0, 0]), gain_drift_cov=float(cov[0, 1]), lag=lag,
-        process_noise=math.sqrt(q), steps=n,
+        gain=float(mean[1]),
+        drift=float(mean[0]),
+        gain_stderr=math.sqrt(cov[1, 1]),
+        noise=math.sqrt(r),
+        drift_stderr=math.sqrt(cov[0, 0]),
+        gain_drift_cov=float(cov[0, 1]),
+        lag=lag,
+        process_noise=math.sqrt(q),
+        steps=n,
     )
