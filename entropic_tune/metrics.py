@@ -59,10 +59,11 @@ STEP_KEYS: tuple[str, ...] = (
 
 # --- run summaries --------------------------------------------------------------------------------
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
+TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
-SUMMARY_KEYS = (TRACKING_RMSE, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
+SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -98,6 +99,39 @@ def entropy_tracking_rmse(entropies: Sequence[float], target: float) -> float:
     return math.sqrt(sum(((h - target) / target) ** 2 for h in tail) / len(tail))
 
 
+def measurement_noise_variance(values: Sequence[float]) -> float:
+    """Variance of the white measurement noise in a series, from its first differences.
+
+    For ``y = H + v`` with ``H`` a random walk (step variance ``q``) and ``v`` white (variance ``r``),
+    the differences have variance ``q + 2r`` and lag-1 autocovariance ``-r``; the estimate is
+    ``clip(-c1, 0, c0 / 2)`` (``c0``, ``c1`` the sample autocovariances of the differences), which a
+    smooth trend in ``H`` does not inflate the way ``var(diff) / 2`` would. ``nan`` below 4 values.
+    """
+    y = _finite(values)
+    if len(y) < 4:
+        return float("nan")
+    d = [b - a for a, b in zip(y, y[1:])]
+    mean = sum(d) / len(d)
+    c0 = sum((x - mean) ** 2 for x in d) / len(d)
+    c1 = sum((a - mean) * (b - mean) for a, b in zip(d, d[1:])) / len(d)
+    return min(max(-c1, 0.0), c0 / 2.0)
+
+
+def entropy_tracking_rmse_denoised(entropies: Sequence[float], target: float) -> float:
+    """Tracking RMSE of the *true* entropy: ``sqrt(max(MS - r / H_target^2, 0))`` over the second half.
+
+    ``MS`` is the mean of ``((H - H_target) / H_target)^2`` (the square of the raw tracking RMSE) and
+    ``r`` the measurement noise variance of the same steps (:func:`measurement_noise_variance`): with
+    noise independent of the true error, ``MS = true MS + r / H_target^2``, so removing ``r`` leaves how
+    well the controller holds the entropy itself, not the sampler's noise floor.
+    """
+    raw = entropy_tracking_rmse(entropies, target)
+    noise = measurement_noise_variance(entropies[len(entropies) // 2 :])
+    if not (math.isfinite(raw) and math.isfinite(noise)):
+        return float("nan")
+    return math.sqrt(max(raw**2 - noise / target**2, 0.0))
+
+
 def settle_step(entropies: Sequence[float], target: float, steps: Sequence[int] | None = None,
                 band: float = 0.10) -> float:
     """First step after which ``|H - H_target| / H_target`` stays within ``band`` to the end.
@@ -129,6 +163,7 @@ def summarize(history: Sequence[dict[str, float]], target_entropy: float) -> dic
     accuracy = history[-1].get(EVAL_ACCURACY, float("nan")) if history else float("nan")
     return {
         TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
+        TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy),
         SETTLE_STEP: settle_step(entropies, target_entropy, steps),
         FINAL_ACCURACY: float(accuracy),
         ENTROPY_DROP: entropy_drop(entropies),
