@@ -7,6 +7,7 @@ sampled-token NLL. The summary functions are plain Python over a history (list o
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -110,10 +111,10 @@ def measurement_noise_variance(values: Sequence[float]) -> float:
     y = _finite(values)
     if len(y) < 4:
         return float("nan")
-    d = [b - a for a, b in zip(y, y[1:])]
+    d = [b - a for a, b in itertools.pairwise(y)]
     mean = sum(d) / len(d)
     c0 = sum((x - mean) ** 2 for x in d) / len(d)
-    c1 = sum((a - mean) * (b - mean) for a, b in zip(d, d[1:])) / len(d)
+    c1 = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(d)) / len(d)
     return min(max(-c1, 0.0), c0 / 2.0)
 
 

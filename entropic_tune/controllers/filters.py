@@ -63,7 +63,9 @@ class EntropyFilter:
         """Advance the state by one step under this step's ``alpha`` (after the controller chose it)."""
         self.ema = self.beta * self.ema + (1.0 - self.beta) * float(alpha)
         self.ema_steps += 1
-        u = self.ema / (1.0 - self.beta**self.ema_steps)  # bias-corrected, as in plant.lagged_input
+        u = self.ema / (
+            1.0 - self.beta**self.ema_steps
+        )  # bias-corrected, as in plant.lagged_inputs
         self.h += self.drift + self.b + self.gain * u
         # P <- F P F' + Q with F = [[1, 1], [0, 1]]
         p_hh, p_hb, p_bb = self.p_hh, self.p_hb, self.p_bb

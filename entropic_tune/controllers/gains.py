@@ -75,8 +75,5 @@ def alpha_bounds(
     hold = plant.holding_alpha
     rate = (abs(gap) + plant.noise) / (-plant.gain * closed_loop_steps)
     span = max(abs(hold), rate) + z * plant.holding_alpha_stderr
-    lo = max(hold - span, -ALPHA_LIMIT)
-    hi = min(hold + span, ALPHA_LIMIT)
-    if not lo < hi:  # alpha* itself outside the cap: keep a usable interval at the cap
-        lo, hi = (-ALPHA_LIMIT, -ALPHA_LIMIT / 2) if hold < 0 else (ALPHA_LIMIT / 2, ALPHA_LIMIT)
-    return lo, hi
+    # span >= |alpha*|, so the interval always contains 0 and stays non-empty under the cap.
+    return max(hold - span, -ALPHA_LIMIT), min(hold + span, ALPHA_LIMIT)
