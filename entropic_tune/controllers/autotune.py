@@ -11,7 +11,8 @@ Phases (logged as ``control/phase``; METHOD.md 3.4 and section 5):
 - ``3`` online (``online``): the same PI plus a square-wave dither of ``dither_amplitude``; every
   ``retune_every`` steps the last ``retune_window`` steps are re-identified with the designed signal
   (probe, then dither) as instrument, so closed-loop data gives no feedback bias, and the gains are
-  rescheduled bumplessly (``ki * integral`` is kept) when the new fit is identified;
+  rescheduled bumplessly (``ki * integral`` is kept), by at most 2x per retune, when the new fit is
+  identified (gain negative by 2 standard errors, instrument F >= 10);
 - ``4`` fallback: the probe could not identify a plant (gain not negative by 2 standard errors):
   the configured kp/ki/bounds are used (``online`` keeps trying at each retune).
 
@@ -148,6 +149,11 @@ class AutotunedPIController(Controller):
         cfg = self.cfg
         level = EntropyFilter(plant).run(self.alphas, self.entropies)
         kp, ki = pi_gains(plant, cfg.closed_loop_steps, p_only=cfg.ki == 0)
+        if not first and self.plant is not None:
+            # Rescheduling moves the gains by at most 2x per retune: one unlucky fit cannot make the
+            # loop tight enough to cancel its own dither (a weak instrument for the next fit).
+            kp = _clip(kp, self.kp / 2, self.kp * 2)
+            ki = _clip(ki, self.ki / 2, self.ki * 2)
         lo, hi = alpha_bounds(plant, cfg.closed_loop_steps, gap=level - cfg.target_entropy)
         held = plant.holding_alpha if first else self.pi.ki * self.pi.integral
         pi = PIController(kp, ki, cfg.target_entropy, lo, hi, cfg.anti_windup)
