@@ -247,6 +247,29 @@ class ControllerConfig:
     'clip_high' or 'positive_weight' (METHOD.md 3.4 for signs, offsets and bounds)."""
     actuator_scale: float = 1.0
     """Units of the actuated knob per unit of controller output (k in METHOD.md 3.4)."""
+    autotune: str = "off"
+    """PI gains from measurements (METHOD.md 3.4): 'off' (kp/ki/alpha bounds as configured), 'probe' (a
+    designed excitation of alpha for `probe_steps`, then identified gains) or 'online' (probe, then keep
+    re-identifying with a dither and reschedule the gains)."""
+    probe_steps: int = 80
+    """Autotune: rollout steps of the probe (a square wave of alpha) before the gains are set."""
+    probe_amplitude: float = 1.5
+    """Autotune: the probe's alpha swings between -amplitude and +amplitude."""
+    probe_hold: int = 40
+    """Autotune: steps per half-period of the probe and dither square waves (>= 2x the plant's lag)."""
+    closed_loop_steps: float = 10.0
+    """Autotune: SIMC closed-loop time constant tau_c in rollout steps (smaller = stiffer, noisier)."""
+    plant_lag: float | None = None
+    """Autotune: the lag of alpha's effect in rollout steps; None = identify it from the probe."""
+    filter: str = "none"
+    """Entropy the PI acts on: 'none' (the measured batch entropy) or 'kalman' (filtered with the
+    identified plant; needs autotune 'probe' or 'online')."""
+    retune_every: int = 25
+    """Autotune 'online': re-identify every this many steps after the probe."""
+    retune_window: int = 200
+    """Autotune 'online': steps of history each re-identification uses."""
+    dither_amplitude: float = 1.0
+    """Autotune 'online': amplitude of the square-wave dither added to alpha (the instrument)."""
 
     def __post_init__(self) -> None:
         _choice("controller.name", self.name, CONTROLLERS)
@@ -254,6 +277,9 @@ class ControllerConfig:
         _choice("controller.coef_gate", self.coef_gate, ("current", "previous"))
         _choice("controller.actuator", self.actuator, ACTUATORS)
         _check(self.actuator_scale > 0, "controller.actuator_scale", f"must be > 0, got {self.actuator_scale}")
+        _choice("controller.autotune", self.autotune, ("off", "probe", "online"))
+        _choice("controller.filter", self.filter, ("none", "kalman"))
+        self._check_autotune()
         _check(self.target_entropy > 0 and math.isfinite(self.target_entropy), "controller.target_entropy",
                f"must be > 0, got {self.target_entropy}")
         _check(self.kp >= 0, "controller.kp", f"must be >= 0, got {self.kp}")
@@ -263,6 +289,30 @@ class ControllerConfig:
         _check(self.coef_delta >= 0, "controller.coef_delta", f"must be >= 0, got {self.coef_delta}")
         _check(self.coef_min <= self.coef_init <= self.coef_max, "controller.coef_init",
                f"must lie in [coef_min, coef_max] = [{self.coef_min}, {self.coef_max}]")
+
+    def _check_autotune(self) -> None:
+        _check(self.probe_hold >= 1, "controller.probe_hold", f"must be >= 1, got {self.probe_hold}")
+        _check(self.probe_steps >= 2 * self.probe_hold, "controller.probe_steps",
+               f"must be >= 2 * controller.probe_hold = {2 * self.probe_hold} (one full period of the "
+               f"probe), got {self.probe_steps}")
+        _check(self.probe_amplitude > 0, "controller.probe_amplitude", f"must be > 0, got {self.probe_amplitude}")
+        _check(self.closed_loop_steps > 0, "controller.closed_loop_steps",
+               f"must be > 0, got {self.closed_loop_steps}")
+        _check(self.plant_lag is None or self.plant_lag >= 0, "controller.plant_lag",
+               f"must be >= 0 or null (identify it), got {self.plant_lag}")
+        _check(self.retune_every >= 1, "controller.retune_every", f"must be >= 1, got {self.retune_every}")
+        _check(self.retune_window >= 2 * self.probe_hold, "controller.retune_window",
+               f"must be >= 2 * controller.probe_hold = {2 * self.probe_hold}, got {self.retune_window}")
+        _check(self.dither_amplitude >= 0, "controller.dither_amplitude",
+               f"must be >= 0, got {self.dither_amplitude}")
+        if self.autotune != "off":
+            _check(self.name == "pi", "controller.autotune",
+                   f"'{self.autotune}' tunes the PI controller (method entropic or entropic_p), "
+                   f"but controller.name is '{self.name}'; allowed here: off")
+            _check(self.update == "step", "controller.autotune",
+                   f"'{self.autotune}' needs controller.update 'step' (one entropy per rollout step)")
+        _check(self.filter == "none" or self.autotune != "off", "controller.filter",
+               "'kalman' uses the identified plant: set controller.autotune to 'probe' or 'online'")
 
 
 @dataclass(frozen=True)
@@ -307,6 +357,10 @@ class Config:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
+        ctrl = self.controller
+        _check(ctrl.autotune == "off" or ctrl.probe_steps < self.train.total_steps, "controller.probe_steps",
+               f"({ctrl.probe_steps}) must be < train.total_steps ({self.train.total_steps}): the probe "
+               "would use the whole run")
 
 
 _SECTION_TYPES = {

@@ -7,6 +7,7 @@ sampled-token NLL. The summary functions are plain Python over a history (list o
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -25,6 +26,11 @@ ERROR = "control/error"
 INTEGRAL = "control/integral"
 COEF = "control/coef"
 ACTUATOR_VALUE = "control/actuator_value"
+KP = "control/kp"
+KI = "control/ki"
+PLANT_GAIN = "control/plant_gain"
+PLANT_DRIFT = "control/plant_drift"
+PHASE = "control/phase"
 DETACHED_FRAC = "cov/detached_frac"
 PENALISED_FRAC = "cov/penalised_frac"
 REWARD_MEAN = "rollout/reward_mean"
@@ -41,9 +47,9 @@ UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
 # Loss-side metrics: every loss returns all of these (zeros where a mechanism is absent), so the
 # per-step dict has the same keys whatever the method.
 LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
-CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF)
 ACTUATOR_KEYS = (ACTUATOR_VALUE,)
 """Set by the trainer from the controller output and ``controller.actuator`` (not by the controller)."""
+CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF, KP, KI, PLANT_GAIN, PLANT_DRIFT, PHASE)
 ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
 EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
 PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
@@ -58,10 +64,11 @@ STEP_KEYS: tuple[str, ...] = (
 
 # --- run summaries --------------------------------------------------------------------------------
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
+TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
-SUMMARY_KEYS = (TRACKING_RMSE, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
+SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -102,6 +109,39 @@ def entropy_tracking_rmse(entropies: Sequence[float], target: float) -> float:
     return math.sqrt(sum(((h - target) / target) ** 2 for h in tail) / len(tail))
 
 
+def measurement_noise_variance(values: Sequence[float]) -> float:
+    """Variance of the white measurement noise in a series, from its first differences.
+
+    For ``y = H + v`` with ``H`` a random walk (step variance ``q``) and ``v`` white (variance ``r``),
+    the differences have variance ``q + 2r`` and lag-1 autocovariance ``-r``; the estimate is
+    ``clip(-c1, 0, c0 / 2)`` (``c0``, ``c1`` the sample autocovariances of the differences), which a
+    smooth trend in ``H`` does not inflate the way ``var(diff) / 2`` would. ``nan`` below 4 values.
+    """
+    y = _finite(values)
+    if len(y) < 4:
+        return float("nan")
+    d = [b - a for a, b in itertools.pairwise(y)]
+    mean = sum(d) / len(d)
+    c0 = sum((x - mean) ** 2 for x in d) / len(d)
+    c1 = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(d)) / len(d)
+    return min(max(-c1, 0.0), c0 / 2.0)
+
+
+def entropy_tracking_rmse_denoised(entropies: Sequence[float], target: float) -> float:
+    """Tracking RMSE of the *true* entropy: ``sqrt(max(MS - r / H_target^2, 0))`` over the second half.
+
+    ``MS`` is the mean of ``((H - H_target) / H_target)^2`` (the square of the raw tracking RMSE) and
+    ``r`` the measurement noise variance of the same steps (:func:`measurement_noise_variance`): with
+    noise independent of the true error, ``MS = true MS + r / H_target^2``, so removing ``r`` leaves how
+    well the controller holds the entropy itself, not the sampler's noise floor.
+    """
+    raw = entropy_tracking_rmse(entropies, target)
+    noise = measurement_noise_variance(entropies[len(entropies) // 2 :])
+    if not (math.isfinite(raw) and math.isfinite(noise)):
+        return float("nan")
+    return math.sqrt(max(raw**2 - noise / target**2, 0.0))
+
+
 def settle_step(entropies: Sequence[float], target: float, steps: Sequence[int] | None = None,
                 band: float = 0.10) -> float:
     """First step after which ``|H - H_target| / H_target`` stays within ``band`` to the end.
@@ -133,6 +173,7 @@ def summarize(history: Sequence[dict[str, float]], target_entropy: float) -> dic
     accuracy = history[-1].get(EVAL_ACCURACY, float("nan")) if history else float("nan")
     return {
         TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
+        TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy),
         SETTLE_STEP: settle_step(entropies, target_entropy, steps),
         FINAL_ACCURACY: float(accuracy),
         ENTROPY_DROP: entropy_drop(entropies),

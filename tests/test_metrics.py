@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 import torch
@@ -102,3 +103,30 @@ def test_summary_statistics_hand_computed():
 def test_settle_step_nan_when_last_point_outside_band():
     assert math.isnan(M.settle_step([0.5, 0.5, 0.9], 0.5))
     assert M.settle_step([0.9, 0.5, 0.54], 0.5) == 2
+
+
+def test_measurement_noise_variance_hand_computed_and_unbiased_by_a_trend():
+    # diffs of [0, 1, 0, 1, 0]: [1, -1, 1, -1], mean 0, c0 = 1, c1 = -3/4 -> r = min(3/4, 1/2) = 1/2
+    assert M.measurement_noise_variance([0.0, 1.0, 0.0, 1.0, 0.0]) == pytest.approx(0.5)
+    assert math.isnan(M.measurement_noise_variance([1.0, 2.0, 3.0]))
+    rng = random.Random(0)
+    noise = [rng.gauss(0.0, 0.01) for _ in range(4000)]
+    ramp = [0.1 + 1e-3 * k + v for k, v in enumerate(noise)]  # a steady trend does not count as noise
+    assert M.measurement_noise_variance(ramp) == pytest.approx(1e-4, rel=0.1)
+    wave = [0.1 + 0.02 * math.sin(k / 20) + v for k, v in enumerate(noise)]
+    assert M.measurement_noise_variance(wave) == pytest.approx(1e-4, rel=0.1)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.006])
+def test_denoised_tracking_rmse_sees_the_true_error_through_the_noise(offset):
+    target, sigma = 0.06, 0.005
+    rng = random.Random(1)
+    entropies = [target + offset + rng.gauss(0.0, sigma) for _ in range(3000)]
+    raw = M.entropy_tracking_rmse(entropies, target)
+    denoised = M.entropy_tracking_rmse_denoised(entropies, target)
+    true_rmse = offset / target
+    assert raw == pytest.approx(math.hypot(true_rmse, sigma / target), rel=0.05)  # floored by noise
+    assert denoised == pytest.approx(true_rmse, abs=0.03)
+    assert denoised < raw
+    out = M.summarize([{M.ENTROPY: h, M.STEP: i + 1} for i, h in enumerate(entropies)], target)
+    assert out[M.TRACKING_RMSE_DENOISED] == denoised

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from .loading import Experiment, errored_trials
-from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP
+from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP, TRACKING_RMSE_DENOISED
 from .stats import (
     SMOOTH_WINDOW,
     group_columns,
@@ -91,11 +91,18 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         late = raw.notna() & settle.isna()
         settled = group[settle.notna()]
         rmse = pd.to_numeric(group.get("summary/entropy_tracking_rmse"), errors="coerce").mean()
+        denoised = (  # absent in folders written before the noise-aware figure existed
+            pd.to_numeric(group[TRACKING_RMSE_DENOISED], errors="coerce").mean()
+            if TRACKING_RMSE_DENOISED in group
+            else float("nan")
+        )
         tail = (
             f"; tracking RMSE over the second half {rmse:.1%} of the target"
             if math.isfinite(rmse)
             else ""
         )
+        if tail and math.isfinite(denoised):
+            tail += f" ({denoised:.1%} with the measurement noise removed)"
         note = f" ({int(late.sum())} only entered the band in their last steps)" if late.any() else ""
         tail += _smoothed_sentence(group, hist)
         if settled.empty:

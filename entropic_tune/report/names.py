@@ -15,6 +15,7 @@ EVAL_ACCURACY = "eval/accuracy"
 EVAL_PASS_AT_K = "eval/pass@k"
 
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
+TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
@@ -27,6 +28,7 @@ STAT_METRICS: tuple[str, ...] = (
     EVAL_ACCURACY,
     EVAL_PASS_AT_K,
     TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
     SETTLE_STEP,
     ENTROPY_DROP,
 )

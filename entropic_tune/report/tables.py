@@ -16,6 +16,7 @@ from .names import (
     FINAL_ACCURACY,
     SETTLE_STEP,
     TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
 )
 from .stats import group_columns, held_settle_step, method_stats, rank_methods
 
@@ -24,6 +25,7 @@ TABLE_METRICS: dict[str, str] = {
     EVAL_ACCURACY: "eval accuracy (last)",
     EVAL_PASS_AT_K: "pass@k (last)",
     TRACKING_RMSE: "entropy tracking RMSE (rel.)",
+    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.)",
     SETTLE_STEP: "settle step",
     ENTROPY_DROP: "entropy drop",
 }
