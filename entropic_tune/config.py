@@ -119,6 +119,10 @@ class RolloutConfig:
     """k for eval mean@k and pass@k (sampled at `temperature`)."""
     eval_every: int = 25
     """Evaluate on the held-out set every this many steps (and at the last step); 0 = only at the end."""
+    final_samples: int = 64
+    """n for the large evaluation of the base model (before step 1) and of the final model (after the
+    last step): n samples per held-out problem at `temperature` give `final/pass@k` and `base/pass@k`
+    for k = 1, 2, 4, ..., n (unbiased estimator), plus greedy `final/accuracy`; 0 = none."""
 
     @property
     def batch_size(self) -> int:
@@ -132,6 +136,7 @@ class RolloutConfig:
         _check(self.max_new_tokens > 0, "rollout.max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
         _check(self.eval_samples > 0, "rollout.eval_samples", f"must be > 0, got {self.eval_samples}")
         _check(self.eval_every >= 0, "rollout.eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(self.final_samples >= 0, "rollout.final_samples", f"must be >= 0, got {self.final_samples}")
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,11 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
+    if flats[0]["rollout.final_samples"]:
+        n, size = flats[0]["rollout.final_samples"], flats[0]["task.eval_size"]
+        print(f"  + per trial, a large evaluation of the base model (before step 1) and of the final model "
+              f"(after the last step): {size} held-out problems x {n} samples = {size * n} responses each, "
+              f"for pass@k, k = 1..{n}")
     for i, (trial, flat) in enumerate(zip(trials, flats, strict=True), 1):
         label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
         if trial.get(spaces.SAME_AS):
