@@ -23,7 +23,7 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic")
 CONTROLLERS = ("constant", "pi", "adaptive")
-TASKS = ("arithmetic", "jsonl")
+TASKS = ("arithmetic", "jsonl", "paths")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -79,7 +79,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "arithmetic"
-    """Task registry name: 'arithmetic' (embedded, generated) or 'jsonl' (a file of prompt/answer lines)."""
+    """Task registry name: 'arithmetic' (embedded, generated), 'paths' (the same problems, two solution
+    paths: see `direct_share`) or 'jsonl' (a file of prompt/answer lines)."""
     path: str | None = None
     """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
     eval_path: str | None = None
@@ -90,6 +91,8 @@ class TaskConfig:
     """Fewest digits per operand (arithmetic)."""
     max_digits: int = 3
     """Most digits per operand (arithmetic)."""
+    direct_share: float = 0.8
+    """'paths': share of warm-start examples that answer at once (`>132`) instead of working the columns."""
     eval_size: int = 64
     """Held-out problems used by `evaluate()`."""
     eval_seed: int = 1234
@@ -101,6 +104,7 @@ class TaskConfig:
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
         _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")
+        _check(0.0 <= self.direct_share <= 1.0, "task.direct_share", f"must be in [0, 1], got {self.direct_share}")
         if self.name == "jsonl":
             _check(bool(self.path), "task.path", "is required when task.name is 'jsonl'")
 

@@ -51,9 +51,11 @@ class FinalEvaluation:
 
     def describe(self) -> str:
         """One line for the log: size and cost."""
-        return (f"{self.prefix} evaluation: {self.problems} held-out problems x {self.samples} samples "
-                f"= {self.problems * self.samples} responses (+{self.problems} greedy) "
-                f"in {self.seconds:.1f} s")
+        return (
+            f"{self.prefix} evaluation: {self.problems} held-out problems x {self.samples} samples "
+            f"= {self.problems * self.samples} responses (+{self.problems} greedy) "
+            f"in {self.seconds:.1f} s"
+        )
 
 
 def pass_at_k_curve(correct: list[int], n: int) -> dict[int, float]:
@@ -65,8 +67,9 @@ def pass_at_k_curve(correct: list[int], n: int) -> dict[int, float]:
 
 
 @torch.inference_mode()
-def final_evaluation(policy: Policy, task: Task, config: Config, step: int,
-                     prefix: str = M.FINAL) -> FinalEvaluation | None:
+def final_evaluation(
+    policy: Policy, task: Task, config: Config, step: int, prefix: str = M.FINAL
+) -> FinalEvaluation | None:
     """Evaluate ``policy`` on the held-out set with ``rollout.final_samples`` samples per problem.
 
     ``step`` (0 for the base model, the last step for the final one) seeds the generator together
@@ -84,12 +87,16 @@ def final_evaluation(policy: Policy, task: Task, config: Config, step: int,
     greedy_acc = score(task, problems, decode_responses(policy, greedy), 1).mean().item()
     generator = torch.Generator(device=policy.device)
     generator.manual_seed(config.task.eval_seed * 100_003 + SEED_OFFSET + step)
-    rows = [(i, ids) for i, ids in enumerate(prompts) for _ in range(n)]  # problem-major, n per problem
+    rows = [
+        (i, ids) for i, ids in enumerate(prompts) for _ in range(n)
+    ]  # problem-major, n per problem
     width = CPU_ROWS if policy.device.type == "cpu" else ACCELERATOR_ROWS
     correct = [0] * len(problems)
     for begin in range(0, len(rows), width):
         chunk = rows[begin : begin + width]
-        gen = generate(policy, [ids for _, ids in chunk], cfg.max_new_tokens, cfg.temperature, generator)
+        gen = generate(
+            policy, [ids for _, ids in chunk], cfg.max_new_tokens, cfg.temperature, generator
+        )
         for (i, _), text in zip(chunk, decode_responses(policy, gen), strict=True):
             correct[i] += int(task.reward(problems[i], text) > 0.5)
     out = {f"{prefix}/accuracy": greedy_acc}

@@ -37,25 +37,38 @@ def test_final_evaluation_keys_range_and_monotone_curve(fast_config):
     # Seeded by the eval seed and the step only: the same call gives the same numbers.
     again = final_evaluation(trainer.policy, trainer.task, config, 0, M.BASE)
     assert again.metrics == result.metrics
-    assert final_evaluation(trainer.policy, trainer.task, load_config({**fast_config, "rollout.final_samples": 0}),
-                            0) is None
+    assert (
+        final_evaluation(
+            trainer.policy,
+            trainer.task,
+            load_config({**fast_config, "rollout.final_samples": 0}),
+            0,
+        )
+        is None
+    )
 
 
 def test_the_large_evaluations_leave_the_training_history_unchanged(fast_config):
     def history(final_samples: int) -> list[dict[str, float]]:
         config = {**fast_config, "method": "entropic", "rollout.final_samples": final_samples}
-        return [{k: v for k, v in row.items() if not k.startswith("perf/")}
-                for row in run_trial(config, lambda metrics, checkpoint: None)]
+        return [
+            {k: v for k, v in row.items() if not k.startswith("perf/")}
+            for row in run_trial(config, lambda metrics, checkpoint: None)
+        ]
 
     assert history(4) == history(0)
 
 
 def test_the_last_report_carries_base_and_final_evaluations(fast_config):
     reports: list[dict[str, float]] = []
-    run_trial({**fast_config, "method": "grpo"}, lambda metrics, checkpoint: reports.append(metrics))
+    run_trial(
+        {**fast_config, "method": "grpo"}, lambda metrics, checkpoint: reports.append(metrics)
+    )
     keys = set(M.final_keys(4, M.BASE)) | set(M.final_keys(4, M.FINAL))
     assert keys <= set(reports[-1])
-    assert not any(k.startswith(("base/", "final/")) for r in reports[:-1] for k in r)  # summary values only
+    assert not any(
+        k.startswith(("base/", "final/")) for r in reports[:-1] for k in r
+    )  # summary values only
 
 
 def test_train_writes_final_and_base_columns_to_summary_csv(tmp_path, fast_config, capsys):
