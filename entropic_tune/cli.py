@@ -60,6 +60,8 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="Experiment folder(s).")
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="md writes report.md; html also writes report.html with embedded images.")
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="Method the others are compared with, paired by seed (default: grpo when present).")
     p.set_defaults(func=_run_report)
 
 
@@ -145,11 +147,29 @@ def _run_report(args: argparse.Namespace) -> int:
         if problem:
             print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
     try:
-        path = write_report([Path(d) for d in args.dirs], fmt=args.format)
+        if args.baseline is not None:
+            check_baseline(args.baseline, [Path(d) for d in args.dirs])
+        path = write_report([Path(d) for d in args.dirs], fmt=args.format,
+                            baseline=args.baseline or "grpo")
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     print(f"report written: {path}")
     return 0
+
+
+def check_baseline(baseline: str, dirs: Sequence[Path]) -> None:
+    """An explicit --baseline must be a method of the experiments (checked before anything is written)."""
+    import csv
+
+    methods: set[str] = set()
+    for folder in dirs:
+        summary = folder / "summary.csv"
+        if summary.is_file():
+            with open(summary, newline="") as handle:
+                methods |= {row.get("method", "") for row in csv.DictReader(handle)}
+    if methods and baseline not in methods:
+        raise UserError(f"--baseline: '{baseline}' is not a method of {', '.join(map(str, dirs))}; "
+                        f"allowed: {', '.join(sorted(methods))}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

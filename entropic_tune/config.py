@@ -25,7 +25,7 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
-TASKS = ("arithmetic", "jsonl")
+TASKS = ("arithmetic", "jsonl", "paths")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -81,7 +81,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "arithmetic"
-    """Task registry name: 'arithmetic' (embedded, generated) or 'jsonl' (a file of prompt/answer lines)."""
+    """Task registry name: 'arithmetic' (embedded, generated), 'paths' (the same problems, two solution
+    paths: see `direct_share`) or 'jsonl' (a file of prompt/answer lines)."""
     path: str | None = None
     """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
     eval_path: str | None = None
@@ -92,6 +93,8 @@ class TaskConfig:
     """Fewest digits per operand (arithmetic)."""
     max_digits: int = 3
     """Most digits per operand (arithmetic)."""
+    direct_share: float = 0.8
+    """'paths': share of warm-start examples that answer at once (`>132`) instead of working the columns."""
     eval_size: int = 64
     """Held-out problems used by `evaluate()`."""
     eval_seed: int = 1234
@@ -103,6 +106,7 @@ class TaskConfig:
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
         _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")
+        _check(0.0 <= self.direct_share <= 1.0, "task.direct_share", f"must be in [0, 1], got {self.direct_share}")
         if self.name == "jsonl":
             _check(bool(self.path), "task.path", "is required when task.name is 'jsonl'")
 
@@ -121,6 +125,10 @@ class RolloutConfig:
     """k for eval mean@k and pass@k (sampled at `temperature`)."""
     eval_every: int = 25
     """Evaluate on the held-out set every this many steps (and at the last step); 0 = only at the end."""
+    final_samples: int = 64
+    """n for the large evaluation of the base model (before step 1) and of the final model (after the
+    last step): n samples per held-out problem at `temperature` give `final/pass@k` and `base/pass@k`
+    for k = 1, 2, 4, ..., n (unbiased estimator), plus greedy `final/accuracy`; 0 = none."""
 
     @property
     def batch_size(self) -> int:
@@ -134,6 +142,7 @@ class RolloutConfig:
         _check(self.max_new_tokens > 0, "rollout.max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
         _check(self.eval_samples > 0, "rollout.eval_samples", f"must be > 0, got {self.eval_samples}")
         _check(self.eval_every >= 0, "rollout.eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(self.final_samples >= 0, "rollout.final_samples", f"must be >= 0, got {self.final_samples}")
 
 
 @dataclass(frozen=True)

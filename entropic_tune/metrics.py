@@ -68,7 +68,48 @@ TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
-SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
+LATE_ACCURACY = "summary/late_accuracy"
+SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP, LATE_ACCURACY)
+LATE_EVALS = 3
+"""Evaluations averaged by ``summary/late_accuracy`` (the last ones of the run)."""
+
+# --- final evaluation (summary values, not per-step; METHOD.md section 5) ----------------------------
+FINAL = "final"
+"""Prefix of the large evaluation after the last step: ``final/accuracy``, ``final/pass@1``, ..."""
+BASE = "base"
+"""Prefix of the same evaluation of the base (warm-start) model before step 1: ``base/pass@k``."""
+
+
+def pass_at_k_ks(n: int) -> list[int]:
+    """The k of a final evaluation with ``n`` samples per problem: 1, 2, 4, ... up to n, and n itself."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if not ks or ks[-1] == n else [*ks, n]
+
+
+def final_keys(n: int, prefix: str = FINAL) -> list[str]:
+    """``<prefix>/accuracy`` (greedy) then ``<prefix>/pass@k`` for each k of :func:`pass_at_k_ks`."""
+    return [f"{prefix}/accuracy", *(f"{prefix}/pass@{k}" for k in pass_at_k_ks(n))]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from ``n`` samples of which ``c`` are correct (Chen et al. 2021).
+
+    ``pass@k = 1 - C(n - c, k) / C(n, k)``: the chance that k samples drawn without replacement from
+    the n contain a correct one. Computed as ``1 - prod_{i = n-c+1}^{n} (1 - k / i)`` (the same ratio
+    written as a product of c factors), so no binomial coefficient is ever formed and large n cannot
+    overflow. Exact cases: ``c = 0`` gives 0, ``n - c < k`` gives 1, ``k = 1`` gives ``c / n``.
+    Requires integers ``0 <= c <= n`` and ``1 <= k <= n``.
+    """
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, c, k)):
+        raise ValueError(f"pass_at_k needs integers, got n={n!r}, c={c!r}, k={k!r}")
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every draw of k samples contains a correct one
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -166,15 +207,36 @@ def entropy_drop(entropies: Sequence[float]) -> float:
     return 1.0 - values[-1] / values[0]
 
 
-def summarize(history: Sequence[dict[str, float]], target_entropy: float) -> dict[str, float]:
-    """The ``summary/*`` statistics of one run from its per-step history."""
+def late_accuracy(accuracies: Sequence[float], steps: Sequence[int], eval_every: int,
+                  last: int = LATE_EVALS) -> float:
+    """Mean held-out accuracy of the run's ``last`` evaluations, not one noisy point.
+
+    A history row carries the latest evaluation, so the evaluations are the rows at multiples of
+    ``eval_every`` and the final row (the trainer evaluates at the last step); ``eval_every = 0`` means
+    the final row only. NaN for an empty history.
+    """
+    n = len(steps)
+    points = [a for i, (s, a) in enumerate(zip(steps, accuracies, strict=True))
+              if (eval_every and s % eval_every == 0) or i == n - 1]
+    values = _finite(points[-last:])
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(history: Sequence[dict[str, float]], target_entropy: float,
+              eval_every: int = 0) -> dict[str, float]:
+    """The ``summary/*`` statistics of one run from its per-step history.
+
+    ``eval_every`` (``rollout.eval_every``) locates the evaluations for ``summary/late_accuracy``.
+    """
     entropies = [row[ENTROPY] for row in history]
     steps = [int(row.get(STEP, i + 1)) for i, row in enumerate(history)]
-    accuracy = history[-1].get(EVAL_ACCURACY, float("nan")) if history else float("nan")
+    accuracies = [row.get(EVAL_ACCURACY, float("nan")) for row in history]
+    accuracy = accuracies[-1] if history else float("nan")
     return {
         TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
         TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy),
         SETTLE_STEP: settle_step(entropies, target_entropy, steps),
         FINAL_ACCURACY: float(accuracy),
         ENTROPY_DROP: entropy_drop(entropies),
+        LATE_ACCURACY: late_accuracy(accuracies, steps, eval_every),
     }

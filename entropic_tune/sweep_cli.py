@@ -29,7 +29,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
     "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2,
 }
-TABLE_METRICS = (("eval/accuracy", "final eval/accuracy"), ("summary/entropy_drop", "entropy drop"),
+TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
+                 ("summary/entropy_drop", "entropy drop"),
                  ("summary/entropy_tracking_rmse", "tracking RMSE"))
 
 
@@ -44,6 +45,9 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help=f"Comma-separated methods to run instead of the space's "
                                                    f"({', '.join(METHODS)}).")
     p.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 instead of the space's seeds.")
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="Method the report compares the others with, paired by seed (default: grpo when "
+                        "it runs).")
     p = sub.add_parser(
         "search", help="Optuna search over one method's knobs (study kept in OUT/NAME/optuna.db).",
         description="Tune one method's parameters with OptunaSearch and a seeded sampler. The study is "
@@ -120,6 +124,10 @@ def run_command(args: argparse.Namespace) -> int:
     sopts = _search_options(args, space) if args.kind == "search" else None
     options = _run_options(args, {})
     _validate(options, args.kind, sopts)
+    baseline = getattr(args, "baseline", None)
+    if baseline is not None and baseline not in space.methods:
+        raise UserError(f"--baseline: '{baseline}' is not one of the methods run "
+                        f"({', '.join(space.methods)})")
     if args.dry_run:
         _print_plan(space, sopts)
         return 0
@@ -151,7 +159,7 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
         else:
             plan = sweep.plan_grid(space)
         exp_dir = sweep.run_plan(plan, opts, total)
-    return _finish(exp_dir, plan.meta)
+    return _finish(exp_dir, plan.meta, baseline or "grpo")
 
 
 def _check_folder(exp_dir: Path, kind: str) -> None:
@@ -304,6 +312,11 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
+    if flats[0]["rollout.final_samples"]:
+        n, size = flats[0]["rollout.final_samples"], flats[0]["task.eval_size"]
+        print(f"  + per trial, a large evaluation of the base model (before step 1) and of the final model "
+              f"(after the last step): {size} held-out problems x {n} samples = {size * n} responses each, "
+              f"for pass@k, k = 1..{n}")
     for i, (trial, flat) in enumerate(zip(trials, flats, strict=True), 1):
         label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
         if trial.get(spaces.SAME_AS):
@@ -312,7 +325,7 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
         print(f"  {i:>3}  {flat['method']:<16} seed {flat['train.seed']:<3} {label} {keys}".rstrip())
 
 
-def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
+def _finish(exp_dir: Path, meta: dict[str, Any], baseline: str = "grpo") -> int:
     """Print the per-group table, the study's best trials and the files written; return the exit status."""
     import csv
 
@@ -328,7 +341,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     if meta.get("study_name"):
         _print_study(exp_dir, meta)
     files = [exp_dir / f for f in ("summary.csv", "history.csv", "experiment.yaml", "optuna.db")]
-    report = _write_report(exp_dir)
+    report = _write_report(exp_dir, baseline)
     print("written:")
     for path in [*files, *([report] if report else [])]:
         if path.exists():
@@ -390,12 +403,12 @@ def _print_study(exp_dir: Path, meta: dict[str, Any]) -> None:
         print(f"  #{t.number} [{values}] {params} (Ray trial {t.user_attrs.get('trial_id', '?')})")
 
 
-def _write_report(exp_dir: Path) -> Path | None:
+def _write_report(exp_dir: Path, baseline: str = "grpo") -> Path | None:
     """The report is optional: a failure there never fails the sweep."""
     try:
         from .report import write_report
 
-        return Path(write_report([exp_dir]))
+        return Path(write_report([exp_dir], baseline=baseline))
     except Exception as exc:  # noqa: BLE001 - any report problem is only a warning here
         print(f"entropic-tune: warning: no report written ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)

@@ -23,6 +23,7 @@ from ray import tune
 
 from . import metrics as M
 from .config import Config, load_config
+from .evaluation import final_evaluation
 from .spaces import trial_config
 from .trainer import NonFiniteError, Trainer
 
@@ -31,10 +32,11 @@ Report = Callable[[dict[str, float], "str | None"], None]
 """``report(metrics, checkpoint_dir_or_None)``; the directory only lives during the call."""
 
 
-def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path) -> Path:
-    """Write the trainer state and the history so far to ``directory/trainer.pt``."""
+def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path,
+                    base: dict[str, float] | None = None) -> Path:
+    """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``."""
     path = Path(directory) / CHECKPOINT_FILE
-    torch.save({"trainer": trainer.state_dict(), "history": history}, path)
+    torch.save({"trainer": trainer.state_dict(), "history": history, "base": dict(base or {})}, path)
     return path
 
 
@@ -45,7 +47,7 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
 
 def running_summary(history: list[dict[str, float]], config: Config) -> dict[str, float]:
     """The ``summary/*`` statistics of the history so far, finite values only."""
-    stats = M.summarize(history, config.controller.target_entropy)
+    stats = M.summarize(history, config.controller.target_entropy, config.rollout.eval_every)
     return {k: float(v) for k, v in stats.items() if v is not None and math.isfinite(v)}
 
 
@@ -59,11 +61,16 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
     cfg = load_config(trial_config(config))
     trainer = Trainer(cfg)
     history: list[dict[str, float]] = []
+    base: dict[str, float] = {}
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint["trainer"])
         history = [dict(row) for row in checkpoint["history"]]
+        base = dict(checkpoint.get("base") or {})
         for group in trainer.optimizer.param_groups:  # PBT may have changed the learning rate
             group["lr"] = cfg.optim.lr
+    elif (result := final_evaluation(trainer.policy, trainer.task, cfg, 0, M.BASE)) is not None:
+        print(result.describe())
+        base = result.metrics
     total = cfg.train.total_steps
     while trainer.step_count < total:
         try:
@@ -73,9 +80,12 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
         history.append(row)
         metrics = {**row, **running_summary(history, cfg)}
         last = trainer.step_count == total
+        if last and (result := final_evaluation(trainer.policy, trainer.task, cfg, total, M.FINAL)):
+            print(result.describe())
+            metrics.update({**base, **result.metrics})
         if last or trainer.step_count % max(checkpoint_every, 1) == 0:
             with tempfile.TemporaryDirectory(prefix="entropic-ckpt-") as tmp:
-                save_checkpoint(trainer, history, tmp)
+                save_checkpoint(trainer, history, tmp, base)
                 report(metrics, tmp)
         else:
             report(metrics, None)

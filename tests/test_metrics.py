@@ -1,5 +1,6 @@
 import math
 import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -130,3 +131,66 @@ def test_denoised_tracking_rmse_sees_the_true_error_through_the_noise(offset):
     assert denoised < raw
     out = M.summarize([{M.ENTROPY: h, M.STEP: i + 1} for i, h in enumerate(entropies)], target)
     assert out[M.TRACKING_RMSE_DENOISED] == denoised
+# --- pass@k (Chen et al. 2021) --------------------------------------------------------------------
+
+
+def _exact_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+
+
+def test_pass_at_k_equals_exact_combinatorics_for_every_small_case():
+    for n in range(1, 13):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert M.pass_at_k(n, c, k) == pytest.approx(float(_exact_pass_at_k(n, c, k)), abs=1e-14)
+
+
+def test_pass_at_k_edge_cases():
+    assert M.pass_at_k(64, 0, 64) == 0.0  # c = 0: never
+    assert M.pass_at_k(64, 0, 1) == 0.0
+    assert M.pass_at_k(10, 7, 4) == 1.0  # n - c = 3 < k: every draw of 4 holds a correct one
+    assert M.pass_at_k(10, 1, 10) == 1.0  # k = n with one correct sample
+    assert M.pass_at_k(10, 3, 1) == pytest.approx(0.3)  # k = 1 is c / n
+    assert M.pass_at_k(5, 5, 5) == 1.0
+
+
+def test_pass_at_k_is_stable_for_large_n():
+    # math.comb(4096, 2048) has over 1200 digits: a float ratio of binomials would overflow.
+    for n, c, k in ((4096, 3, 2048), (4096, 1, 1), (1000, 17, 64), (100_000, 5, 10)):
+        assert M.pass_at_k(n, c, k) == pytest.approx(float(_exact_pass_at_k(n, c, k)), rel=1e-11)
+
+
+def test_pass_at_k_is_unbiased_for_one_per_sample_success_rate():
+    # With C ~ Binomial(n, p) correct samples, E[pass_at_k(n, C, k)] = 1 - (1 - p)^k exactly.
+    n, p = 20, 0.13
+    for k in (1, 2, 5, 20):
+        expected = sum(math.comb(n, c) * p**c * (1 - p) ** (n - c) * M.pass_at_k(n, c, k)
+                       for c in range(n + 1))
+        assert expected == pytest.approx(1 - (1 - p) ** k, abs=1e-12)
+
+
+@pytest.mark.parametrize("args", [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5), (0, 0, 1), (4.0, 2, 1),
+                                  (4, True, 1)])
+def test_pass_at_k_rejects_impossible_arguments(args):
+    with pytest.raises(ValueError, match="pass_at_k"):
+        M.pass_at_k(*args)
+
+
+def test_pass_at_k_ks_and_final_keys():
+    assert M.pass_at_k_ks(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert M.pass_at_k_ks(10) == [1, 2, 4, 8, 10]
+    assert M.pass_at_k_ks(1) == [1]
+    assert M.final_keys(4) == ["final/accuracy", "final/pass@1", "final/pass@2", "final/pass@4"]
+    assert M.final_keys(2, M.BASE) == ["base/accuracy", "base/pass@1", "base/pass@2"]
+
+
+def test_late_accuracy_averages_the_last_evaluations_not_the_rows():
+    # eval every 2 steps over 7 steps: evaluations at 2, 4, 6 and the final step 7.
+    steps = list(range(1, 8))
+    accuracies = [0.0, 0.2, 0.2, 0.4, 0.4, 0.6, 0.9]
+    assert M.late_accuracy(accuracies, steps, 2) == pytest.approx((0.4 + 0.6 + 0.9) / 3)
+    assert M.late_accuracy(accuracies, steps, 0) == pytest.approx(0.9)  # only the final one
+    assert M.late_accuracy(accuracies[:3], steps[:3], 2, last=5) == pytest.approx((0.2 + 0.2) / 2)
+    assert math.isnan(M.late_accuracy([], [], 2))
+    history = [{M.STEP: s, M.ENTROPY: 0.5, M.EVAL_ACCURACY: a} for s, a in zip(steps, accuracies, strict=True)]
+    assert M.summarize(history, 0.5, 2)[M.LATE_ACCURACY] == pytest.approx((0.4 + 0.6 + 0.9) / 3)
