@@ -111,7 +111,7 @@ def clipped_surrogate(inp: LossInputs) -> Surrogate:
     clipped = -inp.adv * inp.ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
     loss = torch.maximum(unclipped, clipped)
     cap = -c * inp.adv  # (B, T)
-    dual = (inp.adv < 0) & (loss > cap) & bool(inp.hp["dual_clip"])
+    dual = (inp.adv < 0) & (loss > cap) & bool(inp.hp["dual_clip"])  # all False when off (Clip-Cov)
     loss = torch.where(dual, cap, loss)
     weight = inp.hp["positive_weight"]
     if weight != 1.0:  # GRPO's lambda = 1 skips the op, so its loss stays bit for bit what it was
@@ -187,10 +187,12 @@ def entropic_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
 @register_loss("forking_tokens")
 def forking_tokens_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """``L = agg_F(l_t)``: token-mean over the forking tokens ``F``, the ``max(1, ceil(q N))`` response
-    tokens of highest entropy ``h_t`` (detached; ties broken by position), ``q = entropy_quantile``.
+    tokens of highest entropy ``h_t`` (detached; exactly k, ties broken by the sort), ``q =
+    entropy_quantile``.
 
-    As Wang et al.'s code: top-k over the whole (mini-)batch with ``k = floor(q N + 0.9999)``, and the
-    selection becomes the loss mask, so the mean is over ``F`` (TRL divides by all tokens instead).
+    As Wang et al.'s code: top-k over the whole (mini-)batch with ``k = floor(q N + 0.9999)`` (a ceil
+    with float slack), and the selection becomes the loss mask, so the mean is over ``F``; keeping all
+    ``N`` tokens in the denominator instead would only scale the step by ``k / N``.
     """
     h = require_entropy(inp, "forking_tokens").detach()
     surrogate = clipped_surrogate(inp)

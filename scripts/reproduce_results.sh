@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
 # Usage: bash scripts/reproduce_results.sh [PHASE]
-#   PHASE: tune | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long | longalpha | ablate | all
+#   PHASE: tune | tunenew | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long |
+#          longalpha | ablate | actuators | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
@@ -14,6 +15,15 @@ if [[ $phase == tune || $phase == all ]]; then
   #    Run as 4 and then 8 more added to the same study (how it was run: a second run re-seeds the
   #    sampler with 0 + 4, so a single --samples 12 run would draw different points after the 4th).
   for m in grpo entropy_bonus clip_higher clip_cov kl_cov adaptive_entropy entropic entropic_p; do
+    $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
+    $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
+  done
+fi
+if [[ $phase == tunenew || $phase == all ]]; then
+  # 1b. The methods of issue 14 (W-REINFORCE, NSR, forking tokens), tuned exactly like the eight above:
+  #     12 suggestions x 100 steps x seed 0, as 4 and then 8 more in the same study. Their best trials
+  #     replace the published defaults in compare_full.yaml's method_overrides.
+  for m in w_reinforce nsr forking_tokens; do
     $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
     $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
   done
@@ -71,4 +81,8 @@ fi
 if [[ $phase == ablate || $phase == all ]]; then
   # 6. Ablations (one factor at a time from the tuned EntroPIC), 3 seeds, 150 steps.
   $ET ablate --space ablations --out "$OUT" --name ablations --quiet
+fi
+if [[ $phase == actuators || $phase == all ]]; then
+  # 7. One PI controller on four actuators (alpha, entropy bonus, eps_high, lambda) at target 0.06, 3 seeds.
+  $ET ablate --space actuators --out "$OUT" --name actuators --quiet
 fi

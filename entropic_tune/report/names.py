@@ -65,10 +65,13 @@ METHOD_COLOURS: dict[str, str] = {
     "adaptive_entropy": "#8c564b",
     "entropic": "#d62728",
     "entropic_p": "#0072b2",
+    "w_reinforce": "#9467bd",
+    "nsr": "#bcbd22",
+    "forking_tokens": "#17becf",
 }
 """One fixed colour per method, used in every figure (colour-blind friendly where possible)."""
 
-_EXTRA_COLOURS = ("#9467bd", "#bcbd22", "#17becf", "#7f7f7f", "#aec7e8", "#ff9896")
+_EXTRA_COLOURS = ("#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#f7b6d2")
 
 
 def method_colour(method: str) -> str:

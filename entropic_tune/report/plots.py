@@ -71,7 +71,7 @@ def finish_figure(fig: Figure, path: str | Path | None) -> Figure:
 
 
 def method_order(methods: Sequence[str]) -> list[str]:
-    """The eight known methods in their canonical order, then any others alphabetically."""
+    """The known methods in their canonical order, then any others alphabetically."""
     known = [m for m in METHOD_COLOURS if m in set(methods)]
     return known + sorted(set(methods) - set(known))
 
