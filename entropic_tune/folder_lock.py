@@ -49,8 +49,10 @@ class FolderLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
                 self._undo_folder()
-                raise UserError(f"'{self.folder}' is in use by another entropic-tune driver "
-                                f"({holder(self.folder)}); wait for it to finish or choose another --name") from None
+                raise UserError(
+                    f"'{self.folder}' is in use by another entropic-tune driver "
+                    f"({holder(self.folder)}); wait for it to finish or choose another --name"
+                ) from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed the file after we opened it: lock the current one
@@ -89,7 +91,9 @@ class FolderLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise UserError(f"--out: cannot write to '{self.folder}': {exc.strerror or exc}") from None
+            raise UserError(
+                f"--out: cannot write to '{self.folder}': {exc.strerror or exc}"
+            ) from None
 
     def _undo_folder(self) -> None:
         for path in reversed(self._created_dirs):

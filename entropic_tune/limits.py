@@ -47,7 +47,8 @@ class ModelFacts:
     vocab: int
     hidden: int
     layers: int
-    weight_bytes: int  # of the parameters: fp32 for the built-in model, the files' size for a local one
+    weight_bytes: int
+    """Bytes of the parameters: fp32 for the built-in model, the weight files' size for a local one."""
     source: str  # "the built-in model" or the config.json path
 
 
@@ -62,12 +63,14 @@ def check_limits(cfg: Config) -> None:
     if cfg.rollout.max_new_tokens > room:
         raise UserError(
             f"rollout.max_new_tokens: {cfg.rollout.max_new_tokens} + the longest prompt ({prompt} tokens) "
-            f"exceeds the {facts.positions} positions of {facts.source}; allowed: <= {max(room, 0)}")
+            f"exceeds the {facts.positions} positions of {facts.source}; allowed: <= {max(room, 0)}"
+        )
     n = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     if cfg.optim.mini_batches_per_rollout > n:
         raise UserError(
             f"optim.mini_batches_per_rollout: {cfg.optim.mini_batches_per_rollout} mini-batches of "
-            f"{n} sequences (rollout.prompts_per_step x rollout.group_size); allowed: <= {n}")
+            f"{n} sequences (rollout.prompts_per_step x rollout.group_size); allowed: <= {n}"
+        )
     _check_memory(cfg, facts, prompt + cfg.rollout.max_new_tokens)
 
 
@@ -78,7 +81,9 @@ def model_facts(cfg: Config, alphabet: int) -> ModelFacts | None:
         vocab, h, layers = alphabet + BUILTIN_SPECIALS, m.hidden_size, m.num_layers
         # tied embeddings + per layer: q, k, v, o (4 h^2) and the gated MLP of width 4h (12 h^2)
         params = vocab * h + layers * 16 * h * h
-        return ModelFacts(BUILTIN_POSITIONS, vocab, h, layers, params * FLOAT_BYTES, "the built-in model")
+        return ModelFacts(
+            BUILTIN_POSITIONS, vocab, h, layers, params * FLOAT_BYTES, "the built-in model"
+        )
     return _hf_facts(str(Path(m.path).expanduser()))
 
 
@@ -90,15 +95,32 @@ def _hf_facts(folder: str) -> ModelFacts | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"model.path: {path}: not a readable config.json ({type(exc).__name__})") from None
-    data = {**data.get("text_config", {}), **data} if isinstance(data.get("text_config"), dict) else data
-    positions = next((data[k] for k in _POSITION_KEYS if isinstance(data.get(k), int) and data[k] > 0), None)
+        raise UserError(
+            f"model.path: {path}: not a readable config.json ({type(exc).__name__})"
+        ) from None
+    data = (
+        {**data.get("text_config", {}), **data}
+        if isinstance(data.get("text_config"), dict)
+        else data
+    )
+    positions = next(
+        (data[k] for k in _POSITION_KEYS if isinstance(data.get(k), int) and data[k] > 0), None
+    )
     if positions is None:
         return None  # nothing to check against; the model's own code will complain if it must
-    weights = sum(p.stat().st_size for p in Path(folder).iterdir()
-                  if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
-    return ModelFacts(int(positions), int(data.get("vocab_size") or 0), int(data.get("hidden_size") or 0),
-                      int(data.get("num_hidden_layers") or 0), weights, str(path))
+    weights = sum(
+        p.stat().st_size
+        for p in Path(folder).iterdir()
+        if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file()
+    )
+    return ModelFacts(
+        int(positions),
+        int(data.get("vocab_size") or 0),
+        int(data.get("hidden_size") or 0),
+        int(data.get("num_hidden_layers") or 0),
+        weights,
+        str(path),
+    )
 
 
 def prompt_tokens(cfg: Config, prompt: str) -> int:
@@ -106,7 +128,9 @@ def prompt_tokens(cfg: Config, prompt: str) -> int:
     model, the model's own tokenizer (and chat template) for a local one."""
     if not cfg.model.path:
         return 1 + len(prompt)
-    return _hf_prompt_tokens(str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt)
+    return _hf_prompt_tokens(
+        str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -123,7 +147,8 @@ def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str) -> int:
         raise UserError(f"model.path: cannot load the tokenizer of '{folder}': {first}") from None
     chat = getattr(tokenizer, "chat_template", None) is not None
     # Policy.encode_prompt needs only the tokenizer: the same encoding as the run, no weights.
-    policy = Policy(model=None, tokenizer=tokenizer, device=torch.device("cpu"), use_chat_template=chat)  # type: ignore[arg-type]
+    cpu = torch.device("cpu")
+    policy = Policy(model=None, tokenizer=tokenizer, device=cpu, use_chat_template=chat)  # type: ignore[arg-type]
     return len(policy.encode_prompt(prompt))
 
 
@@ -139,24 +164,34 @@ def _check_memory(cfg: Config, facts: ModelFacts, length: int) -> None:
     vocab, hidden, layers = max(facts.vocab, 1), max(facts.hidden, 1), max(facts.layers, 1)
     fixed = 4 * facts.weight_bytes  # weights, gradients, AdamW's two moments
     if fixed > available:
-        raise UserError(f"model.hidden_size/num_layers: the weights with their gradients and optimizer state "
-                        f"need at least {_size(fixed)}; this machine has {_size(available)}")
+        raise UserError(
+            f"model.hidden_size/num_layers: the weights with their gradients and optimizer state "
+            f"need at least {_size(fixed)}; this machine has {_size(available)}"
+        )
     phases = [  # (keys to lower, what, bytes)
-        ("rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens",
-         f"the KV cache of {n} sequences of {length} tokens while sampling",
-         2 * layers * n * length * hidden * FLOAT_BYTES),
-        ("rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens "
-         "(or raise optim.mini_batches_per_rollout)",
-         f"the logits of an update mini-batch of {rows} sequences",
-         rows * r.max_new_tokens * vocab * FLOAT_BYTES),
-        ("task.eval_size, rollout.eval_samples or rollout.max_new_tokens",
-         f"the KV cache and logits of the evaluation ({n_eval} sequences)",
-         n_eval * (2 * layers * length * hidden + r.max_new_tokens * vocab) * FLOAT_BYTES),
+        (
+            "rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens",
+            f"the KV cache of {n} sequences of {length} tokens while sampling",
+            2 * layers * n * length * hidden * FLOAT_BYTES,
+        ),
+        (
+            "rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens "
+            "(or raise optim.mini_batches_per_rollout)",
+            f"the logits of an update mini-batch of {rows} sequences",
+            rows * r.max_new_tokens * vocab * FLOAT_BYTES,
+        ),
+        (
+            "task.eval_size, rollout.eval_samples or rollout.max_new_tokens",
+            f"the KV cache and logits of the evaluation ({n_eval} sequences)",
+            n_eval * (2 * layers * length * hidden + r.max_new_tokens * vocab) * FLOAT_BYTES,
+        ),
     ]
     keys, what, peak = max(phases, key=lambda phase: phase[2])
     if fixed + peak > available:
-        raise UserError(f"{keys}: a step needs at least {_size(fixed + peak)} for {what}; "
-                        f"this machine has {_size(available)}")
+        raise UserError(
+            f"{keys}: a step needs at least {_size(fixed + peak)} for {what}; "
+            f"this machine has {_size(available)}"
+        )
 
 
 def physical_memory() -> int:

@@ -56,11 +56,15 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
         raise DamagedResults(f"{path}: damaged: {exc}") from None
     missing = [c for c in required if c not in header]
     if missing:
-        raise DamagedResults(f"{path}: damaged: missing column(s) {', '.join(missing)} (see the results contract)")
+        raise DamagedResults(
+            f"{path}: damaged: missing column(s) {', '.join(missing)} (see the results contract)"
+        )
     rows, lines = [], []
     for line, row in cells:
         if len(row) != len(header):
-            raise DamagedResults(f"{path}: damaged: line {line} has {len(row)} of {len(header)} cells (a partial row)")
+            raise DamagedResults(
+                f"{path}: damaged: line {line} has {len(row)} of {len(header)} cells (a partial row)"
+            )
         rows.append(dict(zip(header, row, strict=True)))
         lines.append(line)
     return Table(header, rows, lines)
@@ -72,7 +76,9 @@ def _int(value: str, path: Path, line: int, column: str) -> int:
     except ValueError:
         number = math.nan
     if not math.isfinite(number) or not number.is_integer() or number < 0:
-        raise DamagedResults(f"{path}: damaged: line {line}: {column} {value!r} is not a step count")
+        raise DamagedResults(
+            f"{path}: damaged: line {line}: {column} {value!r} is not a step count"
+        )
     return int(number)
 
 
@@ -86,7 +92,9 @@ def _numbers(table: Table, path: Path) -> None:
             try:
                 float(value)
             except ValueError:
-                raise DamagedResults(f"{path}: damaged: line {line}: {column} {value!r} is not a number") from None
+                raise DamagedResults(
+                    f"{path}: damaged: line {line}: {column} {value!r} is not a number"
+                ) from None
 
 
 def check_results(folder: Path) -> None:
@@ -107,8 +115,10 @@ def check_results(folder: Path) -> None:
             raise DamagedResults(f"{spath}: damaged: line {line} has no trial_id")
         label = (trial, row.get("factor", ""), row.get("variant", ""))
         if label in labels:
-            raise DamagedResults(f"{spath}: trial {trial} is listed twice (two drivers on one folder, or an "
-                                 "edited file); its statistics would count it twice")
+            raise DamagedResults(
+                f"{spath}: trial {trial} is listed twice (two drivers on one folder, or an "
+                "edited file); its statistics would count it twice"
+            )
         labels.add(label)
         count = _int(row["steps"], spath, line, "steps")
         if steps.setdefault(trial, count) != count:
@@ -116,13 +126,17 @@ def check_results(folder: Path) -> None:
     seen: dict[str, list[int]] = {}
     for line, row in zip(history.lines, history.rows, strict=True):
         if row["trial_id"] not in steps:
-            raise DamagedResults(f"{hpath}: damaged: line {line}: trial {row['trial_id']!r} is not in {SUMMARY}")
+            raise DamagedResults(
+                f"{hpath}: damaged: line {line}: trial {row['trial_id']!r} is not in {SUMMARY}"
+            )
         seen.setdefault(row["trial_id"], []).append(_int(row["step"], hpath, line, "step"))
     for trial, count in steps.items():
         got = seen.get(trial, [])
         if got != list(range(1, count + 1)):
-            raise DamagedResults(f"{hpath}: damaged: trial {trial} has {_describe(got)} but {SUMMARY} says "
-                                 f"{count} step(s)")
+            raise DamagedResults(
+                f"{hpath}: damaged: trial {trial} has {_describe(got)} but {SUMMARY} says "
+                f"{count} step(s)"
+            )
 
 
 def _describe(steps: list[int]) -> str:
@@ -144,8 +158,10 @@ def describe_unfinished(folder: Path) -> str | None:
     if is_locked(folder):
         return f"{folder}: unfinished: a driver is running on it now ({holder(folder)}); wait for it to finish"
     kind = _kind(folder / "experiment.yaml")
-    return (f"{folder}: unfinished: the driver stopped before writing {SUMMARY}; continue it with "
-            f"'entropic-tune {kind} --resume --name {folder.name} --out {folder.parent}'")
+    return (
+        f"{folder}: unfinished: the driver stopped before writing {SUMMARY}; continue it with "
+        f"'entropic-tune {kind} --resume --name {folder.name} --out {folder.parent}'"
+    )
 
 
 def _kind(path: Path) -> str:
@@ -167,13 +183,17 @@ def study_problem(path: Path) -> str | None:
     path = Path(path)
     if not path.is_file():
         return None
-    advice = ("restore it from a backup, or move it away to start a new study under this --name "
-              "('entropic-tune report' still works from summary.csv and history.csv)")
+    advice = (
+        "restore it from a backup, or move it away to start a new study under this --name "
+        "('entropic-tune report' still works from summary.csv and history.csv)"
+    )
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             check = con.execute("PRAGMA quick_check").fetchone()[0]
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
         finally:
             con.close()
     except sqlite3.Error as exc:

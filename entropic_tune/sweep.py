@@ -42,7 +42,15 @@ from .spaces import (
     grid_cells,
     search_base,
 )
-from .sweep_plan import STATE_GLOB, STATES_BEFORE, grid_plan, planned_trials, run_state, search_plan, states_now
+from .sweep_plan import (
+    STATE_GLOB,
+    STATES_BEFORE,
+    grid_plan,
+    planned_trials,
+    run_state,
+    search_plan,
+    states_now,
+)
 from .sweep_results import collect_and_write, existing_trials, fail_orphans, read_meta, write_meta
 from .trainable import train_trial
 

@@ -38,9 +38,14 @@ class Record(Protocol):
     history: list[dict[str, float]]
 
 
-def grid_plan(grid_key: str, cells: dict[str, dict[str, Any]], seeds: Iterable[int]) -> dict[str, Any]:
-    return {"grid_key": grid_key, "cells": {label: dict(cell) for label, cell in cells.items()},
-            "seeds": list(seeds)}
+def grid_plan(
+    grid_key: str, cells: dict[str, dict[str, Any]], seeds: Iterable[int]
+) -> dict[str, Any]:
+    return {
+        "grid_key": grid_key,
+        "cells": {label: dict(cell) for label, cell in cells.items()},
+        "seeds": list(seeds),
+    }
 
 
 def search_plan(base: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +118,11 @@ def _loads(config: dict[str, Any]) -> bool:
 
 def _check_grid(plan: dict[str, Any], records: list[Record], finished: bool) -> str | None:
     key = plan["grid_key"]
-    planned = {(label, int(seed)): {**cell, "train.seed": seed}
-               for label, cell in plan["cells"].items() for seed in plan["seeds"]}
+    planned = {
+        (label, int(seed)): {**cell, "train.seed": seed}
+        for label, cell in plan["cells"].items()
+        for seed in plan["seeds"]
+    }
     seen: dict[tuple[str, int], str] = {}
     for r in records:
         cell = (str(r.config.get(key)), _int(r.config.get("train.seed")))
@@ -133,22 +141,31 @@ def _check_grid(plan: dict[str, Any], records: list[Record], finished: bool) -> 
     return None
 
 
-def _check_search(meta: dict[str, Any], plan: dict[str, Any], records: list[Record], finished: bool) -> str | None:
+def _check_search(
+    meta: dict[str, Any], plan: dict[str, Any], records: list[Record], finished: bool
+) -> str | None:
     params = meta.get("params") or {}
     expected = planned_trials(meta)
     if len(records) > expected or (finished and len(records) != expected):
         return f"{len(records)} trials ran; the plan has {expected} (samples x repeat)"
-    pbt = (meta.get("options") or {}).get("scheduler") == "pbt"  # PBT perturbs values past the bounds
+    # PBT perturbs values past the bounds
+    pbt = (meta.get("options") or {}).get("scheduler") == "pbt"
     for r in records:
         if any(k not in r.config for k in params):
             return f"trial {r.trial_id} lacks a searched parameter ({', '.join(params)})"
-        planned = {**plan["base"], **{k: r.config[k] for k in params}, TRIAL_INDEX: r.config.get(TRIAL_INDEX)}
+        planned = {
+            **plan["base"],
+            **{k: r.config[k] for k in params},
+            TRIAL_INDEX: r.config.get(TRIAL_INDEX),
+        }
         diff = _difference(r.config, planned)
         if diff:
             return f"trial {r.trial_id} ran {diff}"
         for k, spec in params.items() if not pbt else ():
             if not _within(r.config[k], spec):
-                return f"trial {r.trial_id} ran {k}={r.config[k]!r}, outside the searched range {spec}"
+                return (
+                    f"trial {r.trial_id} ran {k}={r.config[k]!r}, outside the searched range {spec}"
+                )
     return None
 
 

@@ -64,6 +64,19 @@ CASES = [
      ["unk.yaml", "controller.kpp", "did you mean"]),
     ("missing config file", lambda t: ["--config", str(t / "absent.yaml")], ["absent.yaml", "does not exist"]),
     ("unwritable out", lambda t: ["--out", "/proc/entropic"], ["--out", "/proc"]),
+    # issue 18: a --set value at fault names the --set; sizes bounded by the model and memory
+    ("kp nan names the --set", lambda t: ["--set", "controller.kp=nan"],
+     ["error: --set controller.kp=nan: controller.kp: expected float"]),
+    ("response longer than the context", lambda t: ["--set", "rollout.max_new_tokens=100000000"],
+     ["--set rollout.max_new_tokens=100000000", "256 positions of the built-in model", "allowed: <= 247"]),
+    ("prompt and response longer than the context", lambda t: ["--set", "task.max_digits=6",
+                                                               "--set", "rollout.max_new_tokens=250"],
+     ["rollout.max_new_tokens: 250 + the longest prompt (15 tokens)", "allowed: <= 241"]),
+    ("evaluation no memory holds", lambda t: ["--set", "task.eval_size=100000", "--set", "task.max_digits=6",
+                                              "--set", "rollout.eval_samples=100000"],
+     ["task.eval_size, rollout.eval_samples", "a step needs at least", "this machine has"]),
+    ("a model no memory holds", lambda t: ["--set", "model.hidden_size=1000000", "--set", "model.num_layers=8"],
+     ["--set model.hidden_size=1000000", "weights with their gradients", "this machine has"]),
 ]
 
 

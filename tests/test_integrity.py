@@ -27,7 +27,9 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _copy(name: str, tmp: Path) -> Path:
@@ -68,13 +70,17 @@ def _start_holder(tmp: Path, folder: Path) -> subprocess.Popen:
     return proc
 
 
-def test_a_held_folder_refuses_a_second_driver_naming_the_holder_and_a_kill_frees_it(tmp_path, capsys):
+def test_a_held_folder_refuses_a_second_driver_naming_the_holder_and_a_kill_frees_it(
+    tmp_path, capsys
+):
     folder = tmp_path / "out" / "exp"
     holder = _start_holder(tmp_path, folder)
     try:
         assert (folder / LOCK_FILE).read_text().strip() == str(holder.pid)
         before = _snapshot(tmp_path)
-        with pytest.raises(UserError, match=rf"in use by another entropic-tune driver \(pid {holder.pid}\)"):
+        with pytest.raises(
+            UserError, match=rf"in use by another entropic-tune driver \(pid {holder.pid}\)"
+        ):
             FolderLock(folder).acquire()
         # the CLI: a second train driver, and a report of the running experiment, in one line
         assert main(["train", "--quiet", "--out", str(tmp_path / "out"), "--name", "exp"]) == 2
@@ -85,10 +91,12 @@ def test_a_held_folder_refuses_a_second_driver_naming_the_holder_and_a_kill_free
     finally:
         holder.kill()
         holder.wait()
-    assert (folder / LOCK_FILE).exists()  # the killed holder's file stays, but its lock died with it
+    # the killed holder's file stays, but its lock died with it
+    assert (folder / LOCK_FILE).exists()
     with hold(folder):
         (folder / "results.txt").write_text("mine\n")
-    assert sorted(p.name for p in folder.iterdir()) == ["results.txt"]  # lock file removed when done
+    # the lock file is removed when done
+    assert sorted(p.name for p in folder.iterdir()) == ["results.txt"]
 
 
 def test_a_refused_run_leaves_no_folder_behind(tmp_path):
@@ -132,8 +140,18 @@ def _repeat_a_step(path: Path) -> None:
 
 DAMAGE = [
     ("history cut mid-row", "history.csv", _cut_mid_row, "cut mid-row"),
-    ("history cut at a row end", "history.csv", _drop_last_row, "has 11 row(s) (steps 1..11) but summary.csv says 12 step(s)"),
-    ("history header only", "history.csv", _header_only, "has no rows but summary.csv says 30 step(s)"),
+    (
+        "history cut at a row end",
+        "history.csv",
+        _drop_last_row,
+        "has 11 row(s) (steps 1..11) but summary.csv says 12 step(s)",
+    ),
+    (
+        "history header only",
+        "history.csv",
+        _header_only,
+        "has no rows but summary.csv says 30 step(s)",
+    ),
     ("history with a partial row", "history.csv", _partial_middle_row, "line 3 has"),
     ("history with a repeated step", "history.csv", _repeat_a_step, "repeated steps"),
     ("summary cut mid-row", "summary.csv", _cut_mid_row, "cut mid-row"),
@@ -143,7 +161,8 @@ DAMAGE = [
 
 @pytest.mark.parametrize("name,file,damage,expected", DAMAGE, ids=[d[0] for d in DAMAGE])
 def test_report_refuses_a_damaged_folder_naming_the_file_and_keeps_the_good_report(
-        name, file, damage, expected, tmp_path, capsys):
+    name, file, damage, expected, tmp_path, capsys
+):
     folder = _copy("compare", tmp_path)
     (folder / "report.md").write_text("the good report\n")
     damage(folder / file)
@@ -164,11 +183,14 @@ def test_every_fixture_and_an_unfinished_run_pass_the_check(tmp_path):
     summary[1] = summary[1].replace(",TERMINATED,,30,", ",RUNNING,,2,", 1)
     (folder / "summary.csv").write_text("".join(summary))
     history = (folder / "history.csv").read_text().splitlines(keepends=True)
-    keep = [h for h in history[1:] if not h.startswith(f"{trial},") or h.split(",")[3] in ("1", "2")]
+    keep = [
+        h for h in history[1:] if not h.startswith(f"{trial},") or h.split(",")[3] in ("1", "2")
+    ]
     (folder / "history.csv").write_text("".join([history[0], *keep]))
     check_results(folder)
-    with pytest.raises(DamagedResults, match="has 2 row"):  # and the same files said 30 steps: damaged
-        (folder / "summary.csv").write_text("".join(summary).replace(",RUNNING,,2,", ",RUNNING,,30,"))
+    # the same history with a summary that says 30 steps: damaged
+    (folder / "summary.csv").write_text("".join(summary).replace(",RUNNING,,2,", ",RUNNING,,30,"))
+    with pytest.raises(DamagedResults, match="has 2 row"):
         check_results(folder)
 
 
@@ -188,7 +210,9 @@ def test_report_of_a_search_with_a_damaged_optuna_db_works_from_the_csvs(tmp_pat
     (folder / "optuna.db").write_bytes(b"\x13garbage bytes, not SQLite" * 64)
     assert main(["report", str(folder)]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("entropic-tune: warning: ") and "optuna.db" in err[0], err
+    assert (
+        len(err) == 1 and err[0].startswith("entropic-tune: warning: ") and "optuna.db" in err[0]
+    ), err
     assert "file is not a database" in err[0] and "restore it from a backup" in err[0]
     text = (folder / "report.md").read_text()
     assert "search figures not drawn" in text and "Results per method" in text
@@ -217,33 +241,57 @@ def test_the_planned_trials_pass_and_every_other_outcome_is_named():
     assert check_plan(meta, good, finished=True) is None
     grpo, entropic = good
     # What Ray's failed restore ran: one trial with an empty config (grpo, 200 default steps).
-    assert check_plan(meta, [_record("x", {}, 1)], finished=True) == \
-        "trial x is TERMINATED after 1 of its 200 planned steps"
-    assert check_plan(meta, [grpo, entropic, _record("t9", dict(grpo.config), 3)], finished=True) == \
-        "trials t0 and t9 both ran grpo seed 0 (planned once)"
+    assert (
+        check_plan(meta, [_record("x", {}, 1)], finished=True)
+        == "trial x is TERMINATED after 1 of its 200 planned steps"
+    )
+    assert (
+        check_plan(meta, [grpo, entropic, _record("t9", dict(grpo.config), 3)], finished=True)
+        == "trials t0 and t9 both ran grpo seed 0 (planned once)"
+    )
     changed = _record("t1", {**entropic.config, "controller.kp": 2.5}, 3)
-    assert check_plan(meta, [grpo, changed], finished=True) == \
-        "trial t1 (entropic seed 0) ran controller.kp=2.5 instead of the planned 10.0"
+    assert (
+        check_plan(meta, [grpo, changed], finished=True)
+        == "trial t1 (entropic seed 0) ran controller.kp=2.5 instead of the planned 10.0"
+    )
     assert check_plan(meta, [grpo], finished=True) == "planned trial(s) entropic seed 0 did not run"
     assert check_plan(meta, [grpo], finished=False) is None  # interrupted: the rest is still to run
     short = _record("t1", dict(entropic.config), 2)
-    assert "TERMINATED after 2 of its 3 planned steps" in check_plan(meta, [grpo, short], finished=True)
-    assert check_plan({**meta, "options": {"scheduler": "asha"}}, [grpo, short], finished=True) is None
-    assert check_plan(meta, [grpo, _record("t1", dict(entropic.config), 2, "ERROR")], finished=True) is None
+    assert "TERMINATED after 2 of its 3 planned steps" in check_plan(
+        meta, [grpo, short], finished=True
+    )
+    assert (
+        check_plan({**meta, "options": {"scheduler": "asha"}}, [grpo, short], finished=True) is None
+    )
+    assert (
+        check_plan(meta, [grpo, _record("t1", dict(entropic.config), 2, "ERROR")], finished=True)
+        is None
+    )
 
 
 def test_a_search_run_is_checked_against_its_base_bounds_and_count():
     space = spaces.load_space("smoke_search")
-    meta = {"kind": "search", "samples": 2, "repeat": 1, "plan": search_plan(spaces.search_base(space)),
-            "params": {"controller.kp": {"type": "float", "low": 0.5, "high": 8.0, "log": True}}}
+    meta = {
+        "kind": "search",
+        "samples": 2,
+        "repeat": 1,
+        "plan": search_plan(spaces.search_base(space)),
+        "params": {"controller.kp": {"type": "float", "low": 0.5, "high": 8.0, "log": True}},
+    }
     base = spaces.search_base(space)
     ok = [_record(f"s{i}", {**base, "controller.kp": kp}, 3) for i, kp in enumerate((1.0, 4.0))]
     assert check_plan(meta, ok, finished=True) is None
-    assert check_plan(meta, ok[:1], finished=True) == "1 trials ran; the plan has 2 (samples x repeat)"
+    assert (
+        check_plan(meta, ok[:1], finished=True) == "1 trials ran; the plan has 2 (samples x repeat)"
+    )
     outside = _record("s1", {**base, "controller.kp": 9.0}, 3)
-    assert "controller.kp=9.0, outside the searched range" in check_plan(meta, [ok[0], outside], finished=True)
+    assert "controller.kp=9.0, outside the searched range" in check_plan(
+        meta, [ok[0], outside], finished=True
+    )
     drifted = _record("s1", {**base, "controller.kp": 2.0, "loss.tau": 0.5}, 3)
-    assert "loss.tau=0.5 instead of the planned" in check_plan(meta, [ok[0], drifted], finished=True)
+    assert "loss.tau=0.5 instead of the planned" in check_plan(
+        meta, [ok[0], drifted], finished=True
+    )
 
 
 # --- bounds from the model ---------------------------------------------------------------------------
@@ -273,8 +321,12 @@ def test_a_local_models_context_comes_from_its_config_json_with_exact_prompt_tok
     local = {**small, "model.path": str(tmp_path / "m")}
     policy = Policy(None, tokenizer, resolve_device("cpu"))  # type: ignore[arg-type]
     prompt = len(policy.encode_prompt(task.longest_prompt()))
-    assert prompt_tokens(load_config(local), task.longest_prompt()) == prompt == 9  # "999+999=" and BOS
+    # "999+999=" and BOS
+    assert prompt_tokens(load_config(local), task.longest_prompt()) == prompt == 9
     check_limits(load_config({**local, "rollout.max_new_tokens": 48 - prompt}))
-    with pytest.raises(UserError, match=rf"exceeds the 48 positions of {tmp_path / 'm' / 'config.json'}; "
-                                        rf"allowed: <= {48 - prompt}"):
+    with pytest.raises(
+        UserError,
+        match=rf"exceeds the 48 positions of {tmp_path / 'm' / 'config.json'}; "
+        rf"allowed: <= {48 - prompt}",
+    ):
         check_limits(load_config({**local, "rollout.max_new_tokens": 48 - prompt + 1}))

@@ -49,6 +49,31 @@ def _stillborn(tmp: Path) -> str:
     return "stillborn"
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _fixture_copy(tmp: Path, fixture: str, name: str) -> Path:
+    import shutil
+
+    folder = tmp / "out" / name
+    shutil.copytree(FIXTURES / fixture, folder)
+    return folder
+
+
+def _damaged_study(tmp: Path) -> str:
+    """A search folder (intact CSVs) whose optuna.db is garbage bytes."""
+    folder = _fixture_copy(tmp, "search", "dstudy")
+    (folder / "optuna.db").write_bytes(b"\x13not an sqlite file" * 100)
+    return "dstudy"
+
+
+def _cut_history(tmp: Path) -> str:
+    """A finished compare folder whose history.csv was cut mid-row."""
+    path = _fixture_copy(tmp, "compare", "dcut") / "history.csv"
+    path.write_text(path.read_text()[:-25])
+    return "dcut"
+
+
 # (id, argv builder, fragments of the one stderr line, needs the session's Ray)
 CASES = [
     ("space yaml error", lambda t: ["compare", "--space", _file(t, "bad.yaml", "kind: compare\nmethods: [grpo\n")],
@@ -123,6 +148,32 @@ CASES = [
      ["--name", "existing", "already holds a compare experiment"], False),
     ("name with a path", lambda t: ["compare", *SMOKE, "--name", "../escape"], ["--name", "'../escape'", "plain folder"],
      False),
+    # issue 18: errors name their source; sizes bounded by the model; damaged folders refused
+    ("a bad --set value names the --set", lambda t: ["compare", *SMOKE, "--set", "controller.kp=nan"],
+     ["error: --set controller.kp=nan: controller.kp: expected float, got 'nan'"], False),
+    ("a bad space value names the file and key", lambda t: ["compare", "--space", _file(
+        t, "ov.yaml", "kind: compare\nmethods: [grpo]\nmethod_overrides: {grpo: {controller.kp: -1}}\n")],
+     ["ov.yaml: methods.grpo: controller.kp: must be >= 0"], False),
+    ("response longer than the model's context", lambda t: ["compare", *SMOKE, "--set",
+                                                            "rollout.max_new_tokens=100000000"],
+     ["error: --set rollout.max_new_tokens=100000000: rollout.max_new_tokens", "256 positions of the built-in model",
+      "allowed: <= 247"], False),
+    ("searched range beyond the context", lambda t: [*SEARCH[:1], "--space", _search_space(
+        t, "ctx.yaml", "  rollout.max_new_tokens: {type: int, low: 8, high: 4096}\n")],
+     ["ctx.yaml: params.rollout.max_new_tokens=4096", "256 positions", "allowed: <= 247"], False),
+    ("a batch no memory holds", lambda t: ["compare", *SMOKE, "--set", "rollout.prompts_per_step=1000000",
+                                           "--set", "rollout.group_size=100000"],
+     ["--set rollout.prompts_per_step=1000000, --set rollout.group_size=100000", "a step needs at least",
+      "this machine has"], False),
+    ("more mini-batches than sequences", lambda t: ["compare", *SMOKE, "--set", "optim.mini_batches_per_rollout=17"],
+     ["--set optim.mini_batches_per_rollout=17", "16 sequences", "allowed: <= 16"], False),
+    ("continue a search whose optuna.db is damaged", lambda t: [*SEARCH, "--name", _damaged_study(t)],
+     ["dstudy/optuna.db", "not a readable Optuna storage (file is not a database)", "restore it from a backup",
+      "report' still works"], False),
+    ("resume a search whose optuna.db is damaged", lambda t: ["search", "--resume", "--name", _damaged_study(t)],
+     ["dstudy/optuna.db", "not a readable Optuna storage", "restore it from a backup"], False),
+    ("resume with a history.csv cut mid-row", lambda t: ["compare", "--resume", "--name", _cut_history(t)],
+     ["dcut/history.csv: damaged: cut mid-row", "move the damaged file(s) away", "--resume"], False),
 ]
 
 
