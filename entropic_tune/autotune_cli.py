@@ -76,13 +76,14 @@ def run_autotune(config: Config, out: str | Path, quiet: bool = False) -> int:
     ctrl = trainer.controller
     print(describe_plant(plant))
     if ctrl.plant is None:
-        print(f"entropic-tune: the probe did not identify the gain (not negative by 2 standard errors); "
+        print(f"entropic-tune: the probe did not identify the gain (not negative by 1 standard error); "
               f"probe longer (--steps) or harder (--set controller.probe_amplitude=...). History: "
               f"{history_path}", file=sys.stderr)
         return 1
     gains = {"kp": ctrl.pi.kp, "ki": ctrl.pi.ki, "alpha_min": ctrl.pi.alpha_min, "alpha_max": ctrl.pi.alpha_max}
-    print(f"recommended (SIMC, tau_c {cfg.closed_loop_steps:g} steps, effective delay "
-          f"{effective_delay(plant):.1f} steps): " + ", ".join(f"{k} {v:.4g}" for k, v in gains.items()))
+    print(f"recommended (SIMC on the cautious gain {plant.cautious().gain:+.3e}, tau_c "
+          f"{cfg.closed_loop_steps:g} steps, effective delay {effective_delay(plant):.1f} steps): "
+          + ", ".join(f"{k} {v:.4g}" for k, v in gains.items()))
     atomic_write_text(yaml_path, snippet(config, plant, gains))
     print(f"written: {yaml_path} (use with --config), probe history: {history_path}")
     return 0
@@ -106,7 +107,8 @@ def snippet(config: Config, plant: EntropyPlant, gains: dict[str, float]) -> str
         f"# entropic-tune autotune: method {config.method}, seed {config.train.seed}, probe of "
         f"{cfg.probe_steps} steps (alpha +/-{cfg.probe_amplitude:g}, holds of {cfg.probe_hold})",
         *(f"# {line.strip()}" for line in describe_plant(plant).splitlines()),
-        f"# SIMC gains for closed_loop_steps {cfg.closed_loop_steps:g}; bounds around the holding alpha",
+        f"# SIMC gains on the cautious gain |gain| + stderr for closed_loop_steps {cfg.closed_loop_steps:g}; "
+        "bounds around the holding alpha",
         f"method: {config.method}",
         "controller:",
         "  autotune: 'off'",

@@ -88,14 +88,14 @@ def test_autotune_prints_the_plant_and_writes_a_snippet_for_config(tmp_path, cap
     entropies = [float(r[header.index(M.ENTROPY)]) for r in rows]
     plant = identify_plant(alphas, entropies)
     assert plant.is_identified()
-    kp, ki = pi_gains(plant, 15.0)
+    kp, ki = pi_gains(plant.cautious(), 15.0)
     assert (config.controller.kp, config.controller.ki) == pytest.approx((kp, ki), rel=1e-12)
     assert config.controller.alpha_min < plant.holding_alpha < config.controller.alpha_max
     assert f"{plant.gain:+.3e}" in out.read_text()  # the plant is in the snippet's comments
 
 
-def test_autotune_without_an_identified_gain_exits_1_and_writes_no_snippet(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(autotune_cli, "Trainer", type("Flat", (SimulatedTrainer,), {"gain": 0.0}))
+def test_autotune_without_a_negative_gain_exits_1_and_writes_no_snippet(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(autotune_cli, "Trainer", type("Wrong", (SimulatedTrainer,), {"gain": 1e-3}))
     out = tmp_path / "gains.yaml"
     assert main(["autotune", "--out", str(out), "--quiet"]) == 1
     assert not out.exists() and (tmp_path / "gains.history.csv").exists()

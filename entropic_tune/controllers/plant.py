@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,16 @@ class EntropyPlant:
     def is_identified(self, z: float = 2.0, min_f: float = 10.0) -> bool:
         """Gain negative by at least ``z`` standard errors, from an instrument with F >= ``min_f``."""
         return self.gain < 0 and -self.gain >= z * self.gain_stderr and self.instrument_f >= min_f
+
+    def cautious(self) -> EntropyPlant:
+        """The same plant with the larger plausible gain magnitude ``|gain| + gain_stderr``.
+
+        SIMC gains for it are at most as aggressive as designed when the true gain is that large and
+        slower when it is smaller: the design is robust to the identification's own uncertainty.
+        """
+        return dataclasses.replace(
+            self, gain=self.gain - self.gain_stderr if self.gain < 0 else self.gain
+        )
 
 
 def lagged_inputs(alphas: np.ndarray, lags: Sequence[float]) -> np.ndarray:
