@@ -32,9 +32,9 @@ feedback, because the excitation is independent of every noise term.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
