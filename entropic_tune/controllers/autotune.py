@@ -156,14 +156,13 @@ class AutotunedPIController(Controller):
 
     def _retune(self, plant: EntropyPlant, first: bool) -> None:
         cfg = self.cfg
-        level = EntropyFilter(plant).run(self.alphas, self.entropies)
         kp, ki = pi_gains(plant.cautious(), cfg.closed_loop_steps, p_only=cfg.ki == 0)
         if not first and self.plant is not None:
             # Rescheduling moves the gains by at most 2x per retune: one unlucky fit cannot make the
             # loop tight enough to cancel its own dither (a weak instrument for the next fit).
             kp = _clip(kp, self.kp / 2, self.kp * 2)
             ki = _clip(ki, self.ki / 2, self.ki * 2)
-        lo, hi = alpha_bounds(plant, cfg.closed_loop_steps, gap=level - cfg.target_entropy)
+        lo, hi = alpha_bounds(plant, cfg.closed_loop_steps)
         held = plant.holding_alpha if first else self.pi.ki * self.pi.integral
         pi = PIController(kp, ki, cfg.target_entropy, lo, hi, cfg.anti_windup)
         if ki > 0:  # bumpless: the integral term keeps its value (first time: the holding alpha)
