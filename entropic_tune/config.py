@@ -257,7 +257,7 @@ class ControllerConfig:
     actuator_scale: float = 1.0
     """Units of the actuated knob per unit of controller output (k in METHOD.md 3.4)."""
     autotune: str = "off"
-    """PI gains from measurements (METHOD.md 3.4): 'off' (kp/ki/alpha bounds as configured), 'probe' (a
+    """PI gains from measurements (METHOD.md 3.5): 'off' (kp/ki/alpha bounds as configured), 'probe' (a
     designed excitation of alpha for `probe_steps`, then identified gains) or 'online' (probe, then keep
     re-identifying with a dither and reschedule the gains)."""
     probe_steps: int = 80

@@ -15,6 +15,7 @@ import torch
 
 # --- per-step metric names (METHOD.md section 5) -------------------------------------------------
 ENTROPY = "actor/entropy"
+ENTROPY_STDERR = "actor/entropy_stderr"
 PG_LOSS = "actor/pg_loss"
 PG_CLIPFRAC = "actor/pg_clipfrac"
 PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
@@ -57,8 +58,8 @@ STEP = "step"
 """1-based rollout step index; present in every step dict."""
 
 STEP_KEYS: tuple[str, ...] = (
-    (STEP, ENTROPY) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS + EVAL_KEYS
-    + PERF_KEYS
+    (STEP, ENTROPY, ENTROPY_STDERR) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS
+    + EVAL_KEYS + PERF_KEYS
 )
 """Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
 
@@ -138,6 +139,27 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def entropy_stderr(values: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Sampling standard error of the batch's token-mean ``H = sum(m h) / sum(m)``.
+
+    The prompts are the independent units (a group's responses share a prompt), so with
+    ``s_b = sum over group b of m h`` and ``n_b = sum of m``, the ratio estimator's delta-method variance
+    is ``sum_b (s_b - H n_b)^2 / (n_mean^2 B (B - 1))`` over the ``B`` groups. ``values``/``mask``:
+    ``(B * G, T)`` with the G responses of each prompt in consecutive rows; returns a scalar (0 for one
+    group). This is the measurement noise of ``actor/entropy``: what a controller sees on top of the
+    policy's expected entropy.
+    """
+    mask = mask.to(values.dtype)
+    sums = (values * mask).sum(-1).view(-1, group_size).sum(-1)  # (B,)
+    counts = mask.sum(-1).view(-1, group_size).sum(-1)  # (B,)
+    b = sums.numel()
+    if b < 2:
+        return sums.new_zeros(())
+    mean = sums.sum() / counts.sum().clamp_min(1.0)
+    dev = (sums - mean * counts) / counts.mean().clamp_min(1.0)  # (B,)
+    return (dev.square().sum() / (b * (b - 1))).sqrt()
+
+
 def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
@@ -168,16 +190,24 @@ def measurement_noise_variance(values: Sequence[float]) -> float:
     return min(max(-c1, 0.0), c0 / 2.0)
 
 
-def entropy_tracking_rmse_denoised(entropies: Sequence[float], target: float) -> float:
+def entropy_tracking_rmse_denoised(entropies: Sequence[float], target: float,
+                                   stderrs: Sequence[float] | None = None) -> float:
     """Tracking RMSE of the *true* entropy: ``sqrt(max(MS - r / H_target^2, 0))`` over the second half.
 
     ``MS`` is the mean of ``((H - H_target) / H_target)^2`` (the square of the raw tracking RMSE) and
-    ``r`` the measurement noise variance of the same steps (:func:`measurement_noise_variance`): with
-    noise independent of the true error, ``MS = true MS + r / H_target^2``, so removing ``r`` leaves how
-    well the controller holds the entropy itself, not the sampler's noise floor.
+    ``r`` the measurement noise variance of the same steps: the mean square of the per-step sampling
+    standard errors (``actor/entropy_stderr``) when given, else estimated from the entropies
+    themselves (:func:`measurement_noise_variance`; histories written before the standard error was
+    logged). With noise independent of the true error, ``MS = true MS + r / H_target^2``, so removing
+    ``r`` leaves how well the controller holds the entropy itself, not the sampler's noise floor.
     """
     raw = entropy_tracking_rmse(entropies, target)
-    noise = measurement_noise_variance(entropies[len(entropies) // 2 :])
+    tail = len(entropies) // 2
+    errors = _finite(stderrs[tail:]) if stderrs is not None else []
+    if errors:
+        noise = sum(e * e for e in errors) / len(errors)
+    else:
+        noise = measurement_noise_variance(entropies[tail:])
     if not (math.isfinite(raw) and math.isfinite(noise)):
         return float("nan")
     return math.sqrt(max(raw**2 - noise / target**2, 0.0))
@@ -229,12 +259,13 @@ def summarize(history: Sequence[dict[str, float]], target_entropy: float,
     ``eval_every`` (``rollout.eval_every``) locates the evaluations for ``summary/late_accuracy``.
     """
     entropies = [row[ENTROPY] for row in history]
+    stderrs = [row[ENTROPY_STDERR] for row in history] if all(ENTROPY_STDERR in r for r in history) else None
     steps = [int(row.get(STEP, i + 1)) for i, row in enumerate(history)]
     accuracies = [row.get(EVAL_ACCURACY, float("nan")) for row in history]
     accuracy = accuracies[-1] if history else float("nan")
     return {
         TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
-        TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy),
+        TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy, stderrs),
         SETTLE_STEP: settle_step(entropies, target_entropy, steps),
         FINAL_ACCURACY: float(accuracy),
         ENTROPY_DROP: entropy_drop(entropies),

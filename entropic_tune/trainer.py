@@ -90,6 +90,7 @@ class Trainer:
         first = self._forward(batch.gen) if reuse else None  # (N, R) log-probs and entropies, with grad
         step_entropy = first[1].detach() if first is not None else batch.entropy
         entropy = M.aggregate(step_entropy, batch.mask).item()  # H before any update
+        entropy_se = M.entropy_stderr(step_entropy, batch.mask, cfg.rollout.group_size).item()
         self._check_finite(entropy, "entropy")
         alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
         update_metrics = self._update(batch, alpha, first)
@@ -98,7 +99,7 @@ class Trainer:
         if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
             self.last_eval = self.evaluate()
         n_tokens = float(batch.mask.sum().item())
-        out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy}
+        out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy, M.ENTROPY_STDERR: entropy_se}
         out.update(update_metrics)
         control = self.controller.metrics()
         out.update(control)

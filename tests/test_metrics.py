@@ -131,6 +131,8 @@ def test_denoised_tracking_rmse_sees_the_true_error_through_the_noise(offset):
     assert denoised < raw
     out = M.summarize([{M.ENTROPY: h, M.STEP: i + 1} for i, h in enumerate(entropies)], target)
     assert out[M.TRACKING_RMSE_DENOISED] == denoised
+
+
 # --- pass@k (Chen et al. 2021) --------------------------------------------------------------------
 
 
@@ -194,3 +196,40 @@ def test_late_accuracy_averages_the_last_evaluations_not_the_rows():
     assert math.isnan(M.late_accuracy([], [], 2))
     history = [{M.STEP: s, M.ENTROPY: 0.5, M.EVAL_ACCURACY: a} for s, a in zip(steps, accuracies, strict=True)]
     assert M.summarize(history, 0.5, 2)[M.LATE_ACCURACY] == pytest.approx((0.4 + 0.6 + 0.9) / 3)
+
+
+
+
+def test_entropy_stderr_hand_computed_and_calibrated():
+    # two groups of two responses: group sums 1+2+3 = 6 (3 tokens) and 4+0 = 4 (1 token); H = 10/4
+    values = torch.tensor([[1.0, 2.0], [3.0, 9.0], [4.0, 9.0], [9.0, 9.0]])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0], [0, 0]])
+    h = 10 / 4
+    dev = [(6 - h * 3) / 2, (4 - h * 1) / 2]  # mean tokens per group: 2
+    expected = math.sqrt(sum(d * d for d in dev) / (2 * 1))
+    assert M.entropy_stderr(values, mask, group_size=2).item() == pytest.approx(expected)
+    assert M.entropy_stderr(values, mask, group_size=4).item() == 0.0  # one group: no spread
+    # calibrated: over many simulated batches (a random level per prompt, noisy tokens, ragged
+    # lengths) the stated error matches the spread of H across batches
+    gen = torch.Generator().manual_seed(0)
+    hs, ses = [], []
+    for _ in range(400):
+        level = 0.06 + 0.03 * torch.randn(16, 1, 1, generator=gen)  # (B, 1, 1) per-prompt entropy
+        tokens = (level + 0.05 * torch.randn(16, 8, 30, generator=gen)).abs().view(128, 30)
+        lengths = torch.randint(5, 31, (128, 1), generator=gen)
+        m = (torch.arange(30).view(1, 30) < lengths).float()
+        hs.append(M.aggregate(tokens, m).item())
+        ses.append(M.entropy_stderr(tokens, m, 8).item())
+    spread = torch.tensor(hs).std().item()
+    assert sum(ses) / len(ses) == pytest.approx(spread, rel=0.15)
+
+
+def test_denoised_rmse_prefers_the_logged_standard_errors():
+    target, rng = 0.06, random.Random(2)
+    rows = [{M.STEP: i + 1, M.ENTROPY: target + 0.006 + rng.gauss(0.0, 0.005), M.ENTROPY_STDERR: 0.005}
+            for i in range(2000)]
+    out = M.summarize(rows, target)
+    assert out[M.TRACKING_RMSE_DENOISED] == pytest.approx(0.1, abs=0.01)
+    wrong = [{**r, M.ENTROPY_STDERR: 0.0} for r in rows]  # it really uses them: no noise removed
+    assert M.summarize(wrong, target)[M.TRACKING_RMSE_DENOISED] == pytest.approx(
+        out[M.TRACKING_RMSE], rel=1e-12)

@@ -1,5 +1,5 @@
 """Plant identification, SIMC gains, alpha bounds and the entropy filter (controllers.plant, .gains,
-.filters; METHOD.md 3.4) on simulated plants with the real trainer's noise level: measurement noise
+.filters; METHOD.md 3.5) on simulated plants with the real trainer's noise level: measurement noise
 5e-3 nats against ~2e-4 nats per step per unit alpha (issue 12's probe of the trainer)."""
 
 from __future__ import annotations
@@ -193,9 +193,9 @@ def test_alpha_bounds_hold_the_drift_with_authority_both_ways():
     assert (lo, hi) == pytest.approx(
         (-3.5, 0.0)
     )  # at either bound entropy moves at the drift's speed
-    # a large gap to the target widens them: alpha* +/- (gap + noise) / (|gain| tau_c)
-    lo, hi = alpha_bounds(plant, 10.0, gap=0.01)
-    assert (lo, hi) == pytest.approx((-1.75 - 5.5, -1.75 + 5.5))
+    # without drift, the noise sets the authority: alpha* +/- noise / (|gain| tau_c)
+    calm = EntropyPlant(gain=-2e-4, drift=0.0, gain_stderr=0.0, noise=5e-3, drift_stderr=0.0)
+    assert alpha_bounds(calm, 10.0) == pytest.approx((-2.5, 2.5))
     # uncertainty of alpha* widens them too
     unsure = EntropyPlant(
         gain=-2e-4, drift=-3.5e-4, gain_stderr=5e-5, noise=1e-3, drift_stderr=5e-5
@@ -233,7 +233,7 @@ def test_closed_loop_with_pi_gains_settles_without_oscillation(gain, lag):
         gain=gain, drift=1.75 * gain, gain_stderr=0.0, noise=NOISE * scale, lag=lag
     )
     kp, ki = pi_gains(identified, tau_c)
-    lo, hi = alpha_bounds(identified, tau_c, gap=e0)
+    lo, hi = alpha_bounds(identified, tau_c)
     plant = Plant(gain, 1.75 * gain, lag=lag, noise=0.0, process=0.0, h0=target + e0)
     errors, alphas = simulate_loop(plant, kp, ki, lo, hi, target, 400)
     big = errors[np.abs(errors) > 0.02 * e0]

@@ -1,11 +1,12 @@
 """EntroPIC's PI controller with gains from measurements (``controller.autotune: probe | online``).
 
-Phases (logged as ``control/phase``; METHOD.md 3.4 and section 5):
+Phases (logged as ``control/phase``; METHOD.md 3.5 and section 5):
 
 - ``1`` probe: steps ``0 .. probe_steps-1`` apply a designed square wave ``alpha = +/-probe_amplitude``
   (half-period ``probe_hold``), open loop. At step ``probe_steps`` the plant is identified from the
   ``probe_steps + 1`` entropies (:func:`.plant.identify_plant`), then
-- ``2`` tuned (``probe``): PI with SIMC gains (:func:`.gains.pi_gains`) and derived bounds
+- ``2`` tuned (``probe``): PI with SIMC gains (:func:`.gains.pi_gains`) for the cautious gain
+  ``|gain| + stderr`` (:meth:`.plant.EntropyPlant.cautious`) and derived bounds
   (:func:`.gains.alpha_bounds`); the integral starts at the holding alpha ``-drift / gain`` (the
   identified drift is fed forward, so the loop does not first have to wind up against it);
 - ``3`` online (``online``): the same PI plus a square-wave dither of ``dither_amplitude``; every
@@ -13,7 +14,7 @@ Phases (logged as ``control/phase``; METHOD.md 3.4 and section 5):
   (probe, then dither) as instrument, so closed-loop data gives no feedback bias, and the gains are
   rescheduled bumplessly (``ki * integral`` is kept), by at most 2x per retune, when the new fit is
   identified (gain negative by 2 standard errors, instrument F >= 10);
-- ``4`` fallback: the probe could not identify a plant (gain not negative by 2 standard errors):
+- ``4`` fallback: the probe could not identify a plant (gain not negative by 1 standard error):
   the configured kp/ki/bounds are used (``online`` keeps trying at each retune).
 
 ``controller.filter: kalman`` feeds the PI the filtered entropy (:mod:`.filters`) instead of the
@@ -41,6 +42,11 @@ PHASES = {
     PHASE_FALLBACK: "fallback",
 }
 """``control/phase`` codes (``0`` = fixed gains, every controller without autotuning)."""
+
+ACCEPT_Z_PROBE = 1.0
+"""The probe's gain must be negative by this many standard errors (else: fallback)."""
+ACCEPT_Z_RETUNE = 2.0
+"""An online re-identification must be negative by this many standard errors (and F >= 10)."""
 
 _STATE = (
     "alpha",
@@ -137,7 +143,10 @@ class AutotunedPIController(Controller):
         except UserError:
             plant = None
         online = cfg.autotune == "online"
-        if plant is None or not plant.is_identified():
+        # The probe is accepted when the gain is negative by one standard error (alpha sharpens by the
+        # loss's construction; the gains then come from the cautious |gain| + stderr); a retune on
+        # closed-loop data needs two and a strong instrument, since it happens again and again.
+        if plant is None or not plant.is_identified(z=ACCEPT_Z_PROBE if first else ACCEPT_Z_RETUNE):
             if first:
                 self.phase = PHASE_ONLINE if online else PHASE_FALLBACK
                 self.kp, self.ki = self.pi.kp, self.pi.ki
@@ -147,14 +156,13 @@ class AutotunedPIController(Controller):
 
     def _retune(self, plant: EntropyPlant, first: bool) -> None:
         cfg = self.cfg
-        level = EntropyFilter(plant).run(self.alphas, self.entropies)
-        kp, ki = pi_gains(plant, cfg.closed_loop_steps, p_only=cfg.ki == 0)
+        kp, ki = pi_gains(plant.cautious(), cfg.closed_loop_steps, p_only=cfg.ki == 0)
         if not first and self.plant is not None:
             # Rescheduling moves the gains by at most 2x per retune: one unlucky fit cannot make the
             # loop tight enough to cancel its own dither (a weak instrument for the next fit).
             kp = _clip(kp, self.kp / 2, self.kp * 2)
             ki = _clip(ki, self.ki / 2, self.ki * 2)
-        lo, hi = alpha_bounds(plant, cfg.closed_loop_steps, gap=level - cfg.target_entropy)
+        lo, hi = alpha_bounds(plant, cfg.closed_loop_steps)
         held = plant.holding_alpha if first else self.pi.ki * self.pi.integral
         pi = PIController(kp, ki, cfg.target_entropy, lo, hi, cfg.anti_windup)
         if ki > 0:  # bumpless: the integral term keeps its value (first time: the holding alpha)

@@ -60,20 +60,21 @@ def pi_gains(
 
 
 def alpha_bounds(
-    plant: EntropyPlant, closed_loop_steps: float, gap: float = 0.0, z: float = 2.0
+    plant: EntropyPlant, closed_loop_steps: float, z: float = 2.0
 ) -> tuple[float, float]:
     """Bounds ``alpha* -/+ span`` around the holding alpha ``alpha* = -drift / gain``.
 
-    ``span = max(|alpha*|, (|gap| + noise) / (|gain| * closed_loop_steps)) + z * stderr(alpha*)``:
-    at either bound the entropy moves at least as fast as the drift, in either direction (RESULTS.md 5b:
-    the reference bound -1 had half the authority the task needed), fast enough to remove an error of
-    ``|gap|`` plus one noise standard deviation within ``closed_loop_steps``, and ``alpha*`` stays
-    inside with its uncertainty. Both bounds are capped at ``|alpha| <= ALPHA_LIMIT``.
+    ``span = max(|alpha*|, noise / (|gain| * closed_loop_steps)) + z * stderr(alpha*)``: at either
+    bound the entropy moves at least as fast as the drift, in either direction (RESULTS.md 5b: the
+    reference bound -1 had half the authority the task needed), and by at least one noise standard
+    deviation per ``closed_loop_steps`` when the drift is small; ``alpha*`` stays inside with its
+    uncertainty. Both bounds are capped at ``|alpha| <= ALPHA_LIMIT``. Larger errors are removed at
+    the bounds' rate (anti-windup keeps the integral from winding up meanwhile).
     """
     if not (plant.gain < 0 and closed_loop_steps > 0):
         raise UserError("alpha_bounds: needs a negative plant gain and closed_loop_steps > 0")
     hold = plant.holding_alpha
-    rate = (abs(gap) + plant.noise) / (-plant.gain * closed_loop_steps)
+    rate = plant.noise / (-plant.gain * closed_loop_steps)
     span = max(abs(hold), rate) + z * plant.holding_alpha_stderr
     # span >= |alpha*|, so the interval always contains 0 and stays non-empty under the cap.
     return max(hold - span, -ALPHA_LIMIT), min(hold + span, ALPHA_LIMIT)

@@ -1,6 +1,6 @@
 """Identify the entropy plant that EntroPIC's alpha drives, from a run's own alphas and entropies.
 
-Model (docs/METHOD.md section 3.4), in nats per rollout step, step ``k = 0 .. n-1``::
+Model (docs/METHOD.md section 3.5), in nats per rollout step, step ``k = 0 .. n-1``::
 
     H[k+1] = H[k] + drift + gain * u[k] + w[k]        (true entropy; w: process noise, variance q)
     y[k]   = H[k] + v[k]                              (measured entropy; v: measurement noise, variance r)
@@ -32,6 +32,7 @@ feedback, because the excitation is independent of every noise term.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,16 @@ class EntropyPlant:
     def is_identified(self, z: float = 2.0, min_f: float = 10.0) -> bool:
         """Gain negative by at least ``z`` standard errors, from an instrument with F >= ``min_f``."""
         return self.gain < 0 and -self.gain >= z * self.gain_stderr and self.instrument_f >= min_f
+
+    def cautious(self) -> EntropyPlant:
+        """The same plant with the larger plausible gain magnitude ``|gain| + gain_stderr``.
+
+        SIMC gains for it are at most as aggressive as designed when the true gain is that large and
+        slower when it is smaller: the design is robust to the identification's own uncertainty.
+        """
+        return dataclasses.replace(
+            self, gain=self.gain - self.gain_stderr if self.gain < 0 else self.gain
+        )
 
 
 def lagged_inputs(alphas: np.ndarray, lags: Sequence[float]) -> np.ndarray:
