@@ -158,6 +158,8 @@ def describe_unfinished(folder: Path) -> str | None:
     if is_locked(folder):
         return f"{folder}: unfinished: a driver is running on it now ({holder(folder)}); wait for it to finish"
     kind = _kind(folder / "experiment.yaml")
+    if kind == "train":  # a single run has no --resume: its history.csv is what it did
+        return f"{folder}: unfinished: the run stopped before writing {SUMMARY}; run it again under another --name"
     return (
         f"{folder}: unfinished: the driver stopped before writing {SUMMARY}; continue it with "
         f"'entropic-tune {kind} --resume --name {folder.name} --out {folder.parent}'"

@@ -288,7 +288,7 @@ def check_trial(data: dict[str, Any]) -> None:
 def _blame(data: dict[str, Any], exc: UserError, space: SearchSpace) -> str | None:
     """The flag(s) that carried the failing value: the config passes with the file's own values for
     the keys the command line set (and still in force here), and fails with them."""
-    carried = {k for k in space.set_by if k in data and (data[k] is space.base[k] or data[k] == space.base[k])}
+    carried = [k for k in space.set_by if k in data and (data[k] is space.base[k] or data[k] == space.base[k])]
     if not carried:
         return None
     restored = {k: v for k, v in data.items() if k not in carried}
@@ -297,7 +297,7 @@ def _blame(data: dict[str, Any], exc: UserError, space: SearchSpace) -> str | No
         check_trial(restored)
     except UserError:
         return None  # the file's config fails on its own: the file is to blame
-    named = [k for k in carried if k in str(exc)] or sorted(carried)
+    named = [k for k in carried if k in str(exc)] or carried  # in command-line order
     return ", ".join(space.set_by[k] for k in named)
 
 

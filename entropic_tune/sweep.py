@@ -439,8 +439,8 @@ def resume(opts: SweepOptions) -> Path:
     meta = read_meta(exp_dir)
     state, path = run_state(exp_dir, meta)
     if state != "ok" or not Tuner.can_restore(str(exp_dir)):
-        reason = {"missing": "none saved", "unreadable": f"{path.name if path else ''} unreadable"}.get(state, "no tuner.pkl")
-        return _rebuild(opts, meta, path if state == "unreadable" else None, reason)
+        reason = {"missing": "none saved", "unreadable": f"{path.name if path else ''} unreadable"}
+        return _rebuild(opts, meta, path if state == "unreadable" else None, reason.get(state, "no tuner.pkl"))
     with ray_session(opts.address):
         check_resources(opts)
         # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
@@ -461,11 +461,14 @@ def _rebuild(opts: SweepOptions, meta: dict[str, Any], unreadable: Path | None, 
         raise UserError(f"--resume: {unreadable}: Ray's state of this search is unreadable, so its trials "
                         "cannot be matched with the study's; start the search again without --resume (it adds "
                         "the planned trials to the study)")
-    for path in exp_dir.glob(STATE_GLOB):  # this run's states are not used: keep them, out of the way
-        if path.name not in set(meta.get(STATES_BEFORE) or ()):
-            path.rename(path.with_name(path.name + ".unused"))
-    print(f"entropic-tune: no usable Ray state of this run ({reason}); running its {planned} planned trial(s) again from {exp_dir / 'experiment.yaml'}", file=sys.stderr)
     with ray_session(opts.address):
+        check_resources(opts)
+        before = set(meta.get(STATES_BEFORE) or ())
+        for path in exp_dir.glob(STATE_GLOB):  # this run's states are not used: keep them, out of the way
+            if path.name not in before:
+                path.rename(path.with_name(path.name + ".unused"))
+        print(f"entropic-tune: no usable Ray state of this run ({reason}); running its {planned} planned "
+              f"trial(s) again from {exp_dir / 'experiment.yaml'}", file=sys.stderr)
         plan = grid_from_plan(meta) if "cells" in meta["plan"] else search_from_plan(meta, opts, exp_dir)
         return run_plan(plan, opts, _planned_steps(meta))
 

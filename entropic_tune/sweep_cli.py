@@ -113,8 +113,9 @@ def _one_line_error(p: argparse.ArgumentParser) -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Every check that needs no Ray comes first, then Ray starts and the resources are checked; only
-    then is anything written (a refused run leaves no trace and overwrites nothing)."""
+    """Every check that needs no Ray comes first, then the folder is locked for this driver (a second
+    driver on it stops here), then Ray starts and the resources are checked; only then is anything
+    but the lock file written (a refused run removes it again: it leaves no trace, overwrites nothing)."""
     out = Path(args.out).expanduser().resolve()
     if args.resume:
         return _resume(args, out)
