@@ -112,23 +112,34 @@ def verify(folder: Path) -> None:
             )
 
 
-def build(config: Config, folder: Path, overrides: list[str]) -> str:
+def build(config: Config, folder: Path, overrides: list[str], from_cache: bool = False) -> str:
     """Train the warm-start of ``config`` (from ``overrides``) and write it to ``folder`` (replaced
-    atomically); returns the sha256 of ``model.safetensors``."""
+    atomically); returns the sha256 of ``model.safetensors``.
+
+    ``from_cache``: copy this machine's cached warm-start of the same recipe and versions (the
+    cache key includes both) instead of training it again, when there is one.
+    """
     import torch
     import transformers
 
-    from .policy import train_warmstart
+    from .policy import cache_root, train_warmstart, warmstart_key
     from .tasks import build_task
 
     transformers.utils.logging.disable_progress_bar()
     task = build_task(config.task)
+    cached = (
+        cache_root(config.model) / f"warmstart-{warmstart_key(config.model, config.task, task)}"
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        model, tokenizer = train_warmstart(config.model, task)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        if from_cache and (cached / "model.safetensors").is_file():
+            for path in cached.iterdir():
+                shutil.copyfile(path, tmp / path.name)
+        else:
+            model, tokenizer = train_warmstart(config.model, task)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         files = sorted(p.name for p in tmp.iterdir())
         (tmp / SUMS).write_text("".join(f"{sha256(tmp / name)}  {name}\n" for name in files))
         command = " ".join(
@@ -177,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         "--list", action="store_true", help="List the committed warm-starts and exit."
     )
     parser.add_argument(
+        "--from-cache",
+        action="store_true",
+        help="Copy this machine's cached warm-start of the same recipe instead of training it.",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="Rebuild every committed warm-start in a temporary folder and compare checksums.",
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.name:
             raise UserError("--name: give the folder name of the warm-start to (re)build")
         config = load_config(overrides=args.overrides)
-        digest = build(config, STORE / args.name, args.overrides)
+        digest = build(config, STORE / args.name, args.overrides, args.from_cache)
         print(f"{STORE / args.name}: model.safetensors sha256 {digest}")
         return 0
     except UserError as exc:

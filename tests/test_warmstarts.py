@@ -88,3 +88,13 @@ def test_every_committed_warmstart_is_intact_and_rebuildable_from_its_recipe():
         assert warmstarts.matches(
             stored, warmstarts.recipe(config.model, config.task, build_task(config.task).alphabet())
         )
+
+
+def test_a_rebuild_on_the_same_machine_is_bit_identical_and_can_adopt_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(warmstarts, "STORE", tmp_path / "store")
+    config = load_config(overrides=TINY)
+    cached = policy.warmstart_model(config.model, config.task, build_task(config.task))  # trains + caches
+    adopted = warmstarts.build(config, tmp_path / "store" / "a", TINY, from_cache=True)
+    assert adopted == warmstarts.sha256(cached / "model.safetensors")
+    trained = warmstarts.build(config, tmp_path / "store" / "b", TINY)  # trained again, here
+    assert trained == adopted  # same machine, same versions: the same bytes
