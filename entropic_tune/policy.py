@@ -6,8 +6,10 @@ Two sources, one interface (:class:`Policy`):
   worked solutions (some corrupted, so the base model is right only part of the time);
 - any local Hugging Face model directory (``model.path``) with its own tokenizer and chat template.
 
-The warm-start is cached on disk under a hash of everything that determines it and written atomically
-under a file lock, so a sweep trains it once even when trials start together.
+The base weights of the shipped configurations are committed (``entropic_tune.warmstarts``), so they
+are the same on every machine; any other warm-start is cached on disk under a hash of everything that
+determines it and written atomically under a file lock, so a sweep trains it once even when trials
+start together.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .config import ModelConfig, TaskConfig
 from .errors import UserError
 from .metrics import aggregate
 from .tasks import Task
+from .warmstarts import find_committed
 
 PAD, EOS, BOS = "<pad>", "<eos>", "<bos>"
 WARMSTART_SEED = 1234
@@ -192,11 +195,15 @@ def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
 
 
 def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
-    """Path of the cached warm-started model for (cfg, task); trains and saves it on first use.
+    """Path of the warm-started model for (cfg, task): the committed one when its recipe matches
+    (``entropic_tune.warmstarts``), else the cached one, trained and saved on first use.
 
     Safe under concurrency: an exclusive file lock serialises builders, and the folder appears by an
     atomic rename only once complete, so a reader never sees a partial model.
     """
+    committed = find_committed(cfg, task_cfg, task.alphabet())
+    if committed is not None:  # the shipped base weights, the same on every machine (warmstarts.py)
+        return committed
     root = cache_root(cfg)
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,9 @@ def test_metric_names_match_metrics_module() -> None:
         "SETTLE_STEP",
         "FINAL_ACCURACY",
         "ENTROPY_DROP",
+        "LATE_ACCURACY",
+        "FINAL",
+        "BASE",
         "STEP",
     ):
         assert getattr(names, const) == getattr(metrics, const)

@@ -53,7 +53,9 @@ def pass_at_k_curves(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(row: pd.Series, digits: int = 3) -> str:
     text = f"{row['mean']:.{digits}f}"
-    if math.isfinite(row["ci_low"]) and row["ci_high"] > row["ci_low"]:
+    if math.isfinite(row["std"]) and row["std"] <= 1e-12 * max(1.0, abs(row["mean"])):
+        return text + f" (the same in all {int(row['n'])} trials)"
+    if math.isfinite(row["ci_low"]):
         text += f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
     return text + f" (n={int(row['n'])})"
 
@@ -175,8 +177,10 @@ def plot_pass_at_k(exp: Experiment, path: str | Path | None = None) -> Figure:
         label = method + (f" ({experiment})" if several else "")
         _band(right, rows, method_colour(method), "-", label)
     right.axhline(0.0, color="black", linewidth=1.0, linestyle="--")
+    ks = sorted(set(curves["k"]))
     for ax in (left, right):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("k (samples per problem)")
         ax.legend(fontsize=8, loc="best")
     left.set(ylabel="pass@k (held-out)", ylim=(0, 1.02))

@@ -195,7 +195,8 @@ def _results_blocks(exp: Experiment, figures: list[Figure], baseline: str) -> li
         (
             "p",
             "Cells: mean ± sample std [95% t-interval] over completed seeds; rank by final "
-            "accuracy (ties broken by lower tracking RMSE). Tracking RMSE is relative to the "
+            "pass@1 of the large evaluation when there is one, else by final accuracy (ties broken "
+            "by lower tracking RMSE). Tracking RMSE is relative to the "
             "target (0.1 = 10%); entropy drop is 1 - H_last/H_first.",
         )
     )
