@@ -51,6 +51,8 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     use_chat_template: bool = False
+    decoder: object | None = None
+    """A :class:`~entropic_tune.decoding.CompiledDecoder` when ``model.compile`` is in effect, else None."""
 
     @property
     def eos_id(self) -> int:

@@ -21,6 +21,7 @@ try:  # the per-layer cache API of transformers >= 4.56; older versions use the 
 except ImportError:  # pragma: no cover
     DynamicCache = DynamicLayer = None
 
+from . import decoding
 from .metrics import token_entropy
 from .policy import Policy, model_call_kwargs, output_cache
 from .tasks import Problem, Task
@@ -119,15 +120,37 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
     """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used)``."""
     model, device = policy.model, policy.device
     n, width = ids.shape
+    # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
+    deferred = device.type != "cpu" and (greedy or generator is not None)
+    check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
+    if policy.decoder is not None:  # model.compile: the static cache and the compiled step
+        with policy.autocast:
+            tokens, alive, steps, rng_states = decoding.sample(
+                policy.decoder, model, ids, prompt_attn, positions(prompt_attn), max_new_tokens, temperature,
+                generator, greedy, policy.pad_id, policy.eos_id, check_every)
+    else:
+        tokens, alive, steps, rng_states = _eager_loop(policy, ids, prompt_attn, max_new_tokens, temperature,
+                                                       generator, greedy, check_every)
+    if check_every > 1:
+        steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
+        if generator is not None and steps < len(rng_states):
+            generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
+    return tokens, alive, steps
+
+
+def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
+                temperature: float, generator: torch.Generator | None, greedy: bool,
+                check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor]]:
+    """transformers' forward once per token (``model.compile: off``): ``(tokens, alive, steps run,
+    generator states before each draw)``."""
+    model, device = policy.model, policy.device
+    n, width = ids.shape
     tokens = torch.full((n, max_new_tokens), policy.pad_id, dtype=torch.long, device=device)
     alive = torch.zeros((n, max_new_tokens), dtype=torch.bool, device=device)
     # Pad tokens fed after a row's EOS stay visible to later steps (only the response mask drops them).
     attn = torch.ones((n, width + max_new_tokens), dtype=prompt_attn.dtype, device=device)
     attn[:, :width] = prompt_attn
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
-    deferred = device.type != "cpu" and (greedy or generator is not None)
-    check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
     rng_states: list[torch.Tensor] = []
     cache_kw = next(iter(model_call_kwargs(model, None)))
     cache = new_cache(model)
@@ -160,11 +183,7 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
                 break
             step_ids = token[:, None]
             step_pos = step_pos[:, -1:] + 1
-    if check_every > 1:
-        steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
-        if generator is not None and steps < len(rng_states):
-            generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
-    return tokens, alive, steps
+    return tokens, alive, steps, rng_states
 
 
 def _decode_mask(model: torch.nn.Module, cache: object | None,
