@@ -62,9 +62,15 @@ class ModelConfig:
     """Share of warm-start examples whose worked solution contains a wrong step (sets base accuracy)."""
     cache_dir: str | None = None
     """Warm-start cache; default `$ENTROPIC_TUNE_CACHE` or `~/.cache/entropic_tune`."""
+    compile: str = "off"
+    """torch.compile of the decoding step (static KV cache) and of the update's log-prob/entropy
+    forward: 'off' (eager: today's results bit for bit), 'on', or 'auto' (only where it pays: decoding
+    on a supported model when the run is long enough to repay the compile time, the update forward on
+    CUDA; see BENCHMARKS.md). Same tokens for the same seed as 'off' up to float rounding."""
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("qwen2", "llama"))
+        _choice("model.compile", self.compile, ("auto", "on", "off"))
         _choice("model.device", self.device, ("auto", "cpu", "cuda"))
         _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
         _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")

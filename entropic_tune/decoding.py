@@ -75,21 +75,20 @@ def _spec(model: torch.nn.Module) -> _Spec:
     return _Spec(cfg.num_hidden_layers, heads, cfg.num_key_value_heads, head_dim, float(cfg.rms_norm_eps))
 
 
-def _weights(model: torch.nn.Module) -> tuple:
-    """``(embed, final_norm, lm_head, layers)``, each layer ``(ln1, w_qkv, b_qkv, wo, bo, ln2, w_gate_up,
-    w_down)``: the q/k/v and gate/up projections concatenated so a step makes 4 matmul calls per layer
-    instead of 7 (at this size each call costs more in overhead than in arithmetic). Built once per
-    sampling call, from the current weights (the optimizer changes them between calls)."""
-    core = model.model
-    layers = []
-    for layer in core.layers:
+def _layer_parts(model: torch.nn.Module) -> list[dict[str, object]]:
+    """Per layer, the tensors of :func:`step_logits`, with the q/k/v and gate/up projections still as
+    the lists of weights that :meth:`CompiledDecoder.weights` concatenates."""
+    parts = []
+    for layer in model.model.layers:
         att, mlp = layer.self_attn, layer.mlp
-        w_qkv = torch.cat((att.q_proj.weight, att.k_proj.weight, att.v_proj.weight))
-        b_qkv = None if att.q_proj.bias is None else torch.cat((att.q_proj.bias, att.k_proj.bias, att.v_proj.bias))
-        w_gate_up = torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))
-        layers.append((layer.input_layernorm.weight, w_qkv, b_qkv, att.o_proj.weight, att.o_proj.bias,
-                       layer.post_attention_layernorm.weight, w_gate_up, mlp.down_proj.weight))
-    return core.embed_tokens.weight, core.norm.weight, model.lm_head.weight, tuple(layers)
+        parts.append({
+            "ln1": layer.input_layernorm.weight, "ln2": layer.post_attention_layernorm.weight,
+            "w_qkv": [att.q_proj.weight, att.k_proj.weight, att.v_proj.weight],
+            "b_qkv": None if att.q_proj.bias is None else [att.q_proj.bias, att.k_proj.bias, att.v_proj.bias],
+            "wo": att.o_proj.weight, "bo": att.o_proj.bias,
+            "w_gate_up": [mlp.gate_proj.weight, mlp.up_proj.weight], "wd": mlp.down_proj.weight,
+        })
+    return parts
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -110,8 +109,8 @@ def step_logits(weights: tuple, rope: torch.Tensor, kv: torch.Tensor, token: tor
                 key_valid: torch.Tensor, *, spec: _Spec) -> tuple[torch.Tensor, torch.Tensor]:
     """The decoder's forward for one new token per row: ``(logits (N, V) fp32, new_kv)``.
 
-    weights: :func:`_weights`; rope (2, L, D): :func:`rope_table`; kv (n_layers, 2, N, Hk, L, D), read only: slots ``< cur`` hold the
-    keys/values so far; token (N,) long, the token fed now; pos (N,) long, its position id; cur ()
+    weights: :meth:`CompiledDecoder.weights`; rope (2, L, D): :func:`rope_table`;
+    kv (n_layers, 2, N, Hk, L, D), read only: slots ``< cur`` hold the keys/values so far; token (N,) long, the token fed now; pos (N,) long, its position id; cur ()
     long, its cache slot; key_valid (N, L) bool, False at prompt padding.
     new_kv (n_layers, 2, N, Hk, D): this token's keys/values, for the caller to write at slot ``cur``.
     Attention ``softmax(q k^T / sqrt(D) + mask) v`` over the valid slots ``< cur`` and the token itself;
@@ -197,6 +196,40 @@ class CompiledDecoder:
         self.step = torch.compile(step, dynamic=False, fullgraph=True, mode=mode) if compiled else step
         self.compiled = compiled
         self._buffers: dict[tuple, list[torch.Tensor]] = {}
+        self._fused: dict[tuple, torch.Tensor] = {}
+        self._ropes: dict[tuple, torch.Tensor] = {}
+
+    def weights(self, model: torch.nn.Module) -> tuple:
+        """``(embed, final_norm, lm_head, layers)``, each layer ``(ln1, w_qkv, b_qkv, wo, bo, ln2, w_gate_up,
+        w_down)``: the q/k/v and gate/up projections concatenated, so a step makes 4 matmul calls per
+        layer instead of 7 (at this size each call costs more in overhead than in arithmetic). The
+        concatenations are refreshed from the current weights at every sampling call (the optimizer
+        changes them in between), into buffers kept across calls (fixed addresses for a CUDA graph)."""
+        layers = []
+        for i, p in enumerate(_layer_parts(model)):
+            fused = {}
+            for name in ("w_qkv", "b_qkv", "w_gate_up"):
+                if p[name] is None:
+                    fused[name] = None
+                    continue
+                buf = self._fused.get((i, name))
+                if buf is None:
+                    buf = self._fused[(i, name)] = _static(torch.cat(p[name]))
+                else:
+                    torch.cat(p[name], out=buf)
+                fused[name] = buf
+            layers.append((p["ln1"], fused["w_qkv"], fused["b_qkv"], p["wo"], p["bo"], p["ln2"], fused["w_gate_up"],
+                           p["wd"]))
+        core = model.model
+        return core.embed_tokens.weight, core.norm.weight, model.lm_head.weight, tuple(layers)
+
+    def rope(self, model: torch.nn.Module, length: int, device: torch.device) -> torch.Tensor:
+        """:func:`rope_table`, built once per length (inv_freq is fixed for the supported rope types)."""
+        rotary = model.model.rotary_emb
+        key = (length, device, float(rotary.attention_scaling), tuple(rotary.inv_freq.tolist()))
+        if key not in self._ropes:
+            self._ropes[key] = _static(rope_table(model, length, device))
+        return self._ropes[key]
 
     def caches(self, chunks: int, length: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
         """One (n_layers, 2, rows, Hk, L, D) cache per chunk, zero-initialised once per shape, then
@@ -206,9 +239,17 @@ class CompiledDecoder:
         have = self._buffers.setdefault(key, [])
         s = self.spec
         while len(have) < chunks:
-            have.append(torch.zeros((s.n_layers, 2, self.rows, s.kv_heads, length, s.head_dim), dtype=dtype,
-                                    device=device))
+            have.append(_static(torch.zeros((s.n_layers, 2, self.rows, s.kv_heads, length, s.head_dim), dtype=dtype,
+                                            device=device)))
         return have[:chunks]
+
+
+def _static(t: torch.Tensor) -> torch.Tensor:
+    """Tell torch.compile the tensor keeps its address across calls (a CUDA graph then reads it in place
+    instead of copying it into the graph's own input buffer at every replay)."""
+    if t.device.type == "cuda":
+        torch._dynamo.mark_static_address(t)
+    return t
 
 
 _DECODERS: dict[tuple, CompiledDecoder] = {}
@@ -272,7 +313,8 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
     finished[:n] = token[:n] == eos_id
     noise = torch.ones_like(logits[:1]).expand(padded, -1).contiguous()  # (padded, V); ones = greedy/padding
     temp = torch.tensor(temperature, dtype=torch.float32, device=device)
-    weights, rope = _weights(model), rope_table(model, length, device)
+    weights, rope = decoder.weights(model), decoder.rope(model, length, device)
+    cuda = device.type == "cuda"
     pos = torch.zeros(padded, dtype=torch.long, device=device)
     pos[:n] = pos0[:, -1]
     cur = torch.tensor(width - 1, dtype=torch.long, device=device)
@@ -287,14 +329,16 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
         if drawn is not None:
             noise[:n] = drawn
         before = finished
+        alive[:, t] = ~before
+        if cuda:  # a new CUDA-graph iteration: the previous replay's outputs were all consumed above
+            torch.compiler.cudagraph_mark_step_begin()
         parts = [decoder.step(weights, rope, kv[c], token[c * rows:(c + 1) * rows], pos[c * rows:(c + 1) * rows],
                               cur, key_valid[c * rows:(c + 1) * rows], noise[c * rows:(c + 1) * rows], temp,
                               before[c * rows:(c + 1) * rows]) for c in range(chunks)]
         for c, (_, _, new_kv) in enumerate(parts):
             kv[c][:, :, :, :, width + t - 1] = new_kv  # (n_layers, 2, rows, Hk, D) into slot cur
-        token = torch.cat([p[0] for p in parts]) if chunks > 1 else parts[0][0]
-        finished = torch.cat([p[1] for p in parts]) if chunks > 1 else parts[0][1]
-        alive[:, t] = ~before
+        token = torch.cat([p[0] for p in parts]) if chunks > 1 else parts[0][0].clone()
+        finished = torch.cat([p[1] for p in parts]) if chunks > 1 else parts[0][1].clone()
         tokens[:, t] = token
     return tokens[:n], alive[:n], steps, rng_states
 

@@ -214,21 +214,34 @@ def sequence_logprobs(policy: Policy, gen: Generation, temperature: float,
     """Log-probs of the sampled response tokens and full-vocab entropies, both (N, R), at temperature T.
 
     Runs with or without grad depending on the caller's context; ``micro_batch_size`` bounds memory.
+    With grad (the update) it uses the policy's compiled forward when ``model.compile`` provides one.
     """
     n = gen.input_ids.shape[0]
     step = micro_batch_size or n
+    forward = policy.logprob_forward if policy.logprob_forward is not None and torch.is_grad_enabled() \
+        else logprobs_and_entropy
     logps, ents = [], []
     for start in range(0, n, step):
         ids = gen.input_ids[start : start + step]
         attn = gen.attention_mask[start : start + step]
-        with policy.autocast:
-            logits = policy.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn),
-                                  use_cache=False).logits
-        logits = logits[:, gen.prompt_len - 1 : -1].float() / temperature  # (n, R, V)
-        target = ids[:, gen.prompt_len :]  # (n, R)
-        logps.append(torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1))
-        ents.append(token_entropy(logits))
+        logp, ent = forward(policy.model, ids, attn, gen.prompt_len, temperature, policy.device.type, policy.amp)
+        logps.append(logp)
+        ents.append(ent)
     return torch.cat(logps), torch.cat(ents)
+
+
+def logprobs_and_entropy(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, prompt_len: int,
+                         temperature: float, device_type: str, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over ``ids`` (n, P + R): the response tokens' log-probs and entropies (n, R) at T.
+
+    ``amp``: bf16 autocast around the model call (as :attr:`Policy.autocast`); the log-softmax and the
+    entropy run in fp32. A pure function of its inputs, so ``model.compile`` can compile it whole.
+    """
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
+    logits = logits[:, prompt_len - 1 : -1].float() / temperature  # (n, R, V)
+    target = ids[:, prompt_len:]  # (n, R)
+    return torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1), token_entropy(logits)
 
 
 def compute_group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:

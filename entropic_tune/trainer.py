@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from . import compiling
 from . import metrics as M
 from .config import Config
 from .controllers import build_controller
@@ -53,6 +54,7 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
         self.policy: Policy = load_policy(config.model, config.task, self.task)
+        self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
         torch.manual_seed(config.train.seed)
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
