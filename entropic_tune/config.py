@@ -62,11 +62,12 @@ class ModelConfig:
     """Share of warm-start examples whose worked solution contains a wrong step (sets base accuracy)."""
     cache_dir: str | None = None
     """Warm-start cache; default `$ENTROPIC_TUNE_CACHE` or `~/.cache/entropic_tune`."""
-    compile: str = "off"
+    compile: str = "auto"
     """torch.compile of the decoding step (static KV cache) and of the update's log-prob/entropy
-    forward: 'off' (eager: today's results bit for bit), 'on', or 'auto' (only where it pays: decoding
-    on a supported model when the run is long enough to repay the compile time, the update forward on
-    CUDA; see BENCHMARKS.md). Same tokens for the same seed as 'off' up to float rounding."""
+    forward: 'off' (eager, the results of the eager code bit for bit), 'on', or 'auto' (only where it
+    pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
+    CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
+    up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("qwen2", "llama"))

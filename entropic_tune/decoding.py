@@ -147,20 +147,31 @@ def step_logits(weights: tuple, rope: torch.Tensor, kv: torch.Tensor, token: tor
 
 def decode_step(weights: tuple, rope: torch.Tensor, kv: torch.Tensor, token: torch.Tensor, pos: torch.Tensor,
                 cur: torch.Tensor, key_valid: torch.Tensor, noise: torch.Tensor, temp: torch.Tensor,
-                finished: torch.Tensor, *, spec: _Spec, pad_id: int,
-                eos_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                finished: torch.Tensor, *, spec: _Spec, pad_id: int, eos_id: int) -> tuple[torch.Tensor, ...]:
     """:func:`step_logits` and the sampling of the next token, one compiled graph.
 
     noise (N, V): Exp(1) draws (ones for greedy); temp () fp32, T; finished (N,) bool, rows that
-    produced EOS before this step. Returns ``(next_token (N,), finished_after (N,), new_kv)``; rows
-    already finished get ``pad_id``. ``argmax(softmax(logits / T) / noise)`` is how
-    ``torch.multinomial`` draws one sample (an exponential race), so with the same draws the token
-    is the eager sampler's unless two candidates tie within float rounding.
+    produced EOS before this step. Returns ``(next_token (N,), finished_after (N,), new_kv, logp (N,),
+    entropy (N,))``: rows already finished get ``pad_id``; ``logp`` is the sampled token's log-prob
+    and ``entropy`` the full-vocabulary entropy, both at T (the behaviour statistics the training
+    forward would compute, up to float rounding). ``argmax(softmax(logits / T) / noise)`` is how
+    ``torch.multinomial`` draws one sample (an exponential race), so with the same draws the token is
+    the eager sampler's unless two candidates tie within float rounding.
     """
     logits, new_kv = step_logits(weights, rope, kv, token, pos, cur, key_valid, spec=spec)
-    nxt = (torch.softmax(logits / temp, dim=-1) / noise).argmax(-1)
+    z = logits / temp  # (N, V)
+    nxt = (torch.softmax(z, dim=-1) / noise).argmax(-1)
     nxt = nxt.masked_fill(finished, pad_id)
-    return nxt, finished | (nxt == eos_id), new_kv
+    logp, ent = token_statistics(z, nxt)
+    return nxt, finished | (nxt == eos_id), new_kv, logp, ent
+
+
+def token_statistics(z: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log softmax(z)[token], entropy of softmax(z))`` for z = logits / T (N, V) fp32, as
+    :func:`~entropic_tune.rollout.logprobs_and_entropy` computes them (``logsumexp(z) - sum p z``)."""
+    logp = torch.log_softmax(z, -1).gather(-1, token[:, None]).squeeze(-1)
+    logz = torch.logsumexp(z, dim=-1, keepdim=True)
+    return logp, logz.squeeze(-1) - (torch.exp(z - logz) * z).sum(dim=-1)
 
 
 def rope_table(model: torch.nn.Module, length: int, device: torch.device) -> torch.Tensor:
@@ -268,9 +279,10 @@ def get_decoder(model: torch.nn.Module, rows: int, pad_id: int, eos_id: int, mod
 def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, prompt_attn: torch.Tensor,
            pos0: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator | None,
            greedy: bool, pad_id: int, eos_id: int,
-           check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor]]:
+           check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """The token loop with the compiled step: ``(tokens (N, max_new), alive (N, max_new), steps run,
-    generator states before each draw)`` (the caller trims and rewinds as for the eager loop).
+    generator states before each draw, logps (N, max_new), entropies (N, max_new))`` (the caller trims
+    and rewinds as for the eager loop; logps/entropies: :func:`token_statistics` of each token).
 
     ids/prompt_attn (N, P) left-padded prompts, pos0 (N, P) their position ids. The prefill is
     transformers' forward (eager, exactly the eager sampler's), its keys/values go into the static
@@ -306,6 +318,8 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
     key_valid = torch.ones((padded, length), dtype=torch.bool, device=device)
     key_valid[:n, :width] = prompt_attn.bool()
     key_valid[n:, :width] = prompt_attn[:1].bool()  # padding rows: any finite attention will do
+    stats = torch.zeros((2, padded, max_new_tokens), dtype=torch.float32, device=device)  # logp, entropy
+    stats[0, :n, 0], stats[1, :n, 0] = token_statistics(logits / temperature, token)
     tokens[:n, 0] = token
     alive[:n, 0] = True
     token = tokens[:, 0].clone()
@@ -335,12 +349,12 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
         parts = [decoder.step(weights, rope, kv[c], token[c * rows:(c + 1) * rows], pos[c * rows:(c + 1) * rows],
                               cur, key_valid[c * rows:(c + 1) * rows], noise[c * rows:(c + 1) * rows], temp,
                               before[c * rows:(c + 1) * rows]) for c in range(chunks)]
-        for c, (_, _, new_kv) in enumerate(parts):
-            kv[c][:, :, :, :, width + t - 1] = new_kv  # (n_layers, 2, rows, Hk, D) into slot cur
-        token = torch.cat([p[0] for p in parts]) if chunks > 1 else parts[0][0].clone()
-        finished = torch.cat([p[1] for p in parts]) if chunks > 1 else parts[0][1].clone()
+        for c, part in enumerate(parts):
+            kv[c][:, :, :, :, width + t - 1] = part[2]  # (n_layers, 2, rows, Hk, D) into slot cur
+        token, finished, logp, ent = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3, 4))
+        stats[0, :, t], stats[1, :, t] = logp, ent
         tokens[:, t] = token
-    return tokens[:n], alive[:n], steps, rng_states
+    return tokens[:n], alive[:n], steps, rng_states, stats[0, :n], stats[1, :n]
 
 
 def _fill_caches(decoder: CompiledDecoder, prefill: object, chunks: int, length: int, n: int) -> list[torch.Tensor]:

@@ -35,6 +35,10 @@ class Generation:
     attention_mask: torch.Tensor
     prompt_len: int
     response_mask: torch.Tensor
+    sampler_logprobs: torch.Tensor | None = None
+    """(N, R) log-probs of the sampled tokens at T from the compiled sampler (None when eager)."""
+    sampler_entropy: torch.Tensor | None = None
+    """(N, R) full-vocabulary entropies at T from the compiled sampler (None when eager)."""
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -105,19 +109,21 @@ def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temp
     ids, prompt_attn = left_pad(prompts, policy.pad_id, device)  # (N, P)
     n, width = ids.shape
     with torch.inference_mode():
-        tokens, alive, steps = _sample_loop(policy, ids, prompt_attn, max_new_tokens, temperature, generator,
-                                            greedy)
+        tokens, alive, steps, stats = _sample_loop(policy, ids, prompt_attn, max_new_tokens, temperature,
+                                                   generator, greedy)
     # Built outside inference mode: these tensors meet autograd in the loss (as masks and indices).
     response = tokens[:, :steps].clone()  # (N, R)
     response_mask = alive[:, :steps].float()  # (N, R), EOS included
     full_attn = torch.cat([prompt_attn, response_mask.long()], dim=1)
-    return Generation(torch.cat([ids, response], dim=1), full_attn, width, response_mask)
+    logps, ents = (None, None) if stats is None else (stats[0][:, :steps].clone(), stats[1][:, :steps].clone())
+    return Generation(torch.cat([ids, response], dim=1), full_attn, width, response_mask, logps, ents)
 
 
 def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
                  temperature: float, generator: torch.Generator | None,
-                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used)``."""
+                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int, tuple | None]:
+    """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used,
+    (logps, entropies) (N, max_new) each from the compiled sampler or None)``."""
     model, device = policy.model, policy.device
     n, width = ids.shape
     # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
@@ -125,17 +131,18 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
     check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
     if policy.decoder is not None:  # model.compile: the static cache and the compiled step
         with policy.autocast:
-            tokens, alive, steps, rng_states = decoding.sample(
+            tokens, alive, steps, rng_states, *stats = decoding.sample(
                 policy.decoder, model, ids, prompt_attn, positions(prompt_attn), max_new_tokens, temperature,
                 generator, greedy, policy.pad_id, policy.eos_id, check_every)
     else:
+        stats = None
         tokens, alive, steps, rng_states = _eager_loop(policy, ids, prompt_attn, max_new_tokens, temperature,
                                                        generator, greedy, check_every)
     if check_every > 1:
         steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
         if generator is not None and steps < len(rng_states):
             generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
-    return tokens, alive, steps
+    return tokens, alive, steps, stats
 
 
 def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
@@ -279,7 +286,9 @@ def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_s
     """Sample a group per problem, score it, and compute advantages, behaviour log-probs and entropy.
 
     ``behaviour=False`` skips the behaviour forward (``old_logprobs`` and ``entropy`` are then None): an
-    on-policy trainer gets both, bit for bit, from its own first forward on the same weights.
+    on-policy trainer gets both, bit for bit, from its own first forward on the same weights. With the
+    compiled sampler (``model.compile``) they come from the sampling loop itself, which computed the
+    same softmax at every token (equal to the forward's up to float rounding), and no forward runs.
     """
     start = time.perf_counter()
     encoded = [policy.encode_prompt(p.prompt) for p in problems]  # once per problem, not per response
@@ -287,7 +296,9 @@ def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_s
     gen = generate(policy, prompts, max_new_tokens, temperature, generator)
     rewards = score(task, problems, decode_responses(policy, gen), group_size).to(policy.device)
     old_logprobs = entropy = None
-    if behaviour:
+    if behaviour and gen.sampler_logprobs is not None:
+        old_logprobs, entropy = gen.sampler_logprobs, gen.sampler_entropy
+    elif behaviour:
         with torch.no_grad():  # not inference_mode: these tensors meet autograd in the loss
             old_logprobs, entropy = sequence_logprobs(policy, gen, temperature, micro_batch_size)
     return RolloutBatch(

@@ -130,7 +130,9 @@ class Trainer:
         repeated = [ids for ids in prompts for _ in range(k)]
         sampled = generate(self.policy, repeated, cfg.rollout.max_new_tokens, cfg.rollout.temperature, gen_rng)
         rewards = score(self.task, problems, decode_responses(self.policy, sampled), k).view(-1, k)
-        _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
+        ent = sampled.sampler_entropy  # the compiled sampler's own (model.compile), else one forward
+        if ent is None:
+            _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
         return {
             M.EVAL_ACCURACY: rewards.mean().item(),
             M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),

@@ -99,6 +99,21 @@ def test_static_cache_sampler_picks_the_eager_tokens_and_leaves_the_same_generat
         assert torch.equal(eager_rng, static_rng)
 
 
+def test_the_sampler_gives_the_training_forwards_behaviour_logprobs_and_entropies(fast_config):
+    """With the static-cache sampler the rollout takes log-probs and entropies from the sampling loop
+    instead of a behaviour forward; they equal that forward's up to float rounding."""
+    policy, task = _policy(fast_config)
+    policy.decoder = decoding.get_decoder(policy.model, 16, policy.pad_id, policy.eos_id, compiled=False)
+    problems = task.sample_train(random.Random(8), 4)
+    batch = rollout.collect_rollout(policy, task, problems, 4, 0.7, 32, torch.Generator().manual_seed(2))
+    assert batch.old_logprobs is batch.gen.sampler_logprobs
+    with torch.no_grad():
+        logp, ent = rollout.sequence_logprobs(policy, batch.gen, 0.7)
+    mask = batch.mask.bool()
+    torch.testing.assert_close(batch.old_logprobs[mask], logp[mask], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.entropy[mask], ent[mask], atol=2e-5, rtol=1e-5)
+
+
 def test_deferred_stop_checks_rewind_the_generator_like_the_eager_loop(fast_config, monkeypatch):
     """The accelerator path (stop checks every 8 tokens, then a rewind) forced on the CPU."""
     policy, task = _policy(fast_config)
