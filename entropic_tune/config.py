@@ -64,9 +64,16 @@ class ModelConfig:
     """Share of warm-start examples whose worked solution contains a wrong step (sets base accuracy)."""
     cache_dir: str | None = None
     """Warm-start cache; default `$ENTROPIC_TUNE_CACHE` or `~/.cache/entropic_tune`."""
+    compile: str = "auto"
+    """torch.compile of the decoding step (static KV cache) and of the update's log-prob/entropy
+    forward: 'off' (eager, the results of the eager code bit for bit), 'on', or 'auto' (only where it
+    pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
+    CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
+    up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("qwen2", "llama"))
+        _choice("model.compile", self.compile, ("auto", "on", "off"))
         _choice("model.device", self.device, ("auto", "cpu", "cuda"))
         _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
         _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")

@@ -14,6 +14,7 @@ start together.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import inspect
@@ -22,6 +23,8 @@ import os
 import random
 import shutil
 import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +57,10 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     use_chat_template: bool = False
+    decoder: object | None = None
+    """A :class:`~entropic_tune.decoding.CompiledDecoder` when ``model.compile`` compiles decoding."""
+    logprob_forward: Callable | None = None
+    """The compiled :func:`~entropic_tune.rollout.logprobs_and_entropy`, for the update's forward."""
 
     @property
     def eos_id(self) -> int:
@@ -65,10 +72,14 @@ class Policy:
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
     @property
+    def amp(self) -> bool:
+        """bf16 autocast: on CUDA for fp32 weights, never on the CPU."""
+        return self.device.type == "cuda" and next(self.model.parameters()).dtype == torch.float32
+
+    @property
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA for fp32 weights; a disabled context on the CPU."""
-        enabled = self.device.type == "cuda" and next(self.model.parameters()).dtype == torch.float32
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a prompt, through the chat template when the model has one."""
@@ -141,16 +152,43 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
     device = resolve_device(cfg.device)
     if cfg.path:
         model_dir = Path(cfg.path).expanduser()
-        model, tokenizer = _load_hf(model_dir, cfg)
+        model, tokenizer = load_hf_cached(model_dir, cfg)
         chat = getattr(tokenizer, "chat_template", None) is not None
     else:
         model_dir = warmstart_model(cfg, task_cfg, task)
-        model, tokenizer = _load_hf(model_dir, cfg)
+        model, tokenizer = load_hf_cached(model_dir, cfg)
         chat = False
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model.to(device=device, dtype=dtype)
     model.config.use_cache = True
     return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat)
+
+
+_LOADED: OrderedDict[tuple, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = OrderedDict()
+LOADED_MODELS_KEPT = 2  # pristine models kept per process (one per model folder in use)
+
+
+def load_hf_cached(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`_load_hf`, read from disk once per process: later calls get a deep copy of the pristine
+    model (never one another trainer holds, so trials sharing a worker process cannot see each other's
+    weights) and the shared, read-only tokenizer. The key holds the folder's file sizes and
+    modification times, so a folder rewritten in place is read again."""
+    key = (_folder_key(model_dir), cfg.trust_remote_code)
+    if key not in _LOADED:
+        _LOADED[key] = _load_hf(model_dir, cfg)
+        while len(_LOADED) > LOADED_MODELS_KEPT:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    model, tokenizer = _LOADED[key]
+    return copy.deepcopy(model), tokenizer
+
+
+def _folder_key(model_dir: Path) -> tuple:
+    try:
+        files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(model_dir) if e.is_file())
+    except OSError:
+        files = []  # _load_hf reports the missing folder
+    return (str(model_dir.resolve()), tuple(files))
 
 
 def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -185,7 +223,7 @@ def cache_root(cfg: ModelConfig) -> Path:
 def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
     """Hash of everything that determines the warm-started weights."""
     model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
-                                                                     "trust_remote_code")}
+                                                                     "trust_remote_code", "compile")}
     payload = {
         "version": CACHE_VERSION, "model": model_part, "task": asdict(task_cfg),
         "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,

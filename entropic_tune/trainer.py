@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from . import compiling
 from . import metrics as M
 from .actuators import Actuation, actuate
 from .config import Config
@@ -54,6 +55,7 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
         self.policy: Policy = load_policy(config.model, config.task, self.task)
+        self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
         torch.manual_seed(config.train.seed)
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
@@ -132,7 +134,9 @@ class Trainer:
         repeated = [ids for ids in prompts for _ in range(k)]
         sampled = generate(self.policy, repeated, cfg.rollout.max_new_tokens, cfg.rollout.temperature, gen_rng)
         rewards = score(self.task, problems, decode_responses(self.policy, sampled), k).view(-1, k)
-        _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
+        ent = sampled.sampler_entropy  # the compiled sampler's own (model.compile), else one forward
+        if ent is None:
+            _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
         return {
             M.EVAL_ACCURACY: rewards.mean().item(),
             M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),
