@@ -160,7 +160,7 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
         else:
             plan = sweep.plan_grid(space)
         exp_dir = sweep.run_plan(plan, opts, total)
-    return _finish(exp_dir, plan.meta, baseline or "grpo")
+    return _finish(exp_dir, plan.meta, getattr(args, "baseline", None) or "grpo")
 
 
 def _check_folder(exp_dir: Path, kind: str) -> None:
