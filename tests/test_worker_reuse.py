@@ -59,7 +59,7 @@ def _history(exp: Path, method: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_ray_reuses_the_worker_and_the_second_trial_matches_its_run_alone(ray_local, tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep_cli, "_write_report", lambda exp_dir: None)  # tested in test_report.py
+    monkeypatch.setattr(sweep_cli, "_write_report", lambda exp_dir, baseline="grpo": None)  # tested in test_report.py
     base = ["compare", "--space", "smoke", "--out", str(tmp_path), "--quiet", "--max-concurrent", "1",
             "--set", "rollout.eval_every=2"]
     assert cli.main([*base, "--name", "both", "--methods", "grpo,entropic"]) == 0
