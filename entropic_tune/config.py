@@ -273,8 +273,9 @@ class ControllerConfig:
     """Autotune: the probe's alpha swings between -amplitude and +amplitude."""
     probe_hold: int = 40
     """Autotune: steps per half-period of the probe and dither square waves (>= 2x the plant's lag)."""
-    closed_loop_steps: float = 10.0
-    """Autotune: SIMC closed-loop time constant tau_c in rollout steps (smaller = stiffer, noisier)."""
+    closed_loop_steps: float = 5.0
+    """Autotune: SIMC closed-loop time constant tau_c in rollout steps (smaller = stiffer, noisier;
+    at 5 the integral follows the trainer's growing drift, METHOD.md 3.4)."""
     plant_lag: float | None = None
     """Autotune: the lag of alpha's effect in rollout steps; None = identify it from the probe."""
     filter: str = "none"

@@ -53,7 +53,7 @@ def test_probe_then_simc_gains_from_the_identified_plant():
     plant = identify_plant([*ctrl.alphas[:80], 0.0], ctrl.entropies[:81])
     assert plant.is_identified() and plant == ctrl.plant
     # ... for the cautious gain |g| + stderr (robust to the identification's own error)
-    assert (first[M.KP], first[M.KI]) == pytest.approx(pi_gains(plant.cautious(), 10.0))
+    assert (first[M.KP], first[M.KI]) == pytest.approx(pi_gains(plant.cautious(), ctrl.cfg.closed_loop_steps))
     assert plant.cautious().gain == plant.gain - plant.gain_stderr
     assert (first[M.PLANT_GAIN], first[M.PLANT_DRIFT]) == (plant.gain, plant.drift)
     lo, hi = ctrl.pi.alpha_min, ctrl.pi.alpha_max
@@ -250,5 +250,5 @@ def test_alpha_bounds_of_a_tuned_run_come_from_the_plant():
     ctrl = controller()
     drive(ctrl, Plant(-1e-3, -1.75e-3, lag=9.5, seed=0), 81)
     lo, hi = ctrl.pi.alpha_min, ctrl.pi.alpha_max
-    assert (lo, hi) == alpha_bounds(ctrl.plant, 10.0) != (-1.0, 1.0)
+    assert (lo, hi) == alpha_bounds(ctrl.plant, ctrl.cfg.closed_loop_steps) != (-1.0, 1.0)
     assert lo < ctrl.plant.holding_alpha < hi
