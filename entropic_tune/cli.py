@@ -103,7 +103,8 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="md writes report.md; html also writes report.html with embedded images.")
     p.add_argument("--baseline", default=None, metavar="METHOD",
-                   help="Method the others are compared with, paired by seed (default: grpo when present).")
+                   help="Method the others are compared with, paired by seed (default: the one recorded "
+                        "by compare --baseline, else grpo).")
     p.set_defaults(func=_run_report)
 
 
@@ -192,8 +193,7 @@ def _run_report(args: argparse.Namespace) -> int:
     try:
         if args.baseline is not None:
             check_baseline(args.baseline, [Path(d) for d in args.dirs])
-        path = write_report([Path(d) for d in args.dirs], fmt=args.format,
-                            baseline=args.baseline or "grpo")
+        path = write_report([Path(d) for d in args.dirs], fmt=args.format, baseline=args.baseline)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     print(f"report written: {path}")

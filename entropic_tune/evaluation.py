@@ -32,10 +32,13 @@ from .tasks import Task
 SEED_OFFSET = 50_021
 """Keeps the final evaluation's random stream apart from ``Trainer.evaluate``'s."""
 CPU_ROWS = 256
-"""Responses per ``generate`` call on the CPU: 4096 rows in 256-row batches took 7.9 s against
-13.5 s in one batch (tiny model, one thread); larger batches pay in memory traffic there."""
+"""Responses per ``generate`` call on the CPU. ``benchmarks/bench_final_eval.py``: 4096 responses took
+6.6 s CPU in 256-row calls, 5.8 s in 1024-row and 8.1 s in one 4096-row call (BENCHMARKS.md). The
+width is part of what fixes the sample (one generator feeds the calls in turn), so it is a constant
+per device type: changing it changes every base/final number."""
 ACCELERATOR_ROWS = 4096
-"""Responses per call on an accelerator, where one wide batch is cheapest."""
+"""Responses per call on an accelerator: one wide batch, assumed cheapest there (not measured: no GPU
+was lent to this work)."""
 
 
 @dataclass(frozen=True)

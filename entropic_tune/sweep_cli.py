@@ -46,8 +46,8 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                                                    f"({', '.join(METHODS)}).")
     p.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 instead of the space's seeds.")
     p.add_argument("--baseline", default=None, metavar="METHOD",
-                   help="Method the report compares the others with, paired by seed (default: grpo when "
-                        "it runs).")
+                   help="Method the report compares the others with, paired by seed; recorded in "
+                        "experiment.yaml (default: grpo when it runs).")
     p = sub.add_parser(
         "search", help="Optuna search over one method's knobs (study kept in OUT/NAME/optuna.db).",
         description="Tune one method's parameters with OptunaSearch and a seeded sampler. The study is "
@@ -159,8 +159,10 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
                 print(f"adding trials to study '{opts.name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
         else:
             plan = sweep.plan_grid(space)
+        if baseline is not None:  # recorded in experiment.yaml: the report compares against it
+            plan.meta["baseline"] = baseline
         exp_dir = sweep.run_plan(plan, opts, total)
-    return _finish(exp_dir, plan.meta, getattr(args, "baseline", None) or "grpo")
+    return _finish(exp_dir, plan.meta)
 
 
 def _check_folder(exp_dir: Path, kind: str) -> None:
@@ -326,7 +328,7 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
         print(f"  {i:>3}  {flat['method']:<16} seed {flat['train.seed']:<3} {label} {keys}".rstrip())
 
 
-def _finish(exp_dir: Path, meta: dict[str, Any], baseline: str = "grpo") -> int:
+def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     """Print the per-group table, the study's best trials and the files written; return the exit status."""
     import csv
 
@@ -342,7 +344,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any], baseline: str = "grpo") -> int:
     if meta.get("study_name"):
         _print_study(exp_dir, meta)
     files = [exp_dir / f for f in ("summary.csv", "history.csv", "experiment.yaml", "optuna.db")]
-    report = _write_report(exp_dir, baseline)
+    report = _write_report(exp_dir)
     print("written:")
     for path in [*files, *([report] if report else [])]:
         if path.exists():
@@ -404,12 +406,13 @@ def _print_study(exp_dir: Path, meta: dict[str, Any]) -> None:
         print(f"  #{t.number} [{values}] {params} (Ray trial {t.user_attrs.get('trial_id', '?')})")
 
 
-def _write_report(exp_dir: Path, baseline: str = "grpo") -> Path | None:
-    """The report is optional: a failure there never fails the sweep."""
+def _write_report(exp_dir: Path) -> Path | None:
+    """The report is optional: a failure there never fails the sweep. Its baseline is the one recorded
+    in experiment.yaml (``--baseline``), else grpo."""
     try:
         from .report import write_report
 
-        return Path(write_report([exp_dir], baseline=baseline))
+        return Path(write_report([exp_dir]))
     except Exception as exc:  # noqa: BLE001 - any report problem is only a warning here
         print(f"entropic-tune: warning: no report written ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)

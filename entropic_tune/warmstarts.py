@@ -133,7 +133,8 @@ def build(config: Config, folder: Path, overrides: list[str], from_cache: bool =
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        if from_cache and (cached / "model.safetensors").is_file():
+        adopted = from_cache and (cached / "model.safetensors").is_file()
+        if adopted:
             for path in cached.iterdir():
                 shutil.copyfile(path, tmp / path.name)
         else:
@@ -153,6 +154,7 @@ def build(config: Config, folder: Path, overrides: list[str], from_cache: bool =
             "recipe": recipe(config.model, config.task, task.alphabet()),
             "command": command,
             "overrides": list(overrides),
+            "source": f"copied from this machine's cache {cached}" if adopted else "trained",
             "built_with": {
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,

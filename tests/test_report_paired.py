@@ -230,3 +230,13 @@ def test_a_report_without_the_baseline_says_so(tmp_path):
     history[history.method != "grpo"].to_csv(folder / "history.csv", index=False)
     text = report.write_report([folder]).read_text()
     assert "No paired differences: the baseline method 'grpo' has no completed trial" in text
+
+
+def test_the_baseline_recorded_by_compare_is_the_report_default(passk):
+    import yaml
+
+    meta = yaml.safe_load((passk / "experiment.yaml").read_text())
+    (passk / "experiment.yaml").write_text(yaml.safe_dump({**meta, "baseline": "entropy_bonus"}))
+    assert "### Paired differences against entropy_bonus" in report.write_report([passk]).read_text()
+    text = report.write_report([passk], baseline="grpo").read_text()  # an explicit one wins
+    assert "### Paired differences against grpo" in text

@@ -136,13 +136,13 @@ def crossing_sentences(summary: pd.DataFrame) -> list[str]:
                 f"{int(rows['k'][change - 1])} and k = {int(rows['k'][change])}: pass@1 up, "
                 "pass@large-k down, the narrowing Yue et al. (2025) report for RLVR"
             )
-            text += (
-                "."
-                if _resolved(first) and _resolved(last)
-                else (
-                    f" (not resolved at both ends: an interval includes 0 at {int(rows['n'].min())} seeds)."
-                )
-            )
+            seeds = int(rows["n"].min())
+            if seeds < 2:
+                text += " (one seed: no interval, not resolved)."
+            elif _resolved(first) and _resolved(last):
+                text += "."
+            else:
+                text += f" (not resolved at both ends: an interval includes 0 at {seeds} seeds)."
         else:
             text = (
                 f"{head}; below the base's curve at small k, at or above it from k = "

@@ -251,12 +251,13 @@ def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str],
 
 def write_report(
     dirs: str | Path | Iterable[str | Path], fmt: str = "md", out: Path | None = None,
-    baseline: str = DEFAULT_BASELINE,
+    baseline: str | None = None,
 ) -> Path:
     """Write ``report.md`` (and ``report.html`` for ``fmt="html"``) plus ``figures/*.png``.
 
     Output goes to ``out`` or the first experiment folder; paired differences are taken against
-    ``baseline``. Returns the report written last (report.html for html). Raises ``ValueError`` for
+    ``baseline``, by default the one recorded in the first experiment.yaml (``compare --baseline``),
+    else grpo. Returns the report written last (report.html for html). Raises ``ValueError`` for
     an unknown format or a folder without summary.csv/history.csv.
     """
     if fmt not in FORMATS:
@@ -265,6 +266,7 @@ def write_report(
     folder = Path(out) if out is not None else exp.path
     folder.mkdir(parents=True, exist_ok=True)
     figures, skipped = make_figures(exp, folder / "figures")
+    baseline = baseline or str(exp.meta.get("baseline") or DEFAULT_BASELINE)
     blocks = report_blocks(exp, figures, skipped, baseline)
     md = folder / "report.md"
     md.write_text(to_markdown(blocks, folder), encoding="utf-8")
