@@ -24,6 +24,7 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic")
 CONTROLLERS = ("constant", "pi", "adaptive")
 TASKS = ("arithmetic", "jsonl")
+ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -354,6 +355,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 raise TypeError
             return out
         if base is str:
+            if isinstance(value, bool) and key in ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
+                return "on" if value else "off"
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise TypeError
             return str(value)
