@@ -97,8 +97,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    import ray
-
     from entropic_tune import spaces
 
     space = spaces.load_space("compare", {"train.total_steps": args.steps})
@@ -106,7 +104,10 @@ def main() -> None:
     trials = [spaces.trial_config(t) for t in spaces.expand_trials(space)]
     out = tempfile.mkdtemp(prefix="bench-sweep-")
     plain_loop(trials[:1])  # warm the warm-start cache and the imports
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from entropic_tune import sweep
+
+    session = sweep.ray_session(None)  # a local Ray as `entropic-tune compare` starts it (2 CPUs here)
+    session.__enter__()
     plain, tune_1 = [], []
     for rep in range(args.repeats):
         plain.append(plain_loop(trials))
@@ -118,7 +119,7 @@ def main() -> None:
     if not args.skip_concurrency:
         numbers["tune_2_at_a_time_s"] = through_tune(space, out, "two", 2)
         numbers["tune_concurrency_speedup"] = numbers["tune_1_at_a_time_s"] / numbers["tune_2_at_a_time_s"]
-    ray.shutdown()
+    session.__exit__(None, None, None)
     if not args.skip_concurrency:
         numbers["plain_processes_at_once_s"] = plain_processes(trials)
         numbers["plain_concurrency_speedup"] = numbers["plain_s"] / numbers["plain_processes_at_once_s"]

@@ -26,6 +26,7 @@ LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptiv
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
 TASKS = ("arithmetic", "jsonl", "paths")
+ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -441,6 +442,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 raise TypeError
             return out
         if base is str:
+            if isinstance(value, bool) and key in ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
+                return "on" if value else "off"
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise TypeError
             return str(value)

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .policy import model_call_kwargs, output_cache
 
 CACHE_BUCKET = 32  # cache lengths are rounded up to a multiple of this (fewer distinct graphs)
 SUPPORTED_TYPES = ("qwen2", "llama")
@@ -278,8 +281,7 @@ def get_decoder(model: torch.nn.Module, rows: int, pad_id: int, eos_id: int, mod
 
 def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, prompt_attn: torch.Tensor,
            pos0: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator | None,
-           greedy: bool, pad_id: int, eos_id: int,
-           check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+           greedy: bool, pad_id: int, eos_id: int, check_every: int) -> tuple:
     """The token loop with the compiled step: ``(tokens (N, max_new), alive (N, max_new), steps run,
     generator states before each draw, logps (N, max_new), entropies (N, max_new))`` (the caller trims
     and rewinds as for the eager loop; logps/entropies: :func:`token_statistics` of each token).
@@ -289,72 +291,95 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
     caches, then each further token is one compiled :func:`decode_step` per chunk of ``rows``. The
     random stream is consumed as by the eager loop: one (N, V) draw per token.
     """
-    from .policy import model_call_kwargs, output_cache  # noqa: PLC0415  (policy imports transformers)
-
     n, width = ids.shape
-    device, rows = ids.device, decoder.rows
-    chunks = -(-n // rows)
-    padded = chunks * rows
-    length = cache_length(width, max_new_tokens)
-    tokens = torch.full((padded, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    alive = torch.zeros((padded, max_new_tokens), dtype=torch.bool, device=device)
-    cache_kw = next(iter(model_call_kwargs(model, None)))
-    out = model(input_ids=ids, attention_mask=prompt_attn, position_ids=pos0, use_cache=True, logits_to_keep=1,
-                **{cache_kw: None})
-    logits = out.logits[:, -1].float()  # (N, V)
     rng_states: list[torch.Tensor] = []
 
-    def draw() -> torch.Tensor | None:  # (N, V) Exp(1), drawn as torch.multinomial draws them
+    def draw(like: torch.Tensor) -> torch.Tensor | None:  # (N, V) Exp(1), as torch.multinomial draws them
         if greedy:
             return None
         if check_every > 1 and generator is not None:
             rng_states.append(generator.get_state())
-        return torch.empty_like(logits).exponential_(generator=generator)
+        return torch.empty_like(like).exponential_(generator=generator)
 
-    # The first token exactly as the eager loop picks it.
-    first = draw()
-    token = logits.argmax(-1) if greedy else (torch.softmax(logits / temperature, dim=-1) / first).argmax(-1)
-    kv = _fill_caches(decoder, output_cache(out), chunks, length, n)
+    run = _prefill(decoder, model, ids, prompt_attn, pos0, max_new_tokens, temperature, draw, eos_id, pad_id)
+    rows, steps = decoder.rows, max_new_tokens
+    chunk = [slice(c * rows, (c + 1) * rows) for c in range(len(run.kv))]
+    for t in range(1, max_new_tokens):
+        if t % check_every == 0 and bool(run.finished.all()):
+            steps = t
+            break
+        run.pos += 1
+        run.cur += 1
+        drawn = draw(run.noise[:n])
+        if drawn is not None:
+            run.noise[:n] = drawn
+        before = run.finished
+        run.alive[:, t] = ~before
+        if run.cuda:  # a new CUDA-graph iteration: the previous replay's outputs were all consumed
+            torch.compiler.cudagraph_mark_step_begin()
+        parts = [decoder.step(run.weights, run.rope, run.kv[c], run.token[r], run.pos[r], run.cur, run.key_valid[r],
+                              run.noise[r], run.temp, before[r]) for c, r in enumerate(chunk)]
+        for c, part in enumerate(parts):
+            run.kv[c][:, :, :, :, width + t - 1] = part[2]  # (n_layers, 2, rows, Hk, D) into slot cur
+        run.token, run.finished, logp, ent = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3, 4))
+        run.stats[0, :, t], run.stats[1, :, t] = logp, ent
+        run.tokens[:, t] = run.token
+    return run.tokens[:n], run.alive[:n], steps, rng_states, run.stats[0, :n], run.stats[1, :n]
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`sample` call; rows past N pad the last chunk (finished from the start)."""
+
+    tokens: torch.Tensor  # (N', max_new) long
+    alive: torch.Tensor  # (N', max_new) bool
+    stats: torch.Tensor  # (2, N', max_new) fp32: logp, entropy
+    token: torch.Tensor  # (N',) the token fed next
+    finished: torch.Tensor  # (N',) bool
+    noise: torch.Tensor  # (N', V); ones for greedy and padding rows
+    pos: torch.Tensor  # (N',) position id of the token fed next
+    cur: torch.Tensor  # () its cache slot
+    kv: list[torch.Tensor]  # per chunk (n_layers, 2, rows, Hk, L, D)
+    key_valid: torch.Tensor  # (N', L) bool
+    weights: tuple
+    rope: torch.Tensor
+    temp: torch.Tensor
+    cuda: bool
+
+
+def _prefill(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, prompt_attn: torch.Tensor,
+             pos0: torch.Tensor, max_new_tokens: int, temperature: float, draw: Callable, eos_id: int,
+             pad_id: int) -> _Run:
+    """transformers' forward over the prompts, the first token exactly as the eager loop picks it, and
+    the static caches and loop state for the compiled steps."""
+    n, width = ids.shape
+    device, rows = ids.device, decoder.rows
+    chunks = -(-n // rows)
+    padded, length = chunks * rows, cache_length(width, max_new_tokens)
+    cache_kw = next(iter(model_call_kwargs(model, None)))
+    out = model(input_ids=ids, attention_mask=prompt_attn, position_ids=pos0, use_cache=True, logits_to_keep=1,
+                **{cache_kw: None})
+    logits = out.logits[:, -1].float()  # (N, V)
+    first = draw(logits)
+    token = logits.argmax(-1) if first is None else (torch.softmax(logits / temperature, dim=-1) / first).argmax(-1)
+    tokens = torch.full((padded, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    alive = torch.zeros((padded, max_new_tokens), dtype=torch.bool, device=device)
+    stats = torch.zeros((2, padded, max_new_tokens), dtype=torch.float32, device=device)
+    stats[0, :n, 0], stats[1, :n, 0] = token_statistics(logits / temperature, token)
+    tokens[:n, 0], alive[:n, 0] = token, True
+    finished = torch.ones(padded, dtype=torch.bool, device=device)
+    finished[:n] = token == eos_id
     key_valid = torch.ones((padded, length), dtype=torch.bool, device=device)
     key_valid[:n, :width] = prompt_attn.bool()
     key_valid[n:, :width] = prompt_attn[:1].bool()  # padding rows: any finite attention will do
-    stats = torch.zeros((2, padded, max_new_tokens), dtype=torch.float32, device=device)  # logp, entropy
-    stats[0, :n, 0], stats[1, :n, 0] = token_statistics(logits / temperature, token)
-    tokens[:n, 0] = token
-    alive[:n, 0] = True
-    token = tokens[:, 0].clone()
-    finished = torch.ones(padded, dtype=torch.bool, device=device)
-    finished[:n] = token[:n] == eos_id
-    noise = torch.ones_like(logits[:1]).expand(padded, -1).contiguous()  # (padded, V); ones = greedy/padding
-    temp = torch.tensor(temperature, dtype=torch.float32, device=device)
-    weights, rope = decoder.weights(model), decoder.rope(model, length, device)
-    cuda = device.type == "cuda"
     pos = torch.zeros(padded, dtype=torch.long, device=device)
     pos[:n] = pos0[:, -1]
-    cur = torch.tensor(width - 1, dtype=torch.long, device=device)
-    steps = max_new_tokens
-    for t in range(1, max_new_tokens):
-        if t % check_every == 0 and bool(finished.all()):
-            steps = t
-            break
-        pos += 1
-        cur += 1
-        drawn = draw()
-        if drawn is not None:
-            noise[:n] = drawn
-        before = finished
-        alive[:, t] = ~before
-        if cuda:  # a new CUDA-graph iteration: the previous replay's outputs were all consumed above
-            torch.compiler.cudagraph_mark_step_begin()
-        parts = [decoder.step(weights, rope, kv[c], token[c * rows:(c + 1) * rows], pos[c * rows:(c + 1) * rows],
-                              cur, key_valid[c * rows:(c + 1) * rows], noise[c * rows:(c + 1) * rows], temp,
-                              before[c * rows:(c + 1) * rows]) for c in range(chunks)]
-        for c, part in enumerate(parts):
-            kv[c][:, :, :, :, width + t - 1] = part[2]  # (n_layers, 2, rows, Hk, D) into slot cur
-        token, finished, logp, ent = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3, 4))
-        stats[0, :, t], stats[1, :, t] = logp, ent
-        tokens[:, t] = token
-    return tokens[:n], alive[:n], steps, rng_states, stats[0, :n], stats[1, :n]
+    return _Run(tokens, alive, stats, tokens[:, 0].clone(), finished,
+                torch.ones_like(logits[:1]).expand(padded, -1).contiguous(), pos,
+                torch.tensor(width - 1, dtype=torch.long, device=device),
+                _fill_caches(decoder, output_cache(out), chunks, length, n), key_valid, decoder.weights(model),
+                decoder.rope(model, length, device), torch.tensor(temperature, dtype=torch.float32, device=device),
+                device.type == "cuda")
 
 
 def _fill_caches(decoder: CompiledDecoder, prefill: object, chunks: int, length: int, n: int) -> list[torch.Tensor]:

@@ -144,6 +144,16 @@ def test_auto_compiles_decoding_only_for_long_runs_and_on_rejects_unsupported_mo
         compiling.plan(load_config({**fast_config, "model.compile": "on"}), policy)
 
 
+def test_on_and_off_spelled_in_yaml_are_the_choices_not_booleans(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  compile: off\n")
+    assert load_config(files=[path]).model.compile == "off"
+    assert load_config(overrides=["model.compile=on"]).model.compile == "on"
+    assert load_config().model.compile == "auto"
+    with pytest.raises(UserError, match="model.compile: 'fast' is not allowed.*allowed: auto, on, off"):
+        load_config({"model.compile": "fast"})
+
+
 def test_off_and_short_auto_runs_use_no_compiled_code(fast_config):
     trainer = Trainer(load_config({**fast_config, "model.compile": "auto"}))
     assert trainer.policy.decoder is None and trainer.policy.logprob_forward is None

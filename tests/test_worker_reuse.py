@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -74,3 +75,20 @@ def test_ray_reuses_the_worker_and_the_second_trial_matches_its_run_alone(ray_lo
     assert cli.main([*base, "--name", "alone", "--methods", second]) == 0
     after, alone = _history(tmp_path / "both", second), _history(tmp_path / "alone", second)
     assert len(alone) == 3 and comparable(after) == comparable(alone)
+
+
+@pytest.mark.slow
+def test_trials_of_a_platform_started_ray_run_at_the_drivers_priority():
+    """Ray starts workers at niceness 15 (a trial then gets a fraction of the CPU a plain run gets on a
+    busy machine); the local Ray the platform starts runs them at the driver's niceness."""
+    script = textwrap.dedent("""
+        import os
+        import ray
+        from entropic_tune.sweep import ray_session
+        with ray_session(None):
+            print(os.nice(0), ray.get(ray.remote(lambda: os.nice(0)).remote()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"})
+    driver, worker = map(int, out.stdout.split()[-2:])
+    assert worker == driver
