@@ -159,6 +159,7 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
                 print(f"adding trials to study '{opts.name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
         else:
             plan = sweep.plan_grid(space)
+        baseline = getattr(args, "baseline", None)
         if baseline is not None:  # recorded in experiment.yaml: the report compares against it
             plan.meta["baseline"] = baseline
         exp_dir = sweep.run_plan(plan, opts, total)
