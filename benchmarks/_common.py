@@ -183,6 +183,14 @@ def load_package(folder: str, name: str = "entropic_tune_old") -> str:
     return name
 
 
+def cpu_with_children() -> float:
+    """CPU seconds of this process (all threads) and of its finished children: with
+    ``TORCHINDUCTOR_COMPILE_THREADS=1`` inductor runs the C++ compiler as direct children, so a compile's
+    whole CPU cost is counted (its wall time on a shared machine is inflated by the other processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def clock() -> tuple[float, float]:
     """``(wall, cpu)`` seconds. ``cpu`` is this thread's CPU time: with one torch thread all the work runs
     on the calling thread, so it is what the step would take on an idle machine, however busy this one

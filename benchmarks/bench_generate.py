@@ -26,6 +26,7 @@ import argparse
 import functools
 import importlib
 import math
+import os
 import random
 import statistics
 import sys
@@ -80,6 +81,26 @@ def samplers(policy: object, args: argparse.Namespace) -> dict[str, object]:
         return Generation(out, torch.cat([attn, mask.long()], 1), width, mask)
 
     fns = {"project": ours, "hf_generate": hf}
+    if args.compiled:  # model.compile: the static-cache sampler with the compiled decoding step
+        import tempfile
+
+        from entropic_tune import compiling, decoding
+        from entropic_tune.config import load_config
+
+        if args.warm:
+            compiling.use_shared_cache(load_config({}, args.set))
+        else:  # a cold compile: an empty inductor cache
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
+        decoder = decoding.get_decoder(policy.model, args.prompts * args.group, policy.pad_id, policy.eos_id)
+
+        def compiled(prompts: list[list[int]], seed: int) -> Generation:
+            policy.decoder = decoder
+            try:
+                return ours(prompts, seed)
+            finally:
+                policy.decoder = None
+
+        fns["project_compiled"] = compiled
     if args.against:  # the sampler of an older checkout, same policy object
         old = importlib.import_module(f"{C.load_package(args.against)}.rollout")
 
@@ -108,8 +129,11 @@ def speed(
     ``model.forward`` (its share of the call, and the median decoding forward) and outside it.
     """
     _, prompts = prompt_rows(policy, task, args.prompts, args.group, seed=0)
-    for fn in fns.values():  # warm-up
+    first: dict[str, float] = {}
+    for name, fn in fns.items():  # warm-up; the first call of the compiled sampler compiles
+        cpu = C.cpu_with_children()  # the C++ compiler included (TORCHINDUCTOR_COMPILE_THREADS=1)
         fn(prompts, 0)
+        first[name] = C.cpu_with_children() - cpu
     model = policy.model
     original = model.forward
     spent: list[float] = []
@@ -150,7 +174,8 @@ def speed(
                 row["steps"].append(steps)
                 row["forward_cpu"].append(sum(spent))
                 row["outside_forward_cpu"].append(total - sum(spent))
-                row["decode_forward_cpu"].append(statistics.median(spent[1:]))  # [0] is the prefill
+                # [0] is the prefill; the compiled sampler calls transformers' forward for it only
+                row["decode_forward_cpu"].append(statistics.median(spent[1:]) if len(spent) > 1 else 0.0)
     finally:
         del model.forward
     out: dict[str, object] = {
@@ -161,6 +186,7 @@ def speed(
         out[name]["forward_share"] = statistics.median(
             f / c for f, c in zip(row["forward_cpu"], row["cpu"], strict=True)
         )
+    out["first_call_cpu_s"] = first
     out["over_project"] = {
         name: {
             key: C.ratio(samples[name][key], samples["project"][key])
@@ -221,10 +247,13 @@ def sequence_stats(
 def distribution(
     policy: object, task: object, fns: dict[str, object], args: argparse.Namespace
 ) -> dict:
+    """Each project sampler against ``model.generate``: independent seeds for the z scores, the same
+    seed for the share of identical responses."""
     per_batch = args.prompts * args.group
     batches = max(1, math.ceil(args.samples / per_batch))
     values: dict[str, dict[str, list[float]]] = {k: {} for k in fns}
-    same, total = 0, 0
+    same = {k: 0 for k in fns if k != "hf_generate"}
+    total = 0
     for b in range(batches):
         problems, prompts = prompt_rows(policy, task, args.prompts, args.group, seed=10_000 + b)
         for offset, (name, fn) in enumerate(fns.items()):
@@ -233,29 +262,33 @@ def distribution(
             )
             for key, vals in stats.items():
                 values[name].setdefault(key, []).extend(vals)
-        a, h = fns["project"](prompts, 30_000 + b), fns["hf_generate"](prompts, 30_000 + b)
-        for ra, rh, ma, mh in zip(
-            a.response_ids.tolist(),
-            h.response_ids.tolist(),
-            a.response_mask.tolist(),
-            h.response_mask.tolist(),
-            strict=True,
-        ):
-            same += [t for t, m in zip(ra, ma, strict=False) if m] == [
-                t for t, m in zip(rh, mh, strict=False) if m
-            ]
-            total += 1
-    out: dict[str, object] = {"same_seed_identical_share": same / total}
-    for key in values["project"]:
-        a, b = values["project"][key], values["hf_generate"][key]
-        ma, mb = statistics.mean(a), statistics.mean(b)
-        se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-        out[key] = {
-            "project": ma,
-            "hf_generate": mb,
-            "z": (ma - mb) / se if se > 0 else 0.0,
-            "n": len(a),
-        }
+        h = fns["hf_generate"](prompts, 30_000 + b)
+        for name in same:
+            a = fns[name](prompts, 30_000 + b)
+            for ra, rh, ma, mh in zip(
+                a.response_ids.tolist(),
+                h.response_ids.tolist(),
+                a.response_mask.tolist(),
+                h.response_mask.tolist(),
+                strict=True,
+            ):
+                same[name] += [t for t, m in zip(ra, ma, strict=False) if m] == [
+                    t for t, m in zip(rh, mh, strict=False) if m
+                ]
+        total += per_batch
+    out: dict[str, object] = {"same_seed_identical_share": same["project"] / total,
+                              "same_seed_identical_share_by_sampler": {k: v / total for k, v in same.items()}}
+    for name in same:
+        rows = {}
+        for key in values["project"]:
+            a, b = values[name][key], values["hf_generate"][key]
+            ma, mb = statistics.mean(a), statistics.mean(b)
+            se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+            rows[key] = {"project": ma, "hf_generate": mb, "z": (ma - mb) / se if se > 0 else 0.0, "n": len(a)}
+        if name == "project":
+            out.update(rows)
+        else:
+            out[name] = rows
     return out
 
 
@@ -286,12 +319,20 @@ def main() -> None:
     parser.add_argument(
         "--name", default="generate", help="results file: benchmarks/results/<name>.json"
     )
+    parser.add_argument(
+        "--compiled", action="store_true",
+        help="also time the compiled static-cache sampler (model.compile); its compile time is reported "
+        "separately and amortised over --amortise-steps calls",
+    )
+    parser.add_argument("--amortise-steps", type=int, default=150, help="a trial's rollout steps")
+    parser.add_argument("--warm", action="store_true", help="compile with the shared (warm) inductor cache")
     args = parser.parse_args()
 
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # count the C++ compiler's CPU time
     C.set_threads(args.threads)
     policy, task = load(args)
     fns = samplers(policy, args)
-    pair = {k: fns[k] for k in ("project", "hf_generate")}
+    pair = {k: fns[k] for k in ("project", "hf_generate", "project_compiled") if k in fns}
     timing = speed(policy, task, fns, args)
     dist = distribution(policy, task, pair, args)
     tops = profile_top(policy, task, pair, args) if args.profile else None
@@ -321,12 +362,25 @@ def main() -> None:
             f"in forward {r['forward_cpu']['of_medians']:.2f}x, outside {r['outside_forward_cpu']['of_medians']:.2f}x"
             f"{aim}"
         )
+    if "project_compiled" in timing:
+        compile_s = timing["first_call_cpu_s"]["project_compiled"] - timing["first_call_cpu_s"]["project"]
+        call = timing["project_compiled"]["cpu"]["median"]
+        amortised = call + compile_s / args.amortise_steps
+        hf = timing["hf_generate"]["cpu"]["median"]
+        timing["compiled_amortised"] = {"compile_cpu_s": compile_s, "call_cpu_s": call, "amortised_cpu_s": amortised,
+                                        "generate_over_compiled": hf / call, "generate_over_amortised": hf / amortised}
+        print(
+            f"compiled sampler: compile {compile_s:.1f} s CPU (first call minus an eager call, C++ compiler "
+            f"included; {'warm' if args.warm else 'cold'} inductor cache); per call "
+            f"{C.fmt_s(call)} CPU, + compile / {args.amortise_steps} = {C.fmt_s(amortised)}; generate / compiled "
+            f"{hf / call:.2f}x, with the compile amortised {hf / amortised:.2f}x   (aim: >= 2x)"
+        )
     bound = timing["hf_generate"]["cpu"]["median"] / timing["project"]["forward_cpu"]["median"]
     print(
         f"bound: generate's call / the project's time in forward = {bound:.2f}x (a loop costing nothing)"
     )
     print(f"\ndistribution check, {dist['length']['n']} responses each (independent seeds):")
-    rows = {k: v for k, v in dist.items() if isinstance(v, dict)}
+    rows = {k: v for k, v in dist.items() if isinstance(v, dict) and "z" in v}
     for key, row in rows.items():
         print(
             f"  {key:<18} project {row['project']:>9.4f}   generate {row['hf_generate']:>9.4f}   "
@@ -338,6 +392,14 @@ def main() -> None:
     print(
         f"  same seed: {dist['same_seed_identical_share']:.1%} of responses identical token for token"
     )
+    if "project_compiled" in dist:
+        crows = dist["project_compiled"]
+        for key, row in crows.items():
+            print(f"  compiled {key:<18} {row['project']:>9.4f}   generate {row['hf_generate']:>9.4f}   z {row['z']:>6.2f}")
+        cworst = max(abs(row["z"]) for row in crows.values())
+        worst = max(worst, cworst)
+        share = dist["same_seed_identical_share_by_sampler"]["project_compiled"]
+        print(f"  compiled: max |z| = {cworst:.2f}; same seed: {share:.1%} identical to generate's tokens")
     if tops:
         for name, top in tops.items():
             print(

@@ -5,11 +5,13 @@
 2. concurrency: the same trials through Ray Tune with 2 at a time vs 1 at a time (2 CPUs), next to
    the machine's own speedup: the plain loop in 2 fresh processes at once (imports included);
 3. optionally (--compare) the wall time of the default ``entropic-tune compare`` in a subprocess,
-   Ray start and stop included.
+   Ray start and stop included; with ``--compare-against DIR`` also the same command run with the
+   ``entropic_tune`` package in DIR (before/after, alternating ``--compare-repeats`` times).
 
-Prints a table and saves JSON to benchmarks/results/bench_sweep-<time>.json.
+``--repeats K`` alternates the plain loop and the Tune run K times (the machine is shared: compare the
+ratio of medians). Prints a table and saves JSON to benchmarks/results/bench_sweep-<time>.json.
 
-    python benchmarks/bench_sweep.py [--steps 30] [--methods grpo,entropic] [--compare]
+    python benchmarks/bench_sweep.py [--steps 30] [--methods grpo,entropic] [--seeds 1] [--compare]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,11 +72,15 @@ def through_tune(space, out: str, name: str, max_concurrent: int) -> float:
     return time.perf_counter() - start
 
 
-def default_compare(out: str) -> float:
-    cli = Path(sys.executable).with_name("entropic-tune")
+def default_compare(out: str, package_dir: str | None = None, name: str = "default") -> float:
+    """Wall time of ``entropic-tune compare`` (the default space) in a fresh process; ``package_dir``
+    puts another checkout's ``entropic_tune`` first on the path (its Ray workers inherit it)."""
+    env = dict(os.environ)
+    if package_dir:
+        env["PYTHONPATH"] = package_dir + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()
-    subprocess.run([str(cli), "compare", "--out", out, "--name", "default", "--quiet"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "entropic_tune.cli", "compare", "--out", out, "--name", name, "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL, env=env, cwd=package_dir or None)
     return time.perf_counter() - start
 
 
@@ -81,32 +88,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--methods", default="grpo,entropic")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per method (trials = methods x seeds)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating plain / Tune measurements")
     parser.add_argument("--compare", action="store_true", help="Also time the default entropic-tune compare.")
+    parser.add_argument("--compare-against", help="folder with an older entropic_tune: time its compare too")
+    parser.add_argument("--compare-repeats", type=int, default=1)
+    parser.add_argument("--skip-concurrency", action="store_true", help="only the overhead (and compare)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-    import ray
 
     from entropic_tune import spaces
 
     space = spaces.load_space("compare", {"train.total_steps": args.steps})
-    space = spaces.with_changes(space, methods=tuple(args.methods.split(",")), seeds=(0,))
+    space = spaces.with_changes(space, methods=tuple(args.methods.split(",")), seeds=tuple(range(args.seeds)))
     trials = [spaces.trial_config(t) for t in spaces.expand_trials(space)]
     out = tempfile.mkdtemp(prefix="bench-sweep-")
     plain_loop(trials[:1])  # warm the warm-start cache and the imports
-    numbers = {"plain_s": plain_loop(trials), "plain_processes_at_once_s": plain_processes(trials)}
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    numbers["tune_1_at_a_time_s"] = through_tune(space, out, "one", 1)
-    numbers["tune_2_at_a_time_s"] = through_tune(space, out, "two", 2)
-    ray.shutdown()
+    from entropic_tune import sweep
+
+    session = sweep.ray_session(None)  # a local Ray as `entropic-tune compare` starts it (2 CPUs here)
+    session.__enter__()
+    plain, tune_1 = [], []
+    for rep in range(args.repeats):
+        plain.append(plain_loop(trials))
+        tune_1.append(through_tune(space, out, f"one-{rep}", 1))
+    numbers: dict[str, object] = {"plain_s_each": plain, "tune_1_at_a_time_s_each": tune_1,
+                                  "plain_s": statistics.median(plain), "tune_1_at_a_time_s": statistics.median(tune_1)}
     numbers["overhead_ratio"] = numbers["tune_1_at_a_time_s"] / numbers["plain_s"]
-    numbers["tune_concurrency_speedup"] = numbers["tune_1_at_a_time_s"] / numbers["tune_2_at_a_time_s"]
-    numbers["plain_concurrency_speedup"] = numbers["plain_s"] / numbers["plain_processes_at_once_s"]
-    if args.compare:
-        numbers["default_compare_s"] = default_compare(out)
-    record = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.node(), "cpus": os.cpu_count(),
-              "load_avg_1m": os.getloadavg()[0], "steps": args.steps, "trials": len(trials),
-              "methods": args.methods, **numbers}
+    numbers["overhead_per_trial_s"] = (numbers["tune_1_at_a_time_s"] - numbers["plain_s"]) / len(trials)
+    if not args.skip_concurrency:
+        numbers["tune_2_at_a_time_s"] = through_tune(space, out, "two", 2)
+        numbers["tune_concurrency_speedup"] = numbers["tune_1_at_a_time_s"] / numbers["tune_2_at_a_time_s"]
+    session.__exit__(None, None, None)
+    if not args.skip_concurrency:
+        numbers["plain_processes_at_once_s"] = plain_processes(trials)
+        numbers["plain_concurrency_speedup"] = numbers["plain_s"] / numbers["plain_processes_at_once_s"]
+    if args.compare or args.compare_against:
+        after, before = [], []
+        for rep in range(args.compare_repeats):
+            if args.compare_against:
+                before.append(default_compare(out, args.compare_against, f"before-{rep}"))
+            after.append(default_compare(out, None, f"after-{rep}"))
+        numbers["default_compare_s_each"] = after
+        numbers["default_compare_s"] = statistics.median(after)
+        if before:
+            numbers["default_compare_before_s_each"] = before
+            numbers["default_compare_before_s"] = statistics.median(before)
+            numbers["default_compare_before_over_after"] = numbers["default_compare_before_s"] / numbers[
+                "default_compare_s"]
+    record = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "machine": platform.node(),
+              "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "steps": args.steps, "trials": len(trials),
+              "methods": args.methods, "seeds": args.seeds, **numbers}
     for key, value in record.items():
         print(f"{key:<24} {value:.2f}" if isinstance(value, float) else f"{key:<24} {value}")
     RESULTS.mkdir(exist_ok=True)

@@ -10,11 +10,19 @@ per rollout, AdamW with the same learning rate and gradient clipping, token-mean
 ``datasets.Dataset.from_list`` of the same prompts (the BOS token spelled out, so both tokenise alike).
 Rounds alternate TRL and the project so both see the same machine load; the figure is the median step
 time ratio (project / TRL), with the share of each step spent generating.
+
+Same work: the rewards and lengths of every response both sides sampled over the measured steps are
+compared with a two-sample z score (as ``bench_generate`` checks its sampler). At a fixed policy the
+two samplers agree (same prompts, BOS, EOS and padding; with the same seed even the same tokens), but
+at a learning rate like 1e-3 the two trainings part after the first update (TRL's group std is the
+unbiased one, the project's the biased one, and any rounding difference then grows) and sample
+different responses, so the default learning rate is small enough that the policy stays put.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import sys
@@ -43,6 +51,7 @@ def project_config(args: argparse.Namespace) -> object:
             "optim.lr": args.lr,
             "optim.grad_clip": 1.0,
             "train.seed": args.seed,
+            "model.compile": args.compile,
         }
     )
 
@@ -59,9 +68,19 @@ KEYS = (
 
 
 def run_project(args: argparse.Namespace) -> dict[str, object]:
+    import entropic_tune.trainer as trainer_mod
     from entropic_tune.trainer import Trainer
 
     trainer = Trainer(project_config(args))
+    responses: list[tuple[float, float]] = []  # (reward, length in tokens) of every sampled response
+    collect = trainer_mod.collect_rollout
+
+    def recording_collect(*a: object, **k: object) -> object:
+        batch = collect(*a, **k)
+        responses.extend(zip(batch.rewards.tolist(), batch.mask.sum(1).tolist(), strict=True))
+        return batch
+
+    trainer_mod.collect_rollout = recording_collect
     trainer.last_eval = {
         "eval/accuracy": 0.0,
         "eval/pass@k": 0.0,
@@ -69,6 +88,7 @@ def run_project(args: argparse.Namespace) -> dict[str, object]:
     }  # TRL does not evaluate
     for _ in range(args.warmup):
         trainer.step()
+    del responses[:]
     res: dict[str, list[float]] = {k: [] for k in KEYS}
     for _ in range(args.steps):
         proc = time.process_time()
@@ -80,6 +100,9 @@ def run_project(args: argparse.Namespace) -> dict[str, object]:
         res["generate_cpu"].append(row["sampling_cpu"])
         res["completion_length"].append(row["rollout/response_length_mean"])
         res["reward"].append(row["rollout/reward_mean"])
+    trainer_mod.collect_rollout = collect
+    res["response_reward"] = [r for r, _ in responses]
+    res["response_length"] = [n for _, n in responses]
     return res
 
 
@@ -100,11 +123,16 @@ def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
         [{"prompt": f"<bos>{p.prompt}", "answer": p.answer} for p in problems]
     )
 
-    def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
-        return [
+    responses: list[tuple[float, float]] = []  # (reward, length in tokens) of every sampled response
+
+    def reward(prompts: list[str], completions: list[str], completion_ids: list, **_: object) -> list[float]:
+        values = [
             task.reward(answers.get(p) or Problem(p, "", None), c)
             for p, c in zip(prompts, completions, strict=True)
         ]
+        lengths = [len(ids) for ids in completion_ids]  # up to and including EOS, as the project counts
+        responses.extend(zip(values, lengths, strict=True))
+        return values
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -193,7 +221,26 @@ def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
         "generate_cpu": [g[1] for g in gen_times[args.warmup :]],
         "completion_length": [h["completions/mean_length"] for h in history][args.warmup :],
         "reward": [h.get("reward", float("nan")) for h in history][args.warmup :],
+        "response_reward": [r for r, _ in responses[args.warmup * args.prompts * args.group :]],
+        "response_length": [n for _, n in responses[args.warmup * args.prompts * args.group :]],
+        "step_rewards_all": [h.get("reward", float("nan")) for h in history],
     }
+
+
+def same_distribution(sides: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Two-sample z scores of the mean reward and length of the responses both sides sampled over the
+    measured steps (as ``bench_generate`` checks its sampler): |z| < 3 = the same distribution within
+    noise, so both sides did the same work."""
+    out = {}
+    for key in ("response_reward", "response_length"):
+        a, b = sides["project"][key], sides["trl"][key]
+        ma, mb = statistics.mean(a), statistics.mean(b)
+        se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+        out[key] = {"project": ma, "trl": mb, "z": (ma - mb) / se if se > 0 else 0.0, "n": len(a)}
+        print(f"  {key:<16} project {ma:8.4f}   TRL {mb:8.4f}   z {out[key]['z']:6.2f}   ({len(a)} vs {len(b)})")
+    worst = max(abs(v["z"]) for v in out.values())
+    print(f"  max |z| = {worst:.2f} -> {'same distribution within noise' if worst < 3 else 'DIFFERENT work'}")
+    return out
 
 
 def main() -> None:
@@ -207,7 +254,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternating TRL/project rounds")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr", type=float, default=1e-6,
+        help="both sides' learning rate; small so neither policy drifts over the measured steps and both "
+        "sample the same distribution, i.e. do the same work (at 1e-3 the two trainings part after the "
+        "first update and sample responses of different lengths and rewards)",
+    )
+    parser.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                        help="the project's model.compile (auto: the compiled decoding on the CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--name", default="trl", help="results file: benchmarks/results/<name>.json"
@@ -235,7 +289,8 @@ def main() -> None:
             for key, values in res.items():
                 sides[side].setdefault(key, []).extend(values)
             print(
-                f"round {r + 1}/{args.rounds} {side}: step median {C.fmt_s(statistics.median(res['step_s']))}",
+                f"round {r + 1}/{args.rounds} {side}: step median {C.fmt_s(statistics.median(res['step_s']))}, "
+                f"rewards of the measured steps {' '.join(f'{x:.3f}' for x in res['reward'])}",
                 flush=True,
             )
 
@@ -281,7 +336,8 @@ def main() -> None:
         f"(minima); generation {r['generate']['of_medians']:.2f}x; rest of the step {r['rest']['of_medians']:.2f}x"
         f"; wall: step {ratios['wall']['step']['of_medians']:.2f}x   (aim: step <= 0.5x)"
     )
-    payload = {"settings": vars(args), "trl_version": trl.__version__, "sides": rows}
+    same = same_distribution(sides)
+    payload = {"settings": vars(args), "trl_version": trl.__version__, "sides": rows, "same_distribution": same}
     C.save(args.name, {**payload, "project_over_trl": ratios, "raw": sides})
 
 

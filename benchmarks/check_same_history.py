@@ -3,6 +3,8 @@
     git worktree add /tmp/et-old <commit-before-the-change>      # any folder holding entropic_tune/
     python benchmarks/check_same_history.py --against /tmp/et-old
 
+    python benchmarks/check_same_history.py --against /tmp/et-old --new-set model.compile=on --rtol 1e-4
+
 Runs a few steps of several methods and regimes (on-policy, per-mini-batch controller, off-policy
 mini-batches and epochs, clip/kl-cov, a batch without prompt padding, the default model) with each
 package in its own subprocess, and compares every non-``perf/`` metric of every step (evaluations
@@ -39,7 +41,7 @@ CASES = {
 }  # fmt: skip
 
 
-def worker() -> None:
+def worker(extra: dict[str, object]) -> None:
     import torch
 
     import entropic_tune
@@ -48,7 +50,7 @@ def worker() -> None:
 
     out: dict[str, object] = {"package": os.path.dirname(entropic_tune.__file__)}
     for name, data in CASES.items():
-        trainer = Trainer(load_config(data))
+        trainer = Trainer(load_config({**data, **extra}))
         rows = [
             {k: v for k, v in trainer.step().items() if not k.startswith("perf/")}
             for _ in range(trainer.config.train.total_steps)
@@ -59,16 +61,24 @@ def worker() -> None:
     print(json.dumps(out))
 
 
-def run(pythonpath: str | None) -> dict[str, object]:
+def run(pythonpath: str | None, extra: list[str] | None = None) -> dict[str, object]:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker"], env=env, capture_output=True, text=True
-    )
+    cmd = [sys.executable, __file__, "--worker"]
+    for item in extra or []:
+        cmd += ["--new-set", item]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"worker failed ({pythonpath or 'current'}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def close(a: float, b: float | None, rtol: float) -> bool:
+    """Exact when rtol is 0; else |a - b| <= rtol * max(|a|, |b|) + 1e-7 (values near 0 differ absolutely)."""
+    if b is None:
+        return False
+    return a == b if rtol == 0 else abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-7
 
 
 def main() -> None:
@@ -77,13 +87,23 @@ def main() -> None:
     )
     parser.add_argument("--against", help="folder holding the older entropic_tune package")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--new-set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for the current package only (e.g. model.compile=on); use with --rtol",
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=0.0,
+        help="relative tolerance per metric (0 = exact; weights need abs diff <= rtol * |sum|)",
+    )
     args = parser.parse_args()
     if args.worker:
-        worker()
+        from entropic_tune.config import parse_override
+
+        worker(dict(parse_override(item) for item in args.new_set))
         return
     if not args.against:
         parser.error("--against is required")
-    old, new = run(args.against), run(None)
+    old, new = run(args.against), run(None, args.new_set)
     print(f"old: {old['package']}\nnew: {new['package']}")
     failed = False
     for name in CASES:
@@ -92,16 +112,17 @@ def main() -> None:
             f"step {i + 1} {k}: {ra[k]!r} vs {rb.get(k)!r}"
             for i, (ra, rb) in enumerate(zip(a["rows"], b["rows"], strict=True))
             for k in ra
-            if ra[k] != rb.get(k)
+            if not close(ra[k], rb.get(k), args.rtol)
         ]
-        same = not diffs and a["weights"] == b["weights"]
+        same = not diffs and close(a["weights"], b["weights"], args.rtol)
         failed |= not same
         detail = (
             ""
             if same
             else f"  ({len(diffs)} metric differences; weights {a['weights']!r} vs {b['weights']!r})"
         )
-        print(f"{name:<32} {'identical' if same else 'DIFFERENT'}{detail}")
+        word = ("identical" if args.rtol == 0 else f"equal within rtol {args.rtol:g}") if same else "DIFFERENT"
+        print(f"{name:<32} {word}{detail}")
         for line in diffs[:3]:
             print(f"    {line}")
     sys.exit(1 if failed else 0)

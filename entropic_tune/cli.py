@@ -1,4 +1,4 @@
-"""Command line: ``entropic-tune train | compare | search | ablate | report``.
+"""Command line: ``entropic-tune train | autotune | compare | search | ablate | report``.
 
 User errors (bad keys, files, ranges) print one line to stderr and exit with status 2, no traceback.
 Heavy imports (torch, Ray) happen inside the subcommands so ``--help`` is instant.
@@ -51,6 +51,48 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
+def _autotune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "autotune", help="Identify the entropy plant of your setup and write recommended PI gains.",
+        description="Probe EntroPIC's alpha with a square wave on your setup (model, data, learning rate, "
+                    "batch, temperature), identify the entropy plant (gain, drift, lag, noise, with standard "
+                    "errors) and print the SIMC gains and alpha bounds; writes them as a YAML snippet for "
+                    "--config and the probe's history next to it (METHOD.md 3.5).",
+    )
+    p.add_argument("--method", default="entropic", metavar="METHOD",
+                   help="entropic (PI) or entropic_p (P only); default entropic.")
+    p.add_argument("--steps", type=int, default=None,
+                   help="Probe length in rollout steps (controller.probe_steps); one more step is run.")
+    p.add_argument("--seed", type=int, default=None, help="Run seed (train.seed).")
+    _add_config_options(p)
+    p.add_argument("--out", default="autotune.yaml", help="YAML snippet to write (default: ./autotune.yaml).")
+    p.add_argument("--quiet", action="store_true", help="No progress bar or per-step lines.")
+    p.set_defaults(func=_run_autotune)
+
+
+def _run_autotune(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    data: dict[str, object] = {**_explicit(args.config), "method": args.method}
+    if args.steps is not None:
+        data["controller.probe_steps"] = args.steps
+    if args.seed is not None:
+        data["train.seed"] = args.seed
+    config = load_config(data, overrides=args.overrides)
+    if config.controller.name != "pi":
+        raise UserError(f"autotune: method '{config.method}' has no PI controller to tune; "
+                        "allowed: entropic, entropic_p")
+    steps = config.controller.probe_steps
+    # The probe is what this command runs: autotune probe, for the probe and the step that measures it.
+    config = load_config({**data, "controller.autotune": "probe", "train.total_steps": steps + 1},
+                         overrides=[*args.overrides, "controller.autotune=probe",
+                                    f"train.total_steps={steps + 1}"])
+    from .autotune_cli import output_paths, run_autotune
+
+    output_paths(args.out)  # refuse a bad --out before the model loads
+    return run_autotune(config, args.out, quiet=args.quiet)
+
+
 def _report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="Write report.md (and report.html) with tables and figures for experiment folders.",
@@ -60,6 +102,9 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="Experiment folder(s).")
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="md writes report.md; html also writes report.html with embedded images.")
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="Method the others are compared with, paired by seed (default: the one recorded "
+                        "by compare --baseline, else grpo).")
     p.set_defaults(func=_run_report)
 
 
@@ -70,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _train_parser(sub)
+    _autotune_parser(sub)
     try:
         from .sweep_cli import add_sweep_parsers
     except ImportError:  # pragma: no cover - the Ray layer is optional for the core
@@ -145,11 +191,28 @@ def _run_report(args: argparse.Namespace) -> int:
         if problem:
             print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
     try:
-        path = write_report([Path(d) for d in args.dirs], fmt=args.format)
+        if args.baseline is not None:
+            check_baseline(args.baseline, [Path(d) for d in args.dirs])
+        path = write_report([Path(d) for d in args.dirs], fmt=args.format, baseline=args.baseline)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
     print(f"report written: {path}")
     return 0
+
+
+def check_baseline(baseline: str, dirs: Sequence[Path]) -> None:
+    """An explicit --baseline must be a method of the experiments (checked before anything is written)."""
+    import csv
+
+    methods: set[str] = set()
+    for folder in dirs:
+        summary = folder / "summary.csv"
+        if summary.is_file():
+            with open(summary, newline="") as handle:
+                methods |= {row.get("method", "") for row in csv.DictReader(handle)}
+    if methods and baseline not in methods:
+        raise UserError(f"--baseline: '{baseline}' is not a method of {', '.join(map(str, dirs))}; "
+                        f"allowed: {', '.join(sorted(methods))}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,8 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
-TASKS = ("arithmetic", "jsonl")
+TASKS = ("arithmetic", "jsonl", "paths")
+ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -64,9 +65,16 @@ class ModelConfig:
     """Share of warm-start examples whose worked solution contains a wrong step (sets base accuracy)."""
     cache_dir: str | None = None
     """Warm-start cache; default `$ENTROPIC_TUNE_CACHE` or `~/.cache/entropic_tune`."""
+    compile: str = "auto"
+    """torch.compile of the decoding step (static KV cache) and of the update's log-prob/entropy
+    forward: 'off' (eager, the results of the eager code bit for bit), 'on', or 'auto' (only where it
+    pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
+    CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
+    up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("qwen2", "llama"))
+        _choice("model.compile", self.compile, ("auto", "on", "off"))
         _choice("model.device", self.device, ("auto", "cpu", "cuda"))
         _choice("model.dtype", self.dtype, ("auto", "float32", "bfloat16"))
         _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")
@@ -81,7 +89,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "arithmetic"
-    """Task registry name: 'arithmetic' (embedded, generated) or 'jsonl' (a file of prompt/answer lines)."""
+    """Task registry name: 'arithmetic' (embedded, generated), 'paths' (the same problems, two solution
+    paths: see `direct_share`) or 'jsonl' (a file of prompt/answer lines)."""
     path: str | None = None
     """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
     eval_path: str | None = None
@@ -92,6 +101,8 @@ class TaskConfig:
     """Fewest digits per operand (arithmetic)."""
     max_digits: int = 3
     """Most digits per operand (arithmetic)."""
+    direct_share: float = 0.8
+    """'paths': share of warm-start examples that answer at once (`>132`) instead of working the columns."""
     eval_size: int = 64
     """Held-out problems used by `evaluate()`."""
     eval_seed: int = 1234
@@ -103,6 +114,7 @@ class TaskConfig:
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
         _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")
+        _check(0.0 <= self.direct_share <= 1.0, "task.direct_share", f"must be in [0, 1], got {self.direct_share}")
         if self.name == "jsonl":
             _check(bool(self.path), "task.path", "is required when task.name is 'jsonl'")
 
@@ -121,6 +133,10 @@ class RolloutConfig:
     """k for eval mean@k and pass@k (sampled at `temperature`)."""
     eval_every: int = 25
     """Evaluate on the held-out set every this many steps (and at the last step); 0 = only at the end."""
+    final_samples: int = 64
+    """n for the large evaluation of the base model (before step 1) and of the final model (after the
+    last step): n samples per held-out problem at `temperature` give `final/pass@k` and `base/pass@k`
+    for k = 1, 2, 4, ..., n (unbiased estimator), plus greedy `final/accuracy`; 0 = none."""
 
     @property
     def batch_size(self) -> int:
@@ -134,6 +150,7 @@ class RolloutConfig:
         _check(self.max_new_tokens > 0, "rollout.max_new_tokens", f"must be > 0, got {self.max_new_tokens}")
         _check(self.eval_samples > 0, "rollout.eval_samples", f"must be > 0, got {self.eval_samples}")
         _check(self.eval_every >= 0, "rollout.eval_every", f"must be >= 0, got {self.eval_every}")
+        _check(self.final_samples >= 0, "rollout.final_samples", f"must be >= 0, got {self.final_samples}")
 
 
 @dataclass(frozen=True)
@@ -247,6 +264,30 @@ class ControllerConfig:
     'clip_high' or 'positive_weight' (METHOD.md 3.4 for signs, offsets and bounds)."""
     actuator_scale: float = 1.0
     """Units of the actuated knob per unit of controller output (k in METHOD.md 3.4)."""
+    autotune: str = "off"
+    """PI gains from measurements (METHOD.md 3.5): 'off' (kp/ki/alpha bounds as configured), 'probe' (a
+    designed excitation of alpha for `probe_steps`, then identified gains) or 'online' (probe, then keep
+    re-identifying with a dither and reschedule the gains)."""
+    probe_steps: int = 80
+    """Autotune: rollout steps of the probe (a square wave of alpha) before the gains are set."""
+    probe_amplitude: float = 1.5
+    """Autotune: the probe's alpha swings between -amplitude and +amplitude."""
+    probe_hold: int = 40
+    """Autotune: steps per half-period of the probe and dither square waves (>= 2x the plant's lag)."""
+    closed_loop_steps: float = 5.0
+    """Autotune: SIMC closed-loop time constant tau_c in rollout steps (smaller = stiffer, noisier;
+    at 5 the integral follows the trainer's growing drift, METHOD.md 3.4)."""
+    plant_lag: float | None = None
+    """Autotune: the lag of alpha's effect in rollout steps; None = identify it from the probe."""
+    filter: str = "none"
+    """Entropy the PI acts on: 'none' (the measured batch entropy) or 'kalman' (filtered with the
+    identified plant; needs autotune 'probe' or 'online')."""
+    retune_every: int = 25
+    """Autotune 'online': re-identify every this many steps after the probe."""
+    retune_window: int = 200
+    """Autotune 'online': steps of history each re-identification uses."""
+    dither_amplitude: float = 1.0
+    """Autotune 'online': amplitude of the square-wave dither added to alpha (the instrument)."""
 
     def __post_init__(self) -> None:
         _choice("controller.name", self.name, CONTROLLERS)
@@ -254,6 +295,9 @@ class ControllerConfig:
         _choice("controller.coef_gate", self.coef_gate, ("current", "previous"))
         _choice("controller.actuator", self.actuator, ACTUATORS)
         _check(self.actuator_scale > 0, "controller.actuator_scale", f"must be > 0, got {self.actuator_scale}")
+        _choice("controller.autotune", self.autotune, ("off", "probe", "online"))
+        _choice("controller.filter", self.filter, ("none", "kalman"))
+        self._check_autotune()
         _check(self.target_entropy > 0 and math.isfinite(self.target_entropy), "controller.target_entropy",
                f"must be > 0, got {self.target_entropy}")
         _check(self.kp >= 0, "controller.kp", f"must be >= 0, got {self.kp}")
@@ -263,6 +307,30 @@ class ControllerConfig:
         _check(self.coef_delta >= 0, "controller.coef_delta", f"must be >= 0, got {self.coef_delta}")
         _check(self.coef_min <= self.coef_init <= self.coef_max, "controller.coef_init",
                f"must lie in [coef_min, coef_max] = [{self.coef_min}, {self.coef_max}]")
+
+    def _check_autotune(self) -> None:
+        _check(self.probe_hold >= 1, "controller.probe_hold", f"must be >= 1, got {self.probe_hold}")
+        _check(self.probe_steps >= 2 * self.probe_hold, "controller.probe_steps",
+               f"must be >= 2 * controller.probe_hold = {2 * self.probe_hold} (one full period of the "
+               f"probe), got {self.probe_steps}")
+        _check(self.probe_amplitude > 0, "controller.probe_amplitude", f"must be > 0, got {self.probe_amplitude}")
+        _check(self.closed_loop_steps > 0, "controller.closed_loop_steps",
+               f"must be > 0, got {self.closed_loop_steps}")
+        _check(self.plant_lag is None or self.plant_lag >= 0, "controller.plant_lag",
+               f"must be >= 0 or null (identify it), got {self.plant_lag}")
+        _check(self.retune_every >= 1, "controller.retune_every", f"must be >= 1, got {self.retune_every}")
+        _check(self.retune_window >= 2 * self.probe_hold, "controller.retune_window",
+               f"must be >= 2 * controller.probe_hold = {2 * self.probe_hold}, got {self.retune_window}")
+        _check(self.dither_amplitude >= 0, "controller.dither_amplitude",
+               f"must be >= 0, got {self.dither_amplitude}")
+        if self.autotune != "off":
+            _check(self.name == "pi", "controller.autotune",
+                   f"'{self.autotune}' tunes the PI controller (method entropic or entropic_p), "
+                   f"but controller.name is '{self.name}'; allowed here: off")
+            _check(self.update == "step", "controller.autotune",
+                   f"'{self.autotune}' needs controller.update 'step' (one entropy per rollout step)")
+        _check(self.filter == "none" or self.autotune != "off", "controller.filter",
+               "'kalman' uses the identified plant: set controller.autotune to 'probe' or 'online'")
 
 
 @dataclass(frozen=True)
@@ -307,6 +375,10 @@ class Config:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
+        ctrl = self.controller
+        _check(ctrl.autotune == "off" or ctrl.probe_steps < self.train.total_steps, "controller.probe_steps",
+               f"({ctrl.probe_steps}) must be < train.total_steps ({self.train.total_steps}): the probe "
+               "would use the whole run")
 
 
 _SECTION_TYPES = {
@@ -370,6 +442,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 raise TypeError
             return out
         if base is str:
+            if isinstance(value, bool) and key in ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
+                return "on" if value else "off"
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise TypeError
             return str(value)

@@ -7,6 +7,7 @@ sampled-token NLL. The summary functions are plain Python over a history (list o
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ import torch
 
 # --- per-step metric names (METHOD.md section 5) -------------------------------------------------
 ENTROPY = "actor/entropy"
+ENTROPY_STDERR = "actor/entropy_stderr"
 PG_LOSS = "actor/pg_loss"
 PG_CLIPFRAC = "actor/pg_clipfrac"
 PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
@@ -25,6 +27,11 @@ ERROR = "control/error"
 INTEGRAL = "control/integral"
 COEF = "control/coef"
 ACTUATOR_VALUE = "control/actuator_value"
+KP = "control/kp"
+KI = "control/ki"
+PLANT_GAIN = "control/plant_gain"
+PLANT_DRIFT = "control/plant_drift"
+PHASE = "control/phase"
 DETACHED_FRAC = "cov/detached_frac"
 PENALISED_FRAC = "cov/penalised_frac"
 REWARD_MEAN = "rollout/reward_mean"
@@ -41,9 +48,9 @@ UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
 # Loss-side metrics: every loss returns all of these (zeros where a mechanism is absent), so the
 # per-step dict has the same keys whatever the method.
 LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
-CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF)
 ACTUATOR_KEYS = (ACTUATOR_VALUE,)
 """Set by the trainer from the controller output and ``controller.actuator`` (not by the controller)."""
+CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF, KP, KI, PLANT_GAIN, PLANT_DRIFT, PHASE)
 ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
 EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
 PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
@@ -51,17 +58,59 @@ STEP = "step"
 """1-based rollout step index; present in every step dict."""
 
 STEP_KEYS: tuple[str, ...] = (
-    (STEP, ENTROPY) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS + EVAL_KEYS
-    + PERF_KEYS
+    (STEP, ENTROPY, ENTROPY_STDERR) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS
+    + EVAL_KEYS + PERF_KEYS
 )
 """Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
 
 # --- run summaries --------------------------------------------------------------------------------
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
+TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
-SUMMARY_KEYS = (TRACKING_RMSE, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP)
+LATE_ACCURACY = "summary/late_accuracy"
+SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP, LATE_ACCURACY)
+LATE_EVALS = 3
+"""Evaluations averaged by ``summary/late_accuracy`` (the last ones of the run)."""
+
+# --- final evaluation (summary values, not per-step; METHOD.md section 5) ----------------------------
+FINAL = "final"
+"""Prefix of the large evaluation after the last step: ``final/accuracy``, ``final/pass@1``, ..."""
+BASE = "base"
+"""Prefix of the same evaluation of the base (warm-start) model before step 1: ``base/pass@k``."""
+
+
+def pass_at_k_ks(n: int) -> list[int]:
+    """The k of a final evaluation with ``n`` samples per problem: 1, 2, 4, ... up to n, and n itself."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+    return ks if not ks or ks[-1] == n else [*ks, n]
+
+
+def final_keys(n: int, prefix: str = FINAL) -> list[str]:
+    """``<prefix>/accuracy`` (greedy) then ``<prefix>/pass@k`` for each k of :func:`pass_at_k_ks`."""
+    return [f"{prefix}/accuracy", *(f"{prefix}/pass@{k}" for k in pass_at_k_ks(n))]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from ``n`` samples of which ``c`` are correct (Chen et al. 2021).
+
+    ``pass@k = 1 - C(n - c, k) / C(n, k)``: the chance that k samples drawn without replacement from
+    the n contain a correct one. Computed as ``1 - prod_{i = n-c+1}^{n} (1 - k / i)`` (the same ratio
+    written as a product of c factors), so no binomial coefficient is ever formed and large n cannot
+    overflow. Exact cases: ``c = 0`` gives 0, ``n - c < k`` gives 1, ``k = 1`` gives ``c / n``.
+    Requires integers ``0 <= c <= n`` and ``1 <= k <= n``.
+    """
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, c, k)):
+        raise ValueError(f"pass_at_k needs integers, got n={n!r}, c={c!r}, k={k!r}")
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every draw of k samples contains a correct one
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
 
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -90,6 +139,27 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def entropy_stderr(values: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Sampling standard error of the batch's token-mean ``H = sum(m h) / sum(m)``.
+
+    The prompts are the independent units (a group's responses share a prompt), so with
+    ``s_b = sum over group b of m h`` and ``n_b = sum of m``, the ratio estimator's delta-method variance
+    is ``sum_b (s_b - H n_b)^2 / (n_mean^2 B (B - 1))`` over the ``B`` groups. ``values``/``mask``:
+    ``(B * G, T)`` with the G responses of each prompt in consecutive rows; returns a scalar (0 for one
+    group). This is the measurement noise of ``actor/entropy``: what a controller sees on top of the
+    policy's expected entropy.
+    """
+    mask = mask.to(values.dtype)
+    sums = (values * mask).sum(-1).view(-1, group_size).sum(-1)  # (B,)
+    counts = mask.sum(-1).view(-1, group_size).sum(-1)  # (B,)
+    b = sums.numel()
+    if b < 2:
+        return sums.new_zeros(())
+    mean = sums.sum() / counts.sum().clamp_min(1.0)
+    dev = (sums - mean * counts) / counts.mean().clamp_min(1.0)  # (B,)
+    return (dev.square().sum() / (b * (b - 1))).sqrt()
+
+
 def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
@@ -100,6 +170,47 @@ def entropy_tracking_rmse(entropies: Sequence[float], target: float) -> float:
     if not tail:
         return float("nan")
     return math.sqrt(sum(((h - target) / target) ** 2 for h in tail) / len(tail))
+
+
+def measurement_noise_variance(values: Sequence[float]) -> float:
+    """Variance of the white measurement noise in a series, from its first differences.
+
+    For ``y = H + v`` with ``H`` a random walk (step variance ``q``) and ``v`` white (variance ``r``),
+    the differences have variance ``q + 2r`` and lag-1 autocovariance ``-r``; the estimate is
+    ``clip(-c1, 0, c0 / 2)`` (``c0``, ``c1`` the sample autocovariances of the differences), which a
+    smooth trend in ``H`` does not inflate the way ``var(diff) / 2`` would. ``nan`` below 4 values.
+    """
+    y = _finite(values)
+    if len(y) < 4:
+        return float("nan")
+    d = [b - a for a, b in itertools.pairwise(y)]
+    mean = sum(d) / len(d)
+    c0 = sum((x - mean) ** 2 for x in d) / len(d)
+    c1 = sum((a - mean) * (b - mean) for a, b in itertools.pairwise(d)) / len(d)
+    return min(max(-c1, 0.0), c0 / 2.0)
+
+
+def entropy_tracking_rmse_denoised(entropies: Sequence[float], target: float,
+                                   stderrs: Sequence[float] | None = None) -> float:
+    """Tracking RMSE of the *true* entropy: ``sqrt(max(MS - r / H_target^2, 0))`` over the second half.
+
+    ``MS`` is the mean of ``((H - H_target) / H_target)^2`` (the square of the raw tracking RMSE) and
+    ``r`` the measurement noise variance of the same steps: the mean square of the per-step sampling
+    standard errors (``actor/entropy_stderr``) when given, else estimated from the entropies
+    themselves (:func:`measurement_noise_variance`; histories written before the standard error was
+    logged). With noise independent of the true error, ``MS = true MS + r / H_target^2``, so removing
+    ``r`` leaves how well the controller holds the entropy itself, not the sampler's noise floor.
+    """
+    raw = entropy_tracking_rmse(entropies, target)
+    tail = len(entropies) // 2
+    errors = _finite(stderrs[tail:]) if stderrs is not None else []
+    if errors:
+        noise = sum(e * e for e in errors) / len(errors)
+    else:
+        noise = measurement_noise_variance(entropies[tail:])
+    if not (math.isfinite(raw) and math.isfinite(noise)):
+        return float("nan")
+    return math.sqrt(max(raw**2 - noise / target**2, 0.0))
 
 
 def settle_step(entropies: Sequence[float], target: float, steps: Sequence[int] | None = None,
@@ -126,14 +237,37 @@ def entropy_drop(entropies: Sequence[float]) -> float:
     return 1.0 - values[-1] / values[0]
 
 
-def summarize(history: Sequence[dict[str, float]], target_entropy: float) -> dict[str, float]:
-    """The ``summary/*`` statistics of one run from its per-step history."""
+def late_accuracy(accuracies: Sequence[float], steps: Sequence[int], eval_every: int,
+                  last: int = LATE_EVALS) -> float:
+    """Mean held-out accuracy of the run's ``last`` evaluations, not one noisy point.
+
+    A history row carries the latest evaluation, so the evaluations are the rows at multiples of
+    ``eval_every`` and the final row (the trainer evaluates at the last step); ``eval_every = 0`` means
+    the final row only. NaN for an empty history.
+    """
+    n = len(steps)
+    points = [a for i, (s, a) in enumerate(zip(steps, accuracies, strict=True))
+              if (eval_every and s % eval_every == 0) or i == n - 1]
+    values = _finite(points[-last:])
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(history: Sequence[dict[str, float]], target_entropy: float,
+              eval_every: int = 0) -> dict[str, float]:
+    """The ``summary/*`` statistics of one run from its per-step history.
+
+    ``eval_every`` (``rollout.eval_every``) locates the evaluations for ``summary/late_accuracy``.
+    """
     entropies = [row[ENTROPY] for row in history]
+    stderrs = [row[ENTROPY_STDERR] for row in history] if all(ENTROPY_STDERR in r for r in history) else None
     steps = [int(row.get(STEP, i + 1)) for i, row in enumerate(history)]
-    accuracy = history[-1].get(EVAL_ACCURACY, float("nan")) if history else float("nan")
+    accuracies = [row.get(EVAL_ACCURACY, float("nan")) for row in history]
+    accuracy = accuracies[-1] if history else float("nan")
     return {
         TRACKING_RMSE: entropy_tracking_rmse(entropies, target_entropy),
+        TRACKING_RMSE_DENOISED: entropy_tracking_rmse_denoised(entropies, target_entropy, stderrs),
         SETTLE_STEP: settle_step(entropies, target_entropy, steps),
         FINAL_ACCURACY: float(accuracy),
         ENTROPY_DROP: entropy_drop(entropies),
+        LATE_ACCURACY: late_accuracy(accuracies, steps, eval_every),
     }

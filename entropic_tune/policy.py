@@ -6,12 +6,15 @@ Two sources, one interface (:class:`Policy`):
   worked solutions (some corrupted, so the base model is right only part of the time);
 - any local Hugging Face model directory (``model.path``) with its own tokenizer and chat template.
 
-The warm-start is cached on disk under a hash of everything that determines it and written atomically
-under a file lock, so a sweep trains it once even when trials start together.
+The base weights of the shipped configurations are committed (``entropic_tune.warmstarts``), so they
+are the same on every machine; any other warm-start is cached on disk under a hash of everything that
+determines it and written atomically under a file lock, so a sweep trains it once even when trials
+start together.
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import inspect
@@ -20,6 +23,8 @@ import os
 import random
 import shutil
 import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from .config import ModelConfig, TaskConfig
 from .errors import UserError
 from .metrics import aggregate
 from .tasks import Task
+from .warmstarts import find_committed
 
 PAD, EOS, BOS = "<pad>", "<eos>", "<bos>"
 WARMSTART_SEED = 1234
@@ -51,6 +57,10 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     use_chat_template: bool = False
+    decoder: object | None = None
+    """A :class:`~entropic_tune.decoding.CompiledDecoder` when ``model.compile`` compiles decoding."""
+    logprob_forward: Callable | None = None
+    """The compiled :func:`~entropic_tune.rollout.logprobs_and_entropy`, for the update's forward."""
 
     @property
     def eos_id(self) -> int:
@@ -62,10 +72,14 @@ class Policy:
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
     @property
+    def amp(self) -> bool:
+        """bf16 autocast: on CUDA for fp32 weights, never on the CPU."""
+        return self.device.type == "cuda" and next(self.model.parameters()).dtype == torch.float32
+
+    @property
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA for fp32 weights; a disabled context on the CPU."""
-        enabled = self.device.type == "cuda" and next(self.model.parameters()).dtype == torch.float32
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a prompt, through the chat template when the model has one."""
@@ -138,16 +152,43 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
     device = resolve_device(cfg.device)
     if cfg.path:
         model_dir = Path(cfg.path).expanduser()
-        model, tokenizer = _load_hf(model_dir, cfg)
+        model, tokenizer = load_hf_cached(model_dir, cfg)
         chat = getattr(tokenizer, "chat_template", None) is not None
     else:
         model_dir = warmstart_model(cfg, task_cfg, task)
-        model, tokenizer = _load_hf(model_dir, cfg)
+        model, tokenizer = load_hf_cached(model_dir, cfg)
         chat = False
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model.to(device=device, dtype=dtype)
     model.config.use_cache = True
     return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat)
+
+
+_LOADED: OrderedDict[tuple, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = OrderedDict()
+LOADED_MODELS_KEPT = 2  # pristine models kept per process (one per model folder in use)
+
+
+def load_hf_cached(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`_load_hf`, read from disk once per process: later calls get a deep copy of the pristine
+    model (never one another trainer holds, so trials sharing a worker process cannot see each other's
+    weights) and the shared, read-only tokenizer. The key holds the folder's file sizes and
+    modification times, so a folder rewritten in place is read again."""
+    key = (_folder_key(model_dir), cfg.trust_remote_code)
+    if key not in _LOADED:
+        _LOADED[key] = _load_hf(model_dir, cfg)
+        while len(_LOADED) > LOADED_MODELS_KEPT:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    model, tokenizer = _LOADED[key]
+    return copy.deepcopy(model), tokenizer
+
+
+def _folder_key(model_dir: Path) -> tuple:
+    try:
+        files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(model_dir) if e.is_file())
+    except OSError:
+        files = []  # _load_hf reports the missing folder
+    return (str(model_dir.resolve()), tuple(files))
 
 
 def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -182,7 +223,7 @@ def cache_root(cfg: ModelConfig) -> Path:
 def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
     """Hash of everything that determines the warm-started weights."""
     model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
-                                                                     "trust_remote_code")}
+                                                                     "trust_remote_code", "compile")}
     payload = {
         "version": CACHE_VERSION, "model": model_part, "task": asdict(task_cfg),
         "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,
@@ -192,11 +233,15 @@ def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
 
 
 def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
-    """Path of the cached warm-started model for (cfg, task); trains and saves it on first use.
+    """Path of the warm-started model for (cfg, task): the committed one when its recipe matches
+    (``entropic_tune.warmstarts``), else the cached one, trained and saved on first use.
 
     Safe under concurrency: an exclusive file lock serialises builders, and the folder appears by an
     atomic rename only once complete, so a reader never sees a partial model.
     """
+    committed = find_committed(cfg, task_cfg, task.alphabet())
+    if committed is not None:  # the shipped base weights, the same on every machine (warmstarts.py)
+        return committed
     root = cache_root(cfg)
     try:
         root.mkdir(parents=True, exist_ok=True)

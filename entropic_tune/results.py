@@ -65,8 +65,9 @@ def history_rows(trial_id: str, method: str, seed: int, history: Iterable[dict[s
 
 
 def summary_row(trial_id: str, flat_config: dict[str, Any], history: Sequence[dict[str, float]],
-                status: str, error: str = "") -> dict[str, Any]:
-    """One summary.csv row: ids, status, last metrics and the ``summary/*`` statistics of a trial."""
+                status: str, error: str = "", evaluations: dict[str, float] | None = None) -> dict[str, Any]:
+    """One summary.csv row: ids, status, last metrics, the ``summary/*`` statistics of a trial and its
+    large evaluations (``base/*``, ``final/*``; see ``evaluation``)."""
     target = float(flat_config["controller.target_entropy"])
     row: dict[str, Any] = {
         "trial_id": trial_id,
@@ -80,7 +81,8 @@ def summary_row(trial_id: str, flat_config: dict[str, Any], history: Sequence[di
     }
     if history:
         row.update({k: v for k, v in history[-1].items() if k != M.STEP})
-        row.update(M.summarize(history, target))
+        row.update(M.summarize(history, target, int(flat_config.get("rollout.eval_every") or 0)))
+    row.update(evaluations or {})
     return row
 
 
@@ -89,7 +91,19 @@ def summary_columns(rows: Sequence[dict[str, Any]], varying: Sequence[str] = ())
     extra = [c for c in ("factor", "variant") if any(c in r for r in rows)]
     config_cols = [f"config/{k}" for k in varying]
     metric_cols = [k for k in M.STEP_KEYS if k != M.STEP]
-    return [*SUMMARY_FIXED, *extra, *config_cols, *metric_cols, *M.SUMMARY_KEYS]
+    return [*SUMMARY_FIXED, *extra, *config_cols, *metric_cols, *M.SUMMARY_KEYS, *evaluation_columns(rows)]
+
+
+def evaluation_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``base/*`` then ``final/*`` columns present in ``rows``: accuracy, then pass@k by k."""
+    present = {k for r in rows for k in r if k.startswith((f"{M.BASE}/", f"{M.FINAL}/"))}
+
+    def order(key: str) -> tuple[int, int, str]:
+        prefix, _, name = key.partition("/")
+        k = int(name.removeprefix("pass@")) if name.startswith("pass@") and name[5:].isdigit() else 0
+        return (0 if prefix == M.BASE else 1, k, name)
+
+    return sorted(present, key=order)
 
 
 def varying_keys(flat_configs: Sequence[dict[str, Any]]) -> list[str]:

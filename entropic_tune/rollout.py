@@ -21,6 +21,7 @@ try:  # the per-layer cache API of transformers >= 4.56; older versions use the 
 except ImportError:  # pragma: no cover
     DynamicCache = DynamicLayer = None
 
+from . import decoding
 from .metrics import token_entropy
 from .policy import Policy, model_call_kwargs, output_cache
 from .tasks import Problem, Task
@@ -34,6 +35,10 @@ class Generation:
     attention_mask: torch.Tensor
     prompt_len: int
     response_mask: torch.Tensor
+    sampler_logprobs: torch.Tensor | None = None
+    """(N, R) log-probs of the sampled tokens at T from the compiled sampler (None when eager)."""
+    sampler_entropy: torch.Tensor | None = None
+    """(N, R) full-vocabulary entropies at T from the compiled sampler (None when eager)."""
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -104,19 +109,47 @@ def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temp
     ids, prompt_attn = left_pad(prompts, policy.pad_id, device)  # (N, P)
     n, width = ids.shape
     with torch.inference_mode():
-        tokens, alive, steps = _sample_loop(policy, ids, prompt_attn, max_new_tokens, temperature, generator,
-                                            greedy)
+        tokens, alive, steps, stats = _sample_loop(policy, ids, prompt_attn, max_new_tokens, temperature,
+                                                   generator, greedy)
     # Built outside inference mode: these tensors meet autograd in the loss (as masks and indices).
     response = tokens[:, :steps].clone()  # (N, R)
     response_mask = alive[:, :steps].float()  # (N, R), EOS included
     full_attn = torch.cat([prompt_attn, response_mask.long()], dim=1)
-    return Generation(torch.cat([ids, response], dim=1), full_attn, width, response_mask)
+    logps, ents = (None, None) if stats is None else (stats[0][:, :steps].clone(), stats[1][:, :steps].clone())
+    return Generation(torch.cat([ids, response], dim=1), full_attn, width, response_mask, logps, ents)
 
 
 def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
                  temperature: float, generator: torch.Generator | None,
-                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used)``."""
+                 greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int, tuple | None]:
+    """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used,
+    (logps, entropies) (N, max_new) each from the compiled sampler or None)``."""
+    model, device = policy.model, policy.device
+    n, width = ids.shape
+    # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
+    deferred = device.type != "cpu" and (greedy or generator is not None)
+    check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
+    if policy.decoder is not None:  # model.compile: the static cache and the compiled step
+        with policy.autocast:
+            tokens, alive, steps, rng_states, *stats = decoding.sample(
+                policy.decoder, model, ids, prompt_attn, positions(prompt_attn), max_new_tokens, temperature,
+                generator, greedy, policy.pad_id, policy.eos_id, check_every)
+    else:
+        stats = None
+        tokens, alive, steps, rng_states = _eager_loop(policy, ids, prompt_attn, max_new_tokens, temperature,
+                                                       generator, greedy, check_every)
+    if check_every > 1:
+        steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
+        if generator is not None and steps < len(rng_states):
+            generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
+    return tokens, alive, steps, stats
+
+
+def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
+                temperature: float, generator: torch.Generator | None, greedy: bool,
+                check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor]]:
+    """transformers' forward once per token (``model.compile: off``): ``(tokens, alive, steps run,
+    generator states before each draw)``."""
     model, device = policy.model, policy.device
     n, width = ids.shape
     tokens = torch.full((n, max_new_tokens), policy.pad_id, dtype=torch.long, device=device)
@@ -125,9 +158,6 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
     attn = torch.ones((n, width + max_new_tokens), dtype=prompt_attn.dtype, device=device)
     attn[:, :width] = prompt_attn
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    # Deferred checks need a generator to rewind (the global RNG is left alone) or no sampling at all.
-    deferred = device.type != "cpu" and (greedy or generator is not None)
-    check_every = STOP_CHECK_EVERY_CUDA if deferred else 1
     rng_states: list[torch.Tensor] = []
     cache_kw = next(iter(model_call_kwargs(model, None)))
     cache = new_cache(model)
@@ -160,11 +190,7 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
                 break
             step_ids = token[:, None]
             step_pos = step_pos[:, -1:] + 1
-    if check_every > 1:
-        steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
-        if generator is not None and steps < len(rng_states):
-            generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
-    return tokens, alive, steps
+    return tokens, alive, steps, rng_states
 
 
 def _decode_mask(model: torch.nn.Module, cache: object | None,
@@ -195,21 +221,34 @@ def sequence_logprobs(policy: Policy, gen: Generation, temperature: float,
     """Log-probs of the sampled response tokens and full-vocab entropies, both (N, R), at temperature T.
 
     Runs with or without grad depending on the caller's context; ``micro_batch_size`` bounds memory.
+    With grad (the update) it uses the policy's compiled forward when ``model.compile`` provides one.
     """
     n = gen.input_ids.shape[0]
     step = micro_batch_size or n
+    forward = policy.logprob_forward if policy.logprob_forward is not None and torch.is_grad_enabled() \
+        else logprobs_and_entropy
     logps, ents = [], []
     for start in range(0, n, step):
         ids = gen.input_ids[start : start + step]
         attn = gen.attention_mask[start : start + step]
-        with policy.autocast:
-            logits = policy.model(input_ids=ids, attention_mask=attn, position_ids=positions(attn),
-                                  use_cache=False).logits
-        logits = logits[:, gen.prompt_len - 1 : -1].float() / temperature  # (n, R, V)
-        target = ids[:, gen.prompt_len :]  # (n, R)
-        logps.append(torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1))
-        ents.append(token_entropy(logits))
+        logp, ent = forward(policy.model, ids, attn, gen.prompt_len, temperature, policy.device.type, policy.amp)
+        logps.append(logp)
+        ents.append(ent)
     return torch.cat(logps), torch.cat(ents)
+
+
+def logprobs_and_entropy(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, prompt_len: int,
+                         temperature: float, device_type: str, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over ``ids`` (n, P + R): the response tokens' log-probs and entropies (n, R) at T.
+
+    ``amp``: bf16 autocast around the model call (as :attr:`Policy.autocast`); the log-softmax and the
+    entropy run in fp32. A pure function of its inputs, so ``model.compile`` can compile it whole.
+    """
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
+    logits = logits[:, prompt_len - 1 : -1].float() / temperature  # (n, R, V)
+    target = ids[:, prompt_len:]  # (n, R)
+    return torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1), token_entropy(logits)
 
 
 def compute_group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
@@ -247,7 +286,9 @@ def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_s
     """Sample a group per problem, score it, and compute advantages, behaviour log-probs and entropy.
 
     ``behaviour=False`` skips the behaviour forward (``old_logprobs`` and ``entropy`` are then None): an
-    on-policy trainer gets both, bit for bit, from its own first forward on the same weights.
+    on-policy trainer gets both, bit for bit, from its own first forward on the same weights. With the
+    compiled sampler (``model.compile``) they come from the sampling loop itself, which computed the
+    same softmax at every token (equal to the forward's up to float rounding), and no forward runs.
     """
     start = time.perf_counter()
     encoded = [policy.encode_prompt(p.prompt) for p in problems]  # once per problem, not per response
@@ -255,7 +296,9 @@ def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_s
     gen = generate(policy, prompts, max_new_tokens, temperature, generator)
     rewards = score(task, problems, decode_responses(policy, gen), group_size).to(policy.device)
     old_logprobs = entropy = None
-    if behaviour:
+    if behaviour and gen.sampler_logprobs is not None:
+        old_logprobs, entropy = gen.sampler_logprobs, gen.sampler_entropy
+    elif behaviour:
         with torch.no_grad():  # not inference_mode: these tensors meet autograd in the loss
             old_logprobs, entropy = sequence_logprobs(policy, gen, temperature, micro_batch_size)
     return RolloutBatch(

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from . import metrics as M
 from .config import Config, to_dict, to_flat
 from .errors import UserError
+from .evaluation import final_evaluation
 from .results import (
     atomic_write_text,
     history_columns,
@@ -78,7 +79,9 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
         print(f"entropic-tune train: method={config.method} steps={total} seed={config.train.seed} "
               f"-> {run_dir}", file=sys.stderr)
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
+    evaluations: dict[str, float] = {}  # base/* before step 1, final/* after the last step
     try:
+        _evaluate(trainer, M.BASE, evaluations, quiet)
         while trainer.step_count < total:
             row = trainer.step()
             history.append(row)
@@ -89,6 +92,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
                 if not quiet:
                     tqdm.write(progress_line(row, total), file=sys.stderr)
                 _write_history(run_dir, trial_id, config, history)
+        _evaluate(trainer, M.FINAL, evaluations, quiet)
     except NonFiniteError as exc:
         status, error = "ERROR", str(exc)
     except KeyboardInterrupt:
@@ -96,7 +100,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     finally:
         bar.close()
     _write_history(run_dir, trial_id, config, history)
-    summary = summary_row(trial_id, flat, history, status, error)
+    summary = summary_row(trial_id, flat, history, status, error, evaluations)
     write_csv(run_dir / "summary.csv", [summary], summary_columns([summary]))
     final = trainer.last_eval or {}
     summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
@@ -110,6 +114,15 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     return 130 if status == "INTERRUPTED" else 0
 
 
+def _evaluate(trainer: Trainer, prefix: str, into: dict[str, float], quiet: bool) -> None:
+    """The large evaluation (``evaluation.final_evaluation``) of the current model, into ``into``."""
+    result = final_evaluation(trainer.policy, trainer.task, trainer.config, trainer.step_count, prefix)
+    if result is not None:
+        into.update(result.metrics)
+        if not quiet:
+            tqdm.write(result.describe(), file=sys.stderr)
+
+
 def _write_history(run_dir: Path, trial_id: str, config: Config, history: list[dict[str, float]]) -> None:
     rows = history_rows(trial_id, config.method, config.train.seed, history)
     write_csv(run_dir / "history.csv", rows, history_columns())
@@ -117,6 +130,7 @@ def _write_history(run_dir: Path, trial_id: str, config: Config, history: list[d
 
 def _print_summary(summary: dict) -> None:
     keys = (M.EVAL_ACCURACY, M.EVAL_PASS_AT_K, M.ENTROPY, *M.SUMMARY_KEYS)
+    keys += tuple(k for k in summary if k.startswith((f"{M.BASE}/", f"{M.FINAL}/")))
     print("summary:", file=sys.stderr)
     for key in keys:
         value = summary.get(key, float("nan"))

@@ -27,6 +27,7 @@ import optuna
 import ray
 from ray import tune
 from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
@@ -302,6 +303,10 @@ def ray_session(address: str | None) -> Iterator[None]:
             raise UserError(f"--address {address}: cannot connect to Ray: {str(exc).splitlines()[0]}") from None
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local-only instance
+        # Ray starts its workers at niceness 15: on a machine doing anything else, trials then get a
+        # fraction of the CPU that the same trial gets from `entropic-tune train` (measured: 2-3x its
+        # wall time at equal CPU time, BENCHMARKS.md). Trials are the work here; run them at normal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=False, configure_logging=True, logging_level="warning")
     try:
@@ -359,12 +364,21 @@ def trial_dirname(trial: Any) -> str:
 
 
 def _run_config(opts: SweepOptions, meta: dict[str, Any]) -> RunConfig:
+    quiet_loggers()
     return RunConfig(
         name=opts.name, storage_path=str(Path(opts.out).resolve()), verbose=opts.verbose,
-        progress_reporter=progress_reporter(meta),
+        progress_reporter=progress_reporter(meta), callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
         checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints or None),
         failure_config=FailureConfig(max_failures=opts.max_failures),
     )
+
+
+def quiet_loggers() -> None:
+    """Results need Ray's CSV and JSON logs (``ExperimentAnalysis`` reads them), not its TensorBoard
+    ones: without this, Tune adds a TensorBoard logger whenever tensorboardX is installed (~3 s to import
+    in the driver and ~9 ms of driver CPU per reported step on this 2-core machine). The CSV and JSON
+    loggers are passed explicitly in :func:`_run_config`."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def progress_reporter(meta: dict[str, Any]) -> CLIReporter:
@@ -444,6 +458,7 @@ def resume(opts: SweepOptions) -> Path:
     with ray_session(opts.address):
         check_resources(opts)
         # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
+        quiet_loggers()
         tuner = Tuner.restore(str(exp_dir), trainable=make_trainable(opts), resume_errored=True)
         finished = _fit(tuner)
     collect_and_write(exp_dir, meta, finished)

@@ -29,7 +29,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
     "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2,
 }
-TABLE_METRICS = (("eval/accuracy", "final eval/accuracy"), ("summary/entropy_drop", "entropy drop"),
+TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
+                 ("summary/entropy_drop", "entropy drop"),
                  ("summary/entropy_tracking_rmse", "tracking RMSE"))
 
 
@@ -44,6 +45,9 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help=f"Comma-separated methods to run instead of the space's "
                                                    f"({', '.join(METHODS)}).")
     p.add_argument("--seeds", type=int, default=None, help="Run seeds 0..N-1 instead of the space's seeds.")
+    p.add_argument("--baseline", default=None, metavar="METHOD",
+                   help="Method the report compares the others with, paired by seed; recorded in "
+                        "experiment.yaml (default: grpo when it runs).")
     p = sub.add_parser(
         "search", help="Optuna search over one method's knobs (study kept in OUT/NAME/optuna.db).",
         description="Tune one method's parameters with OptunaSearch and a seeded sampler. The study is "
@@ -121,6 +125,10 @@ def run_command(args: argparse.Namespace) -> int:
     sopts = _search_options(args, space) if args.kind == "search" else None
     options = _run_options(args, {})
     _validate(options, args.kind, sopts)
+    baseline = getattr(args, "baseline", None)
+    if baseline is not None and baseline not in space.methods:
+        raise UserError(f"--baseline: '{baseline}' is not one of the methods run "
+                        f"({', '.join(space.methods)})")
     if args.dry_run:
         _print_plan(space, sopts)
         return 0
@@ -151,6 +159,9 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
                 print(f"adding trials to study '{opts.name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
         else:
             plan = sweep.plan_grid(space)
+        baseline = getattr(args, "baseline", None)
+        if baseline is not None:  # recorded in experiment.yaml: the report compares against it
+            plan.meta["baseline"] = baseline
         exp_dir = sweep.run_plan(plan, opts, total)
     return _finish(exp_dir, plan.meta)
 
@@ -305,6 +316,11 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
+    if flats[0]["rollout.final_samples"]:
+        n, size = flats[0]["rollout.final_samples"], flats[0]["task.eval_size"]
+        print(f"  + per trial, a large evaluation of the base model (before step 1) and of the final model "
+              f"(after the last step): {size} held-out problems x {n} samples = {size * n} responses each, "
+              f"for pass@k, k = 1..{n}")
     for i, (trial, flat) in enumerate(zip(trials, flats, strict=True), 1):
         label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
         if trial.get(spaces.SAME_AS):
@@ -392,7 +408,8 @@ def _print_study(exp_dir: Path, meta: dict[str, Any]) -> None:
 
 
 def _write_report(exp_dir: Path) -> Path | None:
-    """The report is optional: a failure there never fails the sweep."""
+    """The report is optional: a failure there never fails the sweep. Its baseline is the one recorded
+    in experiment.yaml (``--baseline``), else grpo."""
     try:
         from .report import write_report
 

@@ -45,6 +45,8 @@ class TrialRecord:
     history: list[dict[str, float]]
     error: str = ""
     state: str = ""  # the first of Ray's state files that lists the trial (which run it belongs to)
+    evaluations: dict[str, float] | None = None
+    """``base/*`` and ``final/*`` values of the trial's last report (the large evaluations)."""
 
 
 def load_trials(exp_dir: Path) -> list[TrialRecord]:
@@ -65,7 +67,8 @@ def load_trials(exp_dir: Path) -> list[TrialRecord]:
             order.setdefault(trial.trial_id, (run, trial.trial_id))
             records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
                                                   _history(frames.get(trial.trial_id)), _error(trial),
-                                                  first.setdefault(trial.trial_id, state.name))
+                                                  first.setdefault(trial.trial_id, state.name),
+                                                  _evaluations(trial.last_result))
     return sorted(records.values(), key=lambda r: order[r.trial_id])
 
 
@@ -77,6 +80,13 @@ def _history(frame: Any) -> list[dict[str, float]]:
     keys = [k for k in M.STEP_KEYS if k in frame]
     rows = [{k: float(v) for k, v in zip(keys, values, strict=True)} for values in frame[keys].itertuples(index=False)]
     return [{**row, M.STEP: int(row[M.STEP])} for row in rows]
+
+
+def _evaluations(last: dict[str, Any] | None) -> dict[str, float]:
+    """The large evaluations in a trial's last result (only the last report of a trial has them)."""
+    prefixes = (f"{M.BASE}/", f"{M.FINAL}/")
+    return {k: float(v) for k, v in (last or {}).items()
+            if isinstance(k, str) and k.startswith(prefixes) and isinstance(v, (int, float))}
 
 
 def _error(trial: Any) -> str:
@@ -174,7 +184,7 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
         flat = flats[r.trial_id]
         # Ray puts the trials of an interrupted run back to PENDING; the contract calls them RUNNING.
         status = "RUNNING" if r.status not in ("TERMINATED", "ERROR") and r.history else r.status
-        row = summary_row(r.trial_id, flat, r.history, status, r.error)
+        row = summary_row(r.trial_id, flat, r.history, status, r.error, r.evaluations)
         row.update({k: r.config[k] for k in ("factor", "variant") if k in r.config})
         row.update({f"config/{k}": flat.get(k) for k in varying})
         summary.append(row)

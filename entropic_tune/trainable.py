@@ -13,8 +13,11 @@ wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sw
 from __future__ import annotations
 
 import math
+import queue
+import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ray import tune
 
 from . import metrics as M
 from .config import Config, load_config
+from .evaluation import final_evaluation
 from .spaces import trial_config
 from .trainer import NonFiniteError, Trainer
 
@@ -31,10 +35,11 @@ Report = Callable[[dict[str, float], "str | None"], None]
 """``report(metrics, checkpoint_dir_or_None)``; the directory only lives during the call."""
 
 
-def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path) -> Path:
-    """Write the trainer state and the history so far to ``directory/trainer.pt``."""
+def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path,
+                    base: dict[str, float] | None = None) -> Path:
+    """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``."""
     path = Path(directory) / CHECKPOINT_FILE
-    torch.save({"trainer": trainer.state_dict(), "history": history}, path)
+    torch.save({"trainer": trainer.state_dict(), "history": history, "base": dict(base or {})}, path)
     return path
 
 
@@ -45,7 +50,7 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
 
 def running_summary(history: list[dict[str, float]], config: Config) -> dict[str, float]:
     """The ``summary/*`` statistics of the history so far, finite values only."""
-    stats = M.summarize(history, config.controller.target_entropy)
+    stats = M.summarize(history, config.controller.target_entropy, config.rollout.eval_every)
     return {k: float(v) for k, v in stats.items() if v is not None and math.isfinite(v)}
 
 
@@ -55,15 +60,38 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
 
     ``checkpoint`` is a :func:`load_checkpoint` dict to continue from. A non-finite value stops the
     trial with :class:`NonFiniteError` (the trial is ERROR; nothing non-finite is reported).
+    Reporting is pipelined: the next step runs in a worker thread while ``report`` waits for Ray
+    Tune's driver (a function trainable's report blocks until the driver has processed the result,
+    ~10-30 ms per step on a busy 2-core machine); see :class:`_Prefetch`.
     """
     cfg = load_config(trial_config(config))
     trainer = Trainer(cfg)
     history: list[dict[str, float]] = []
+    base: dict[str, float] = {}
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint["trainer"])
         history = [dict(row) for row in checkpoint["history"]]
+        base = dict(checkpoint.get("base") or {})
         for group in trainer.optimizer.param_groups:  # PBT may have changed the learning rate
             group["lr"] = cfg.optim.lr
+    elif (result := final_evaluation(trainer.policy, trainer.task, cfg, 0, M.BASE)) is not None:
+        print(result.describe())
+        base = result.metrics
+    with _Prefetch(_trial_steps(trainer, history, cfg, checkpoint_every, base)) as steps:
+        for metrics, checkpoint_dir in steps:
+            try:
+                report(metrics, checkpoint_dir)
+            finally:
+                if checkpoint_dir is not None:
+                    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return history
+
+
+def _trial_steps(trainer: Trainer, history: list[dict[str, float]], cfg: Config, checkpoint_every: int,
+                 base: dict[str, float]) -> Iterator[tuple[dict[str, float], str | None]]:
+    """Step to the end: per step the metrics to report and a checkpoint folder (or None), written
+    before the next step changes the trainer; the consumer deletes the folder once reported. The last
+    step's metrics also carry the large evaluations (``base/*`` and ``final/*``)."""
     total = cfg.train.total_steps
     while trainer.step_count < total:
         try:
@@ -73,13 +101,71 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
         history.append(row)
         metrics = {**row, **running_summary(history, cfg)}
         last = trainer.step_count == total
+        if last and (result := final_evaluation(trainer.policy, trainer.task, cfg, total, M.FINAL)):
+            print(result.describe())
+            metrics.update({**base, **result.metrics})
+        checkpoint_dir = None
         if last or trainer.step_count % max(checkpoint_every, 1) == 0:
-            with tempfile.TemporaryDirectory(prefix="entropic-ckpt-") as tmp:
-                save_checkpoint(trainer, history, tmp)
-                report(metrics, tmp)
+            checkpoint_dir = tempfile.mkdtemp(prefix="entropic-ckpt-")
+            save_checkpoint(trainer, list(history), checkpoint_dir, base)
+        yield metrics, checkpoint_dir
+
+
+class _Prefetch:
+    """Iterate a generator one item ahead in a worker thread, so the next training step overlaps the
+    consumer's wait for the driver. Errors reach the consumer in order (after the items before them).
+    On exit (normally, or when Tune stops the trial inside ``report``) the worker finishes its current
+    step and stops before the next one, and is joined, so nothing of this trial still runs when a
+    reused worker process starts the next trial; checkpoint folders never reported are deleted."""
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items, self._queue = items, queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="entropic-trial-steps", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                self._put(item)
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
         else:
-            report(metrics, None)
-    return history
+            self._put(self._DONE)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        if isinstance(item, tuple) and item[1] is not None:
+            shutil.rmtree(item[1], ignore_errors=True)
+
+    def __enter__(self) -> Iterator[Any]:
+        self._thread.start()
+        return self._consume()
+
+    def _consume(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, tuple) and item[1] is not None:
+                shutil.rmtree(item[1], ignore_errors=True)
 
 
 def _tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:

@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from . import compiling
 from . import metrics as M
 from .actuators import Actuation, actuate
 from .config import Config
@@ -54,6 +55,7 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
         self.policy: Policy = load_policy(config.model, config.task, self.task)
+        self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
         torch.manual_seed(config.train.seed)
         self.optimizer = torch.optim.AdamW(
             self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
@@ -90,6 +92,7 @@ class Trainer:
         first = self._forward(batch.gen) if reuse else None  # (N, R) log-probs and entropies, with grad
         step_entropy = first[1].detach() if first is not None else batch.entropy
         entropy = M.aggregate(step_entropy, batch.mask).item()  # H before any update
+        entropy_se = M.entropy_stderr(step_entropy, batch.mask, cfg.rollout.group_size).item()
         self._check_finite(entropy, "entropy")
         alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
         update_metrics = self._update(batch, alpha, first)
@@ -98,7 +101,7 @@ class Trainer:
         if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
             self.last_eval = self.evaluate()
         n_tokens = float(batch.mask.sum().item())
-        out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy}
+        out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy, M.ENTROPY_STDERR: entropy_se}
         out.update(update_metrics)
         control = self.controller.metrics()
         out.update(control)
@@ -131,7 +134,9 @@ class Trainer:
         repeated = [ids for ids in prompts for _ in range(k)]
         sampled = generate(self.policy, repeated, cfg.rollout.max_new_tokens, cfg.rollout.temperature, gen_rng)
         rewards = score(self.task, problems, decode_responses(self.policy, sampled), k).view(-1, k)
-        _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
+        ent = sampled.sampler_entropy  # the compiled sampler's own (model.compile), else one forward
+        if ent is None:
+            _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
         return {
             M.EVAL_ACCURACY: rewards.mean().item(),
             M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),

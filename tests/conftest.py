@@ -20,6 +20,7 @@ FAST = {
     "rollout.max_new_tokens": 32,
     "rollout.eval_samples": 2,
     "rollout.eval_every": 2,
+    "rollout.final_samples": 4,
     "task.eval_size": 8,
     "train.total_steps": 3,
     "train.threads": 1,

@@ -195,6 +195,10 @@ def test_adaptive_rejects_coef_init_outside_bounds():
 
 # --- constant ------------------------------------------------------------------------------------
 
+# Controllers without autotuning report no plant and phase 0 (controllers.autotune.PHASES).
+NO_TUNING = {metrics.KP: 0.0, metrics.KI: 0.0, metrics.PLANT_GAIN: 0.0, metrics.PLANT_DRIFT: 0.0,
+             metrics.PHASE: 0.0}
+
 
 def test_constant_always_returns_value():
     ctrl = ConstantController(0.3)
@@ -205,6 +209,7 @@ def test_constant_always_returns_value():
         metrics.ERROR: 0.0,
         metrics.INTEGRAL: 0.0,
         metrics.COEF: 0.0,
+        **NO_TUNING,
     }
 
 
@@ -247,9 +252,9 @@ def test_load_state_dict_rejects_other_controllers_state():
 
 
 def test_metric_names_match_metrics_module():
-    assert (controllers.ALPHA, controllers.ERROR, controllers.INTEGRAL, controllers.COEF) == (
-        metrics.CONTROL_KEYS
-    )
+    assert (controllers.ALPHA, controllers.ERROR, controllers.INTEGRAL, controllers.COEF,
+            controllers.KP, controllers.KI, controllers.PLANT_GAIN, controllers.PLANT_DRIFT,
+            controllers.PHASE) == metrics.CONTROL_KEYS
     for ctrl in make_all():
         ctrl.update(0.3)
         out = ctrl.metrics()
@@ -261,12 +266,14 @@ def test_metrics_values():
     pi = PIController(kp=1.0, ki=0.5, target=0.2)
     pi.update(0.5)
     assert pi.metrics() == pytest.approx(
-        {metrics.ALPHA: 0.3, metrics.ERROR: 0.3, metrics.INTEGRAL: 0.3, metrics.COEF: 0.0}
+        {metrics.ALPHA: 0.3, metrics.ERROR: 0.3, metrics.INTEGRAL: 0.3, metrics.COEF: 0.0,
+         **NO_TUNING, metrics.KP: 1.0, metrics.KI: 0.5}
     )
     aec = AdaptiveEntropyController(target=0.2, delta=1e-3, coef_init=1e-3)
     aec.update(0.1)
     assert aec.metrics() == pytest.approx(
-        {metrics.ALPHA: 1e-3, metrics.ERROR: -0.1, metrics.INTEGRAL: 0.0, metrics.COEF: 2e-3}
+        {metrics.ALPHA: 1e-3, metrics.ERROR: -0.1, metrics.INTEGRAL: 0.0, metrics.COEF: 2e-3,
+         **NO_TUNING}
     )
 
 

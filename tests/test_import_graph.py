@@ -18,7 +18,8 @@ def _loaded(module: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["entropic_tune.trainer", "entropic_tune.runner", "entropic_tune.losses"])
+@pytest.mark.parametrize("module", ["entropic_tune.trainer", "entropic_tune.runner", "entropic_tune.losses",
+                                    "entropic_tune.autotune_cli"])
 def test_core_does_not_import_ray_optuna_pandas(module):
     loaded = _loaded(module)
     assert not {"ray", "optuna", "pandas", "matplotlib"} & loaded

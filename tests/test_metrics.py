@@ -1,4 +1,6 @@
 import math
+import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -102,3 +104,132 @@ def test_summary_statistics_hand_computed():
 def test_settle_step_nan_when_last_point_outside_band():
     assert math.isnan(M.settle_step([0.5, 0.5, 0.9], 0.5))
     assert M.settle_step([0.9, 0.5, 0.54], 0.5) == 2
+
+
+def test_measurement_noise_variance_hand_computed_and_unbiased_by_a_trend():
+    # diffs of [0, 1, 0, 1, 0]: [1, -1, 1, -1], mean 0, c0 = 1, c1 = -3/4 -> r = min(3/4, 1/2) = 1/2
+    assert M.measurement_noise_variance([0.0, 1.0, 0.0, 1.0, 0.0]) == pytest.approx(0.5)
+    assert math.isnan(M.measurement_noise_variance([1.0, 2.0, 3.0]))
+    rng = random.Random(0)
+    noise = [rng.gauss(0.0, 0.01) for _ in range(4000)]
+    ramp = [0.1 + 1e-3 * k + v for k, v in enumerate(noise)]  # a steady trend does not count as noise
+    assert M.measurement_noise_variance(ramp) == pytest.approx(1e-4, rel=0.1)
+    wave = [0.1 + 0.02 * math.sin(k / 20) + v for k, v in enumerate(noise)]
+    assert M.measurement_noise_variance(wave) == pytest.approx(1e-4, rel=0.1)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.006])
+def test_denoised_tracking_rmse_sees_the_true_error_through_the_noise(offset):
+    target, sigma = 0.06, 0.005
+    rng = random.Random(1)
+    entropies = [target + offset + rng.gauss(0.0, sigma) for _ in range(3000)]
+    raw = M.entropy_tracking_rmse(entropies, target)
+    denoised = M.entropy_tracking_rmse_denoised(entropies, target)
+    true_rmse = offset / target
+    assert raw == pytest.approx(math.hypot(true_rmse, sigma / target), rel=0.05)  # floored by noise
+    assert denoised == pytest.approx(true_rmse, abs=0.03)
+    assert denoised < raw
+    out = M.summarize([{M.ENTROPY: h, M.STEP: i + 1} for i, h in enumerate(entropies)], target)
+    assert out[M.TRACKING_RMSE_DENOISED] == denoised
+
+
+# --- pass@k (Chen et al. 2021) --------------------------------------------------------------------
+
+
+def _exact_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+
+
+def test_pass_at_k_equals_exact_combinatorics_for_every_small_case():
+    for n in range(1, 13):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert M.pass_at_k(n, c, k) == pytest.approx(float(_exact_pass_at_k(n, c, k)), abs=1e-14)
+
+
+def test_pass_at_k_edge_cases():
+    assert M.pass_at_k(64, 0, 64) == 0.0  # c = 0: never
+    assert M.pass_at_k(64, 0, 1) == 0.0
+    assert M.pass_at_k(10, 7, 4) == 1.0  # n - c = 3 < k: every draw of 4 holds a correct one
+    assert M.pass_at_k(10, 1, 10) == 1.0  # k = n with one correct sample
+    assert M.pass_at_k(10, 3, 1) == pytest.approx(0.3)  # k = 1 is c / n
+    assert M.pass_at_k(5, 5, 5) == 1.0
+
+
+def test_pass_at_k_is_stable_for_large_n():
+    # math.comb(4096, 2048) has over 1200 digits: a float ratio of binomials would overflow.
+    for n, c, k in ((4096, 3, 2048), (4096, 1, 1), (1000, 17, 64), (100_000, 5, 10)):
+        assert M.pass_at_k(n, c, k) == pytest.approx(float(_exact_pass_at_k(n, c, k)), rel=1e-11)
+
+
+def test_pass_at_k_is_unbiased_for_one_per_sample_success_rate():
+    # With C ~ Binomial(n, p) correct samples, E[pass_at_k(n, C, k)] = 1 - (1 - p)^k exactly.
+    n, p = 20, 0.13
+    for k in (1, 2, 5, 20):
+        expected = sum(math.comb(n, c) * p**c * (1 - p) ** (n - c) * M.pass_at_k(n, c, k)
+                       for c in range(n + 1))
+        assert expected == pytest.approx(1 - (1 - p) ** k, abs=1e-12)
+
+
+@pytest.mark.parametrize("args", [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5), (0, 0, 1), (4.0, 2, 1),
+                                  (4, True, 1)])
+def test_pass_at_k_rejects_impossible_arguments(args):
+    with pytest.raises(ValueError, match="pass_at_k"):
+        M.pass_at_k(*args)
+
+
+def test_pass_at_k_ks_and_final_keys():
+    assert M.pass_at_k_ks(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert M.pass_at_k_ks(10) == [1, 2, 4, 8, 10]
+    assert M.pass_at_k_ks(1) == [1]
+    assert M.final_keys(4) == ["final/accuracy", "final/pass@1", "final/pass@2", "final/pass@4"]
+    assert M.final_keys(2, M.BASE) == ["base/accuracy", "base/pass@1", "base/pass@2"]
+
+
+def test_late_accuracy_averages_the_last_evaluations_not_the_rows():
+    # eval every 2 steps over 7 steps: evaluations at 2, 4, 6 and the final step 7.
+    steps = list(range(1, 8))
+    accuracies = [0.0, 0.2, 0.2, 0.4, 0.4, 0.6, 0.9]
+    assert M.late_accuracy(accuracies, steps, 2) == pytest.approx((0.4 + 0.6 + 0.9) / 3)
+    assert M.late_accuracy(accuracies, steps, 0) == pytest.approx(0.9)  # only the final one
+    assert M.late_accuracy(accuracies[:3], steps[:3], 2, last=5) == pytest.approx((0.2 + 0.2) / 2)
+    assert math.isnan(M.late_accuracy([], [], 2))
+    history = [{M.STEP: s, M.ENTROPY: 0.5, M.EVAL_ACCURACY: a} for s, a in zip(steps, accuracies, strict=True)]
+    assert M.summarize(history, 0.5, 2)[M.LATE_ACCURACY] == pytest.approx((0.4 + 0.6 + 0.9) / 3)
+
+
+
+
+def test_entropy_stderr_hand_computed_and_calibrated():
+    # two groups of two responses: group sums 1+2+3 = 6 (3 tokens) and 4+0 = 4 (1 token); H = 10/4
+    values = torch.tensor([[1.0, 2.0], [3.0, 9.0], [4.0, 9.0], [9.0, 9.0]])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0], [0, 0]])
+    h = 10 / 4
+    dev = [(6 - h * 3) / 2, (4 - h * 1) / 2]  # mean tokens per group: 2
+    expected = math.sqrt(sum(d * d for d in dev) / (2 * 1))
+    assert M.entropy_stderr(values, mask, group_size=2).item() == pytest.approx(expected)
+    assert M.entropy_stderr(values, mask, group_size=4).item() == 0.0  # one group: no spread
+    # calibrated: over many simulated batches (a random level per prompt, noisy tokens, ragged
+    # lengths) the stated error matches the spread of H across batches
+    gen = torch.Generator().manual_seed(0)
+    hs, ses = [], []
+    for _ in range(400):
+        level = 0.06 + 0.03 * torch.randn(16, 1, 1, generator=gen)  # (B, 1, 1) per-prompt entropy
+        tokens = (level + 0.05 * torch.randn(16, 8, 30, generator=gen)).abs().view(128, 30)
+        lengths = torch.randint(5, 31, (128, 1), generator=gen)
+        m = (torch.arange(30).view(1, 30) < lengths).float()
+        hs.append(M.aggregate(tokens, m).item())
+        ses.append(M.entropy_stderr(tokens, m, 8).item())
+    spread = torch.tensor(hs).std().item()
+    assert sum(ses) / len(ses) == pytest.approx(spread, rel=0.15)
+
+
+def test_denoised_rmse_prefers_the_logged_standard_errors():
+    target, rng = 0.06, random.Random(2)
+    rows = [{M.STEP: i + 1, M.ENTROPY: target + 0.006 + rng.gauss(0.0, 0.005), M.ENTROPY_STDERR: 0.005}
+            for i in range(2000)]
+    out = M.summarize(rows, target)
+    assert out[M.TRACKING_RMSE_DENOISED] == pytest.approx(0.1, abs=0.01)
+    wrong = [{**r, M.ENTROPY_STDERR: 0.0} for r in rows]  # it really uses them: no noise removed
+    assert M.summarize(wrong, target)[M.TRACKING_RMSE_DENOISED] == pytest.approx(
+        out[M.TRACKING_RMSE], rel=1e-12)

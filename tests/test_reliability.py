@@ -104,7 +104,7 @@ def three_sweeps(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("shared-out")
     one = driver(compare_args(out, "one", "--checkpoint-every", "2"), ray_local.get_runtime_context().gcs_address)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep_cli, "_write_report", lambda exp_dir: None)  # tested in test_report.py
+        patch.setattr(sweep_cli, "_write_report", lambda exp_dir, baseline="grpo": None)  # tested in test_report.py
         codes = {"two": cli.main(compare_args(out, "two", "--checkpoint-every", "1", "--keep-checkpoints", "1"))}
         _, err = one.communicate(timeout=300)
         codes["one"] = one.returncode
@@ -117,7 +117,7 @@ def three_sweeps(ray_local, tmp_path_factory):
 @pytest.fixture()
 def no_report(monkeypatch):
     """The in-process sweeps skip the report (tested in test_report.py; seconds per sweep)."""
-    monkeypatch.setattr(sweep_cli, "_write_report", lambda exp_dir: None)
+    monkeypatch.setattr(sweep_cli, "_write_report", lambda exp_dir, baseline="grpo": None)
 
 
 @pytest.mark.slow

@@ -129,9 +129,13 @@ def test_metric_names_match_metrics_module() -> None:
         "EVAL_ACCURACY",
         "EVAL_PASS_AT_K",
         "TRACKING_RMSE",
+        "TRACKING_RMSE_DENOISED",
         "SETTLE_STEP",
         "FINAL_ACCURACY",
         "ENTROPY_DROP",
+        "LATE_ACCURACY",
+        "FINAL",
+        "BASE",
         "STEP",
     ):
         assert getattr(names, const) == getattr(metrics, const)

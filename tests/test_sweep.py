@@ -47,6 +47,11 @@ def test_smoke_compare_writes_the_results_contract(tmp_path, capsys):
     columns = list(summary[0])
     assert columns[:8] == fixed
     assert {"config/loss.name", "config/controller.name", *M.SUMMARY_KEYS, M.EVAL_ACCURACY} <= set(columns)
+    evaluations = [*M.final_keys(4, M.BASE), *M.final_keys(4, M.FINAL)]
+    assert columns[-len(evaluations):] == evaluations  # the large evaluations reach summary.csv
+    assert all(r[k] != "" for r in summary for k in evaluations)
+    # the base model and the base evaluation's random stream are shared by every trial
+    assert len({tuple(r[k] for k in M.final_keys(4, M.BASE)) for r in summary}) == 1
     history = read_csv(exp / "history.csv")
     assert list(history[0]) == history_columns()
     pairs = [(r["trial_id"], r["step"]) for r in history]
@@ -158,7 +163,8 @@ ABLATE_SMOKE = """kind: ablate
 method: entropic
 base: {model.hidden_size: 32, model.num_layers: 1, model.num_heads: 2, model.warmstart_steps: 30,
        rollout.prompts_per_step: 4, rollout.group_size: 4, rollout.max_new_tokens: 32,
-       rollout.eval_samples: 1, rollout.eval_every: 0, task.eval_size: 8, train.total_steps: 2}
+       rollout.eval_samples: 1, rollout.eval_every: 0, rollout.final_samples: 4, task.eval_size: 8,
+       train.total_steps: 2}
 factors:
   tau: {"0.5": {loss.tau: 0.5}, "0.95": {loss.tau: 0.95}}
   anti_windup: {"on": {controller.anti_windup: true}, "off": {controller.anti_windup: false}}

@@ -18,6 +18,7 @@ from entropic_tune.errors import UserError
 from entropic_tune.tasks import SAMPLE_PATH, TASKS, Problem, Task, build_task, verify
 from entropic_tune.tasks.arithmetic import final_answer, worked_solution
 from entropic_tune.tasks.jsonl import load_problems
+from entropic_tune.tasks.paths import direct_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -278,6 +279,51 @@ def test_verify_unknown_kind_and_number_answer() -> None:
     assert verify("#### 1,234", 1234, "gsm8k") is True
     with pytest.raises(UserError, match="allowed: auto, boxed, exact, gsm8k, numeric"):
         verify("1", "1", "fuzzy")
+
+
+# --- paths: a direct and a worked solution path -------------------------------------------------
+
+
+def test_paths_warmstart_mixes_the_two_paths_at_the_configured_share() -> None:
+    assert direct_answer(worked_solution(47, 85)) == ">132"
+    for share in (0.0, 0.6, 1.0):
+        task = build_task(TaskConfig(name="paths", direct_share=share))
+        rng = random.Random(3)
+        direct = 0
+        for _ in range(2000):
+            prompt, response = task.warmstart_example(rng, corrupt=False)
+            a, b = (int(x) for x in prompt[:-1].split("+"))
+            problem = Problem(prompt, str(a + b), worked_solution(a, b))
+            assert task.reward(problem, response) == 1.0  # both paths are valid solutions
+            assert response in (worked_solution(a, b), direct_answer(worked_solution(a, b)))
+            direct += response.startswith(">")
+        assert direct / 2000 == pytest.approx(share, abs=0.035)
+
+
+def test_paths_corrupted_examples_are_wrong_on_either_path() -> None:
+    task = build_task(TaskConfig(name="paths", direct_share=0.5))
+    rng = random.Random(4)
+    seen = set()
+    for _ in range(500):
+        prompt, response = task.warmstart_example(rng, corrupt=True)
+        a, b = (int(x) for x in prompt[:-1].split("+"))
+        assert task.reward(Problem(prompt, str(a + b)), response) == 0.0
+        seen.add(response.startswith(">"))
+        # a corrupted direct answer is one slip away: off by one unit in a single column place
+        if response.startswith(">"):
+            gap = abs(int(response[1:]) - (a + b))
+            assert len(response) == len(direct_answer(worked_solution(a, b)))
+            assert gap in {10**i for i in range(4)}
+    assert seen == {True, False}
+
+
+def test_paths_shares_the_arithmetic_problems_and_rejects_a_bad_share() -> None:
+    paths, arithmetic = build_task(TaskConfig(name="paths")), build_task(TaskConfig())
+    assert paths.eval_problems() == arithmetic.eval_problems()
+    assert paths.sample_train(random.Random(9), 30) == arithmetic.sample_train(random.Random(9), 30)
+    assert paths.alphabet() == arithmetic.alphabet()
+    with pytest.raises(UserError, match=r"task.direct_share: must be in \[0, 1\], got 1.5"):
+        TaskConfig(name="paths", direct_share=1.5)
 
 
 # --- registry ------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from .loading import (
     load_experiments,
 )
 from .names import METHOD_COLOURS, method_colour
+from .paired import holm, paired_differences, paired_sentences, paired_t, seeds_needed, t_power
+from .passk import crossing_sentences, pass_at_k_curves, pass_at_k_table, plot_pass_at_k
 from .plots import (
     plot_control,
     plot_entropy,
@@ -43,6 +45,16 @@ from .writer import PUBLISHED, write_report
 
 __all__ = [
     "PUBLISHED",
+    "crossing_sentences",
+    "holm",
+    "paired_differences",
+    "paired_sentences",
+    "paired_t",
+    "pass_at_k_curves",
+    "pass_at_k_table",
+    "plot_pass_at_k",
+    "seeds_needed",
+    "t_power",
     "findings",
     "write_report",
     "METHOD_COLOURS",

@@ -10,9 +10,11 @@ import math
 import pandas as pd
 
 from .loading import Experiment, errored_trials
-from .names import ENTROPY, FINAL_ACCURACY, SETTLE_BAND, STEP
+from .names import ENTROPY, SETTLE_BAND, STEP, TRACKING_RMSE_DENOISED
 from .stats import (
+    FINAL_PASS_1,
     SMOOTH_WINDOW,
+    accuracy_metric,
     group_columns,
     held_only,
     held_settle_step,
@@ -91,11 +93,18 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         late = raw.notna() & settle.isna()
         settled = group[settle.notna()]
         rmse = pd.to_numeric(group.get("summary/entropy_tracking_rmse"), errors="coerce").mean()
+        denoised = (  # absent in folders written before the noise-aware figure existed
+            pd.to_numeric(group[TRACKING_RMSE_DENOISED], errors="coerce").mean()
+            if TRACKING_RMSE_DENOISED in group
+            else float("nan")
+        )
         tail = (
             f"; tracking RMSE over the second half {rmse:.1%} of the target"
             if math.isfinite(rmse)
             else ""
         )
+        if tail and math.isfinite(denoised):
+            tail += f" ({denoised:.1%} with the measurement noise removed)"
         note = f" ({int(late.sum())} only entered the band in their last steps)" if late.any() else ""
         tail += _smoothed_sentence(group, hist)
         if settled.empty:
@@ -156,10 +165,12 @@ def _best(summary: pd.DataFrame, by: list[str], what: str = "method") -> list[st
     ranked = rank_methods(summary, by)
     if ranked.empty or not math.isfinite(ranked["final_accuracy"].iloc[0]):
         return []
-    stats = method_stats(summary, (FINAL_ACCURACY,), by).set_index(by)
+    metric = accuracy_metric(summary)
+    stats = method_stats(summary, (metric,), by).set_index(by)
     keys = [tuple(r) for r in ranked[by].itertuples(index=False)]
     first = stats.loc[keys[0] if len(by) > 1 else keys[0][0]]
-    text = f"Best {what} by final accuracy: {_name(keys[0])} ({_interval(first)})"
+    label = "final accuracy" if metric != FINAL_PASS_1 else "final pass@1 (large evaluation)"
+    text = f"Best {what} by {label}: {_name(keys[0])} ({_interval(first)})"
     if len(keys) < 2:
         return [text + "; it is the only one."]
     second = stats.loc[keys[1] if len(by) > 1 else keys[1][0]]

@@ -6,6 +6,8 @@ imports torch; ``tests/test_report.py`` checks that the two stay equal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 ENTROPY = "actor/entropy"
 ALPHA = "control/alpha"
 ERROR = "control/error"
@@ -15,18 +17,37 @@ EVAL_ACCURACY = "eval/accuracy"
 EVAL_PASS_AT_K = "eval/pass@k"
 
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
+TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
 SETTLE_STEP = "summary/settle_step"
 FINAL_ACCURACY = "summary/final_accuracy"
 ENTROPY_DROP = "summary/entropy_drop"
+LATE_ACCURACY = "summary/late_accuracy"
+
+FINAL = "final"
+"""Prefix of the large evaluation after the last step (``final/accuracy``, ``final/pass@k``)."""
+BASE = "base"
+"""Prefix of the same evaluation of the base model before step 1 (``base/pass@k``)."""
 
 STEP = "step"
 TERMINATED = "TERMINATED"
 
+
+def pass_at_k_columns(columns: Iterable[str], prefix: str = FINAL) -> dict[int, str]:
+    """``{k: "<prefix>/pass@k"}`` for the pass@k columns present, by increasing k."""
+    found = {}
+    for column in columns:
+        head, _, name = str(column).partition("/")
+        if head == prefix and name.startswith("pass@") and name[5:].isdigit():
+            found[int(name[5:])] = str(column)
+    return dict(sorted(found.items()))
+
 STAT_METRICS: tuple[str, ...] = (
     FINAL_ACCURACY,
+    LATE_ACCURACY,
     EVAL_ACCURACY,
     EVAL_PASS_AT_K,
     TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
     SETTLE_STEP,
     ENTROPY_DROP,
 )

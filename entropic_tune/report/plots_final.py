@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from .loading import Experiment
 from .names import ALPHA, ENTROPY, FINAL_ACCURACY, TRACKING_RMSE, method_colour
 from .plots import SPREAD_NOTE, curves, draw_band, draw_target, finish_figure, new_figure
-from .stats import group_columns, method_stats, rank_methods
+from .stats import accuracy_metric, group_columns, method_stats, rank_methods
 
 VARIANT_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 """Okabe-Ito colours, one per level of an ablation factor."""
@@ -82,16 +82,17 @@ def interval_panel(
 
 
 def plot_final_metrics(exp: Experiment, path: str | Path | None = None) -> Figure:
-    """Final accuracy and entropy tracking RMSE per method: mean with 95% t-interval, seeds as dots."""
+    """Final accuracy (``stats.accuracy_metric``) and entropy tracking RMSE per method: mean with 95%
+    t-interval, seeds as dots."""
     summary = exp.completed
     if summary.empty:
         raise ValueError(f"{exp.path}: no completed trial to plot")
     by = group_columns(summary)
     order = [tuple(r) for r in rank_methods(summary, by)[by].itertuples(index=False)]
     fig, axes = new_figure(1, 2, size=(11.0, 4.8))
-    interval_panel(
-        axes[0, 0], summary, by, order, FINAL_ACCURACY, "final accuracy (fraction correct)"
-    )
+    metric = accuracy_metric(summary)  # final/pass@1 of the large evaluation when present
+    label = "final pass@1 (large evaluation)" if metric != FINAL_ACCURACY else "final accuracy"
+    interval_panel(axes[0, 0], summary, by, order, metric, f"{label} (fraction correct)")
     interval_panel(
         axes[0, 1],
         summary,

@@ -1,7 +1,7 @@
 """Statistics over seeds: mean, sample std (ddof=1), 95% Student-t interval, and method ranking.
 
-No scipy: the t quantile is computed exactly for integer degrees of freedom from the closed-form
-Student-t CDF (Abramowitz & Stegun 26.7.3-4) and inverted by bisection. Only TERMINATED trials count.
+Quantiles come from ``scipy.stats``. Only TERMINATED trials count. Paired comparisons against a
+baseline method (Holm correction, power) are in ``report.paired``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from .loading import completed
 from .names import (
     ENTROPY,
     EVAL_ACCURACY,
+    FINAL,
     FINAL_ACCURACY,
     SETTLE_BAND,
     STAT_METRICS,
@@ -23,48 +25,16 @@ from .names import (
 )
 
 CONFIDENCE = 0.95
+FINAL_PASS_1 = f"{FINAL}/pass@1"
 SMOOTH_WINDOW = 10
 """Steps in the trailing mean of ``smoothed_settle_step``."""
 
 
-def _t_central_mass(t: float, df: int) -> float:
-    """``P(|T| <= t)`` for Student's t with integer ``df`` (t >= 0)."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if df % 2 == 0:
-        term, total = 1.0, 1.0
-        for k in range(1, df // 2):
-            term *= c2 * (2 * k - 1) / (2 * k)
-            total += term
-        return s * total
-    if df == 1:
-        return 2.0 * theta / math.pi
-    term, total = 1.0, 1.0
-    for k in range(1, (df - 1) // 2):
-        term *= c2 * (2 * k) / (2 * k + 1)
-        total += term
-    return 2.0 / math.pi * (theta + s * math.cos(theta) * total)
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t with ``df`` (a positive integer) degrees of freedom."""
-    if not 0.0 < p < 1.0 or int(df) != df or df < 1:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and an integer df >= 1, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    mass = 2.0 * p - 1.0
-    lo, hi = 0.0, 1.0
-    while _t_central_mass(hi, int(df)) < mass:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_central_mass(mid, int(df)) < mass:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df > 0`` degrees of freedom (``scipy.stats.t.ppf``)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    return float(scipy_stats.t.ppf(p, df))
 
 
 def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, float]:
@@ -117,14 +87,24 @@ def method_stats(
     return pd.DataFrame(rows, columns=columns)
 
 
+def accuracy_metric(summary: pd.DataFrame) -> str:
+    """The accuracy a ranking uses: ``final/pass@1`` (mean@n of the large final evaluation, far less
+    noisy than one training evaluation) when any trial has it, else ``summary/final_accuracy``, else
+    ``eval/accuracy``."""
+    if FINAL_PASS_1 in summary and pd.to_numeric(summary[FINAL_PASS_1], errors="coerce").notna().any():
+        return FINAL_PASS_1
+    return FINAL_ACCURACY if FINAL_ACCURACY in summary else EVAL_ACCURACY
+
+
 def rank_methods(summary: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Groups ordered by mean final accuracy (higher first), ties broken by tracking RMSE (lower).
 
-    Uses ``summary/final_accuracy`` (or ``eval/accuracy`` when absent). Returns the group columns
-    with ``rank`` (1 = best), ``final_accuracy``, ``tracking_rmse`` and ``n``.
+    Final accuracy is :func:`accuracy_metric`: ``final/pass@1`` of the large final evaluation when
+    present, else ``summary/final_accuracy`` (or ``eval/accuracy``). Returns the group columns with
+    ``rank`` (1 = best), ``final_accuracy``, ``tracking_rmse`` and ``n``.
     """
     by = list(by) if by is not None else group_columns(summary)
-    acc_metric = FINAL_ACCURACY if FINAL_ACCURACY in summary else EVAL_ACCURACY
+    acc_metric = accuracy_metric(summary)
     stats = method_stats(summary, (acc_metric, TRACKING_RMSE), by)
     out = completed(summary).groupby(by, sort=False).size().rename("n").reset_index()
     for metric, name in ((acc_metric, "final_accuracy"), (TRACKING_RMSE, "tracking_rmse")):

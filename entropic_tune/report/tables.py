@@ -14,16 +14,21 @@ from .names import (
     EVAL_ACCURACY,
     EVAL_PASS_AT_K,
     FINAL_ACCURACY,
+    LATE_ACCURACY,
     SETTLE_STEP,
     TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
 )
-from .stats import group_columns, held_settle_step, method_stats, rank_methods
+from .stats import FINAL_PASS_1, group_columns, held_settle_step, method_stats, rank_methods
 
 TABLE_METRICS: dict[str, str] = {
+    FINAL_PASS_1: "final pass@1 (large eval)",
     FINAL_ACCURACY: "final accuracy",
+    LATE_ACCURACY: "eval accuracy (mean of last 3)",
     EVAL_ACCURACY: "eval accuracy (last)",
     EVAL_PASS_AT_K: "pass@k (last)",
     TRACKING_RMSE: "entropy tracking RMSE (rel.)",
+    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.)",
     SETTLE_STEP: "settle step",
     ENTROPY_DROP: "entropy drop",
 }

@@ -11,6 +11,9 @@ from ..errors import UserError
 from .document import Block, to_html, to_markdown
 from .findings import findings
 from .loading import Experiment, load_experiment, load_experiments
+from .names import FINAL, pass_at_k_columns
+from .paired import decision_metrics, paired_differences, paired_display, paired_sentences
+from .passk import crossing_sentences, pass_at_k_table, plot_pass_at_k
 from .plots import (
     plot_control,
     plot_entropy,
@@ -30,6 +33,7 @@ from .search import (
 from .tables import ablation_table, experiment_setup, summary_table
 
 FORMATS = ("html", "md")
+DEFAULT_BASELINE = "grpo"
 
 Figure = tuple[Path, str]
 
@@ -73,6 +77,9 @@ def make_figures(exp: Experiment, folder: Path) -> tuple[list[Figure], list[str]
         ("final_metrics.png", plot_final_metrics, not ablation,
          "Final accuracy and entropy tracking RMSE per method: mean and 95% t-interval over seeds; "
          "hollow dots are single seeds."),
+        ("pass_at_k.png", plot_pass_at_k, not ablation and bool(pass_at_k_columns(exp.summary.columns)),
+         "pass@k of the large final evaluation per method (mean, 95% t band over seeds) with the base "
+         "model's curve (dashed), and each method minus the base, paired per trial."),
         ("ablation.png", plot_ablation, ablation,
          "Ablations: one row per factor, final accuracy and tracking RMSE per variant "
          "(mean and 95% t-interval)."),
@@ -134,7 +141,43 @@ def _search_figures(
              (ValueError, RuntimeError))  # fmt: skip
 
 
-def _results_blocks(exp: Experiment, figures: list[Figure]) -> list[Block]:
+def _pass_at_k_blocks(exp: Experiment) -> list[Block]:
+    table = pass_at_k_table(exp.summary)
+    if table.empty:
+        return []
+    n = max(pass_at_k_columns(exp.summary.columns, FINAL))
+    return [
+        ("h3", "pass@k of the large final evaluation"),
+        ("table", table),
+        ("p", f"Unbiased pass@k (Chen et al. 2021) from {n} samples per held-out problem, averaged over "
+              "problems; cells: mean [95% t-interval] over completed seeds. 'base' is the same "
+              "evaluation of the base model before step 1 (the same random numbers in every trial)."),
+    ]
+
+
+def _paired_blocks(exp: Experiment, baseline: str) -> list[Block]:
+    methods = set(exp.completed["method"])
+    if baseline not in methods:
+        return [("h3", "Paired differences"),
+                ("p", f"No paired differences: the baseline method '{baseline}' has no completed trial "
+                      f"here (methods: {', '.join(sorted(methods))}); choose one with --baseline.")]
+    if len(methods) < 2:
+        return []
+    table = paired_differences(exp.summary, baseline)
+    return [
+        ("h3", f"Paired differences against {baseline}"),
+        ("table", paired_display(table)),
+        ("p", f"Each method minus {baseline} on the same seeds (paired), on "
+              f"{', '.join(decision_metrics(exp.completed))}. 95% t-interval over the paired seeds; "
+              "Holm's correction across the methods of each metric (resolved: Holm-adjusted p < "
+              "0.05); the corrected interval is Bonferroni's (conservative). Seeds for 80% power: "
+              "how many paired seeds a t test at the corrected level would need if the true "
+              "difference were the observed one (noncentral t; a planning figure)."),
+        ("list", paired_sentences(table)),
+    ]
+
+
+def _results_blocks(exp: Experiment, figures: list[Figure], baseline: str) -> list[Block]:
     """Result tables; for an ablation one table per factor, each followed by its figure (taken out
     of ``figures``)."""
     if exp.kind == "ablate" and _factors(exp):
@@ -152,10 +195,13 @@ def _results_blocks(exp: Experiment, figures: list[Figure]) -> list[Block]:
         (
             "p",
             "Cells: mean ± sample std [95% t-interval] over completed seeds; rank by final "
-            "accuracy (ties broken by lower tracking RMSE). Tracking RMSE is relative to the "
+            "pass@1 of the large evaluation when there is one, else by final accuracy (ties broken "
+            "by lower tracking RMSE). Tracking RMSE is relative to the "
             "target (0.1 = 10%); entropy drop is 1 - H_last/H_first.",
         )
     )
+    if not (exp.kind == "ablate" and _factors(exp)):
+        blocks += _pass_at_k_blocks(exp) + _paired_blocks(exp, baseline)
     for path in exp.paths:
         sub = load_experiment(path, _name_of(exp, path))
         if sub.kind == "search" and not study_problem(sub):
@@ -166,7 +212,8 @@ def _results_blocks(exp: Experiment, figures: list[Figure]) -> list[Block]:
     return blocks
 
 
-def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str]) -> list[Block]:
+def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str],
+                  baseline: str = DEFAULT_BASELINE) -> list[Block]:
     """The whole report as document blocks."""
     folders = ", ".join(str(p) for p in exp.paths)
     setup = experiment_setup(exp).reset_index(names="item")
@@ -183,8 +230,9 @@ def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str]) ->
     if not exp.errored.empty:
         blocks += [("h2", "Trials that did not complete (excluded)"), ("table", exp.errored)]
     figures = list(figures)
-    blocks += _results_blocks(exp, figures)
-    blocks += [("h2", "Findings (computed from the numbers above)"), ("p", " ".join(findings(exp)))]
+    blocks += _results_blocks(exp, figures, baseline)
+    found = findings(exp) + ([] if exp.kind == "ablate" else crossing_sentences(exp.summary))
+    blocks += [("h2", "Findings (computed from the numbers above)"), ("p", " ".join(found))]
     blocks.append(("h2", "Figures"))
     blocks += [("figure", path, caption) for path, caption in figures]
     if skipped:
@@ -202,13 +250,15 @@ def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str]) ->
 
 
 def write_report(
-    dirs: str | Path | Iterable[str | Path], fmt: str = "md", out: Path | None = None
+    dirs: str | Path | Iterable[str | Path], fmt: str = "md", out: Path | None = None,
+    baseline: str | None = None,
 ) -> Path:
     """Write ``report.md`` (and ``report.html`` for ``fmt="html"``) plus ``figures/*.png``.
 
-    Output goes to ``out`` or the first experiment folder. Returns the report written last
-    (report.html for html). Raises ``ValueError`` for an unknown format or a folder without
-    summary.csv/history.csv.
+    Output goes to ``out`` or the first experiment folder; paired differences are taken against
+    ``baseline``, by default the one recorded in the first experiment.yaml (``compare --baseline``),
+    else grpo. Returns the report written last (report.html for html). Raises ``ValueError`` for
+    an unknown format or a folder without summary.csv/history.csv.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown report format '{fmt}'; allowed: {', '.join(FORMATS)}")
@@ -216,7 +266,8 @@ def write_report(
     folder = Path(out) if out is not None else exp.path
     folder.mkdir(parents=True, exist_ok=True)
     figures, skipped = make_figures(exp, folder / "figures")
-    blocks = report_blocks(exp, figures, skipped)
+    baseline = baseline or str(exp.meta.get("baseline") or DEFAULT_BASELINE)
+    blocks = report_blocks(exp, figures, skipped, baseline)
     md = folder / "report.md"
     md.write_text(to_markdown(blocks, folder), encoding="utf-8")
     if fmt == "md":

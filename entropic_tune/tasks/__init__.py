@@ -1,7 +1,8 @@
 """Tasks: prompts, a fixed held-out set and verifiable rewards, chosen by name from ``TASKS``.
 
 ``arithmetic`` (the embedded default) generates column-addition problems with worked solutions;
-``jsonl`` reads a dataset file and rewards with a verifier (``exact``, ``numeric``, ``boxed``,
+``paths`` is the same problems with a warm-start that mostly answers at once (a short, unreliable
+path) and sometimes works the columns (a long, reliable one), so exploration matters; ``jsonl`` reads a dataset file and rewards with a verifier (``exact``, ``numeric``, ``boxed``,
 ``gsm8k`` or ``auto``). See ``docs/ARCHITECTURE.md``, "Task contract".
 """
 
@@ -14,13 +15,14 @@ from ..errors import unknown
 from .arithmetic import ArithmeticTask
 from .base import Problem, Task
 from .jsonl import SAMPLE_PATH, JsonlTask
+from .paths import PathsTask
 from .verifiers import VERIFIERS, verify
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
 
 TASKS: MappingProxyType[str, type[Task]] = MappingProxyType(
-    {ArithmeticTask.name: ArithmeticTask, JsonlTask.name: JsonlTask}
+    {ArithmeticTask.name: ArithmeticTask, JsonlTask.name: JsonlTask, PathsTask.name: PathsTask}
 )
 
 
@@ -37,6 +39,7 @@ __all__ = [
     "VERIFIERS",
     "ArithmeticTask",
     "JsonlTask",
+    "PathsTask",
     "Problem",
     "Task",
     "build_task",

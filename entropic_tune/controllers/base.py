@@ -35,8 +35,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .config import ControllerConfig
-from .errors import UserError, unknown
+from ..config import ControllerConfig
+from ..errors import UserError, unknown
 
 # The same strings as metrics.ALPHA etc. (metrics imports torch; this module must not). A test asserts
 # they are equal.
@@ -44,6 +44,11 @@ ALPHA = "control/alpha"
 ERROR = "control/error"
 INTEGRAL = "control/integral"
 COEF = "control/coef"
+KP = "control/kp"
+KI = "control/ki"
+PLANT_GAIN = "control/plant_gain"
+PLANT_DRIFT = "control/plant_drift"
+PHASE = "control/phase"
 
 
 def _clip(x: float, lo: float, hi: float) -> float:
@@ -78,12 +83,18 @@ class Controller:
         raise NotImplementedError
 
     def metrics(self) -> dict[str, float]:
-        """``control/alpha``, ``control/error``, ``control/integral``, ``control/coef`` as floats."""
+        """``control/alpha``, ``error``, ``integral``, ``coef``, ``kp``, ``ki``, ``plant_gain``,
+        ``plant_drift`` and ``phase`` as floats (0 where a controller has none; see controllers.autotune)."""
         return {
             ALPHA: float(self.alpha),
             ERROR: float(self.error),
             INTEGRAL: float(self.integral),
             COEF: float(self.coef),
+            KP: float(getattr(self, "kp", 0.0)),
+            KI: float(getattr(self, "ki", 0.0)),
+            PLANT_GAIN: float(getattr(self, "plant_gain", 0.0)),
+            PLANT_DRIFT: float(getattr(self, "plant_drift", 0.0)),
+            PHASE: float(getattr(self, "phase", 0.0)),
         }
 
     def state_dict(self) -> dict[str, float]:

@@ -1,0 +1,107 @@
+"""The large evaluation of a run's base and final model: pass@k curves on the held-out set.
+
+``Trainer.evaluate`` is the cheap evaluation during training (default 4 samples per problem); one
+such point has a sampling noise (~0.03 on 64 problems) as large as most differences between
+methods. This module is the evaluation a comparison is decided on: ``rollout.final_samples`` (n,
+default 64) responses per held-out problem at the rollout temperature, generated in batches, scored
+by the task, and summarised as the unbiased pass@k of Chen et al. (2021) averaged over problems for
+k = 1, 2, 4, ..., n (:func:`metrics.pass_at_k`; pass@1 is mean@n), plus greedy accuracy.
+
+It runs twice per trial: on the base (warm-start) model before step 1 (keys ``base/...``) and after
+the last step (keys ``final/...``). Both are summary values (``summary.csv``), never part of the
+per-step dict. The generator is seeded by ``task.eval_seed`` and the step only, not by the trial
+seed: every trial of an experiment draws the same random numbers, so the base curve is the same in
+every trial (one curve per experiment, and a check that the trials share their base model) and the
+final evaluations of different methods use common random numbers, which makes their paired
+differences less noisy. It never touches the training RNG streams.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import metrics as M
+from .config import Config
+from .policy import Policy
+from .rollout import decode_responses, generate, score
+from .tasks import Task
+
+SEED_OFFSET = 50_021
+"""Keeps the final evaluation's random stream apart from ``Trainer.evaluate``'s."""
+CPU_ROWS = 256
+"""Responses per ``generate`` call on the CPU. ``benchmarks/bench_final_eval.py``: 4096 responses took
+6.6 s CPU in 256-row calls, 5.8 s in 1024-row and 8.1 s in one 4096-row call (BENCHMARKS.md). The
+width is part of what fixes the sample (one generator feeds the calls in turn), so it is a constant
+per device type: changing it changes every base/final number."""
+ACCELERATOR_ROWS = 4096
+"""Responses per call on an accelerator: one wide batch, assumed cheapest there (not measured: no GPU
+was lent to this work)."""
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    """The metrics of one large evaluation and what it cost."""
+
+    metrics: dict[str, float]
+    """``<prefix>/accuracy`` (greedy) and ``<prefix>/pass@k`` for k = 1, 2, 4, ..., n."""
+    problems: int
+    samples: int
+    seconds: float
+    prefix: str
+
+    def describe(self) -> str:
+        """One line for the log: size and cost."""
+        return (
+            f"{self.prefix} evaluation: {self.problems} held-out problems x {self.samples} samples "
+            f"= {self.problems * self.samples} responses (+{self.problems} greedy) "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+def pass_at_k_curve(correct: list[int], n: int) -> dict[int, float]:
+    """Mean over problems of :func:`metrics.pass_at_k` for each k of :func:`metrics.pass_at_k_ks`.
+
+    ``correct[i]`` is the number of correct responses among the ``n`` drawn for problem i.
+    """
+    return {k: sum(M.pass_at_k(n, c, k) for c in correct) / len(correct) for k in M.pass_at_k_ks(n)}
+
+
+@torch.inference_mode()
+def final_evaluation(
+    policy: Policy, task: Task, config: Config, step: int, prefix: str = M.FINAL
+) -> FinalEvaluation | None:
+    """Evaluate ``policy`` on the held-out set with ``rollout.final_samples`` samples per problem.
+
+    ``step`` (0 for the base model, the last step for the final one) seeds the generator together
+    with ``task.eval_seed``. Returns None when ``rollout.final_samples`` is 0.
+    """
+    n = config.rollout.final_samples
+    if n == 0:
+        return None
+    start = time.perf_counter()
+    cfg = config.rollout
+    problems = task.eval_problems()
+    policy.model.eval()
+    prompts = [policy.encode_prompt(p.prompt) for p in problems]
+    greedy = generate(policy, prompts, cfg.max_new_tokens, 1.0, None, greedy=True)
+    greedy_acc = score(task, problems, decode_responses(policy, greedy), 1).mean().item()
+    generator = torch.Generator(device=policy.device)
+    generator.manual_seed(config.task.eval_seed * 100_003 + SEED_OFFSET + step)
+    rows = [
+        (i, ids) for i, ids in enumerate(prompts) for _ in range(n)
+    ]  # problem-major, n per problem
+    width = CPU_ROWS if policy.device.type == "cpu" else ACCELERATOR_ROWS
+    correct = [0] * len(problems)
+    for begin in range(0, len(rows), width):
+        chunk = rows[begin : begin + width]
+        gen = generate(
+            policy, [ids for _, ids in chunk], cfg.max_new_tokens, cfg.temperature, generator
+        )
+        for (i, _), text in zip(chunk, decode_responses(policy, gen), strict=True):
+            correct[i] += int(task.reward(problems[i], text) > 0.5)
+    out = {f"{prefix}/accuracy": greedy_acc}
+    out.update({f"{prefix}/pass@{k}": v for k, v in pass_at_k_curve(correct, n).items()})
+    return FinalEvaluation(out, len(problems), n, time.perf_counter() - start, prefix)
