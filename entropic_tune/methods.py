@@ -162,6 +162,10 @@ def used_keys(flat: Mapping[str, object]) -> set[str]:
     loss, controller = str(flat["loss.name"]), str(flat["controller.name"])
     keys = {k for k in flat if k.partition(".")[0] not in ("loss", "controller")}
     keys |= {"loss.name", *(f"loss.{p}" for p in LOSS_PARAMS[loss])}
+    if not flat["loss.dual_clip"]:  # clip_cov's preset: no dual clip, so no bound c
+        keys.discard("loss.dual_clip_c")
+    if flat["loss.positive_weight"] == 0 and flat["controller.actuator"] != "positive_weight":
+        keys.discard("loss.clip_eps_high")  # nsr: the upper clip binds only where A > 0, weighted 0
     if flat["controller.actuator"] == ACTUATORS[0] and loss not in ALPHA_LOSSES:
         return keys
     own = list(CONTROLLER_PARAMS[controller])
