@@ -332,8 +332,8 @@ def _print_estimate(flats: list[dict[str, Any]], options: dict[str, Any]) -> Non
         "their speed differ)")
     try:
         text = estimate.describe(flats, threads, concurrent)
-    except UserError as exc:
-        print(f"no time estimate: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the plan is printed; a failed measurement only loses the estimate
+        print(f"no time estimate: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return
     print(text + where)
     if options["scheduler"] != "none":

@@ -70,3 +70,20 @@ def test_intervals_of_shares_are_clipped_to_0_1():
     assert stats.loc["summary/final_accuracy", "ci_high"] == 1.0
     assert stats.loc["summary/entropy_drop", "ci_high"] > 1.0  # not a share: not clipped
     assert (pass_at_k_curves(summary.assign(experiment="x"))["ci_high"] <= 1.0).all()
+
+
+def test_the_target_legend_names_the_targets_as_set():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from entropic_tune.report.plots import draw_target
+
+    labels = []
+    for targets in ([0.06], [0.06, 0.06007, 0.06], [0.04, 0.05, 0.06, 0.07, 0.08]):
+        fig, ax = plt.subplots()
+        draw_target(ax, pd.DataFrame({"target_entropy": targets}))
+        labels.append(ax.get_legend_handles_labels()[1][0])
+        plt.close(fig)
+    assert labels == ["target 0.06", "targets 0.06, 0.06007", "5 targets, 0.04 to 0.08"]
