@@ -12,20 +12,16 @@ but the history), 2 for bad input (before any compute).
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import metrics as M
 from .config import Config
 from .controllers import EntropyPlant, identify_plant
 from .controllers.gains import effective_delay
 from .errors import UserError
-from .results import atomic_write_text, history_columns, history_rows, write_csv
-from .runner import progress_line
-from .trainer import NonFiniteError, Trainer
+from .folder_lock import check_writable
 
 
 def output_paths(out: str | Path) -> tuple[Path, Path]:
@@ -37,18 +33,19 @@ def output_paths(out: str | Path) -> tuple[Path, Path]:
     for path in (yaml_path, history_path):
         if path.exists():
             raise UserError(f"--out: '{path}' already exists; choose another --out")
-    try:  # the folder is created now, so an unwritable place fails before the model loads
-        yaml_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out: cannot create '{yaml_path.parent}': {exc.strerror}") from None
-    if not os.access(yaml_path.parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out: cannot write to '{yaml_path}' ('{yaml_path.parent}' is not writable)")
+    check_writable(yaml_path.parent)  # probed, so an unwritable place fails before the model loads
     return yaml_path, history_path
 
 
 def run_autotune(config: Config, out: str | Path, quiet: bool = False) -> int:
     """Probe ``config``'s setup, print the identified plant and gains, write the snippet to ``out``."""
     yaml_path, history_path = output_paths(out)
+    # torch and transformers: imported here, so `autotune` checks its input before it loads them
+    from . import metrics as M
+    from .results import atomic_write_text, history_columns, history_rows, write_csv
+    from .runner import progress_line
+    from .trainer import NonFiniteError, Trainer
+
     trainer = Trainer(config)  # validates model, task and data before anything is written
     cfg = config.controller
     total = config.train.total_steps

@@ -1,7 +1,9 @@
 """Command line: ``entropic-tune train | autotune | compare | search | ablate | report``.
 
 User errors (bad keys, files, ranges) print one line to stderr and exit with status 2, no traceback.
-Heavy imports (torch, Ray) happen inside the subcommands so ``--help`` is instant.
+Every command checks its input (flags, config keys and values, sizes against the model and machine,
+folders) before it imports torch, transformers, Ray or pandas, so a typo is answered at once; the
+heavy imports happen inside the subcommands, after those checks (``tests/test_bad_input.py``).
 """
 
 from __future__ import annotations
@@ -84,10 +86,9 @@ def _run_autotune(args: argparse.Namespace) -> int:
                         "allowed: entropic, entropic_p")
     steps = config.controller.probe_steps
     # The probe is what this command runs: autotune probe, for the probe and the step that measures it.
-    config = load_config({**data, "controller.autotune": "probe", "train.total_steps": steps + 1},
-                         overrides=[*args.overrides, "controller.autotune=probe",
-                                    f"train.total_steps={steps + 1}"])
-    from .autotune_cli import output_paths, run_autotune
+    config = _train_config({**data, "controller.autotune": "probe", "train.total_steps": steps + 1},
+                           [*args.overrides, "controller.autotune=probe", f"train.total_steps={steps + 1}"])
+    from .autotune_cli import output_paths, run_autotune  # torch-free until run_autotune starts
 
     output_paths(args.out)  # refuse a bad --out before the model loads
     return run_autotune(config, args.out, quiet=args.quiet)
@@ -127,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .folder_lock import hold
-    from .runner import run_single
+    from .folder_lock import check_run_dir, hold
 
     data: dict[str, object] = {}
     if args.method:
@@ -141,7 +141,10 @@ def _run_train(args: argparse.Namespace) -> int:
     config = _train_config({**_explicit(args.config), **data}, args.overrides)
     name = args.name or f"train-{config.method}-s{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.out).expanduser().resolve() / name
+    check_run_dir(run_dir)
     with hold(run_dir):
+        from .runner import run_single  # torch and transformers: only once the input is checked
+
         return run_single(config, run_dir, quiet=args.quiet)
 
 
@@ -178,8 +181,7 @@ def _explicit(files: Sequence[str]) -> dict[str, object]:
 
 def _run_report(args: argparse.Namespace) -> int:
     from .folder_lock import holder, is_locked
-    from .report import write_report
-    from .results_check import study_problem
+    from .results_check import check_experiment_folder, study_problem
 
     for d in args.dirs:
         if not Path(d).is_dir():
@@ -187,12 +189,16 @@ def _run_report(args: argparse.Namespace) -> int:
         if is_locked(Path(d)):  # its driver writes the results (and the report) when it finishes
             raise UserError(f"report: '{d}' is in use by a running driver ({holder(Path(d))}); "
                             "report it when the driver has finished")
+        check_experiment_folder(Path(d))
+    if args.baseline is not None:
+        check_baseline(args.baseline, [Path(d) for d in args.dirs])
+    for d in args.dirs:
         problem = study_problem(Path(d) / "optuna.db")
         if problem:
             print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
+    from .report import write_report  # pandas, matplotlib: once the folders are checked
+
     try:
-        if args.baseline is not None:
-            check_baseline(args.baseline, [Path(d) for d in args.dirs])
         path = write_report([Path(d) for d in args.dirs], fmt=args.format, baseline=args.baseline)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None

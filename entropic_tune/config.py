@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,12 @@ class ModelConfig:
     pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
     CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
     up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
+
+    @property
+    def cache_root(self) -> Path:
+        """The warm-start cache folder: `cache_dir`, else `$ENTROPIC_TUNE_CACHE`, else
+        `~/.cache/entropic_tune`."""
+        return Path(self.cache_dir or os.environ.get("ENTROPIC_TUNE_CACHE") or "~/.cache/entropic_tune").expanduser()
 
     def __post_init__(self) -> None:
         _choice("model.arch", self.arch, ("qwen2", "llama"))

@@ -12,6 +12,9 @@ holder's pid, and writes nothing.
 The lock file holds the holder's pid (for that message only). It is removed when the holder is done
 (while it still holds the lock); a driver that finds the file replaced after it locked it (another
 driver removed it in between) simply locks the new one, so two drivers can never both hold a lock.
+
+:func:`check_run_dir` is the other check of a folder before a driver writes to it (plain Python, so
+``train`` refuses a folder before torch is imported).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +156,28 @@ def _wrote_more(lock: FolderLock) -> bool:
         return any(p.name != LOCK_FILE for p in lock.folder.iterdir())
     except OSError:
         return False
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run folder that already holds results, or whose nearest existing parent is not writable.
+
+    Writes nothing, so a refused run leaves no trace.
+    """
+    if (run_dir / "history.csv").exists() or (run_dir / "summary.csv").exists():
+        raise UserError(f"--out/--name: '{run_dir}' already holds results; choose another --name or --out")
+    check_writable(run_dir)
+
+
+def check_writable(exp_dir: Path) -> None:
+    """Refuse an ``--out`` that cannot be written: probe the nearest existing folder with a temporary
+    folder that is removed at once (``os.access`` says yes to root even on /proc)."""
+    parent = exp_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".entropic-tune-probe-", dir=parent))
+    except OSError as exc:
+        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not writable "
+                        f"({exc.strerror or type(exc).__name__})") from None

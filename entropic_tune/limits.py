@@ -56,7 +56,7 @@ def check_limits(cfg: Config) -> None:
     """Refuse a config whose sizes cannot fit the model or this machine (see the module docstring)."""
     task = build_task(cfg.task)
     facts = model_facts(cfg, len(task.alphabet()))
-    if facts is None:  # model.path is not a model folder: load_policy says so when the run starts
+    if facts is None:  # a config.json without a number of positions: nothing to check against
         return
     prompt = prompt_tokens(cfg, task.longest_prompt())
     room = facts.positions - prompt
@@ -84,7 +84,20 @@ def model_facts(cfg: Config, alphabet: int) -> ModelFacts | None:
         return ModelFacts(
             BUILTIN_POSITIONS, vocab, h, layers, params * FLOAT_BYTES, "the built-in model"
         )
+    check_model_folder(Path(m.path).expanduser())
     return _hf_facts(str(Path(m.path).expanduser()))
+
+
+def check_model_folder(model_dir: Path) -> None:
+    """Refuse a ``model.path`` that cannot be a local Hugging Face model: no folder, no config.json or
+    no tokenizer files (plain file checks, so a wrong path is answered before torch is imported)."""
+    if not model_dir.is_dir():
+        raise UserError(f"model.path: '{model_dir}' is not a directory (expected a local Hugging Face model)")
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"model.path: '{model_dir}' has no config.json (not a Hugging Face model folder)")
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not any((model_dir / name).is_file() for name in tok_files):
+        raise UserError(f"model.path: '{model_dir}' has no tokenizer files (expected one of: {', '.join(tok_files)})")
 
 
 @functools.lru_cache(maxsize=16)

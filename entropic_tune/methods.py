@@ -7,8 +7,10 @@ the preset. See ``shared/docs/METHOD.md`` sections 2-4 for where each default co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
+from .actuators import ACTUATORS
 from .errors import unknown
 
 # Loss hyper-parameters every loss accepts (METHOD.md sections 2-4). The defaults are GRPO's; a
@@ -98,6 +100,81 @@ MAIN_KNOBS: dict[str, tuple[str, ...]] = {
     "nsr": ("optim.lr",),  # lambda is fixed at 0 by definition; the step size is what is left
     "forking_tokens": ("loss.entropy_quantile",),
 }
+
+
+SURROGATE_PARAMS = ("clip_eps_low", "clip_eps_high", "dual_clip", "dual_clip_c", "positive_weight")
+"""The hyper-parameters of GRPO's clipped surrogate (``losses.clipped_surrogate``)."""
+
+LOSS_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "grpo": SURROGATE_PARAMS,
+        "clip_higher": SURROGATE_PARAMS,
+        "w_reinforce": SURROGATE_PARAMS,
+        "entropy_bonus": (*SURROGATE_PARAMS, "beta"),
+        "adaptive_entropy": SURROGATE_PARAMS,
+        "entropic": (*SURROGATE_PARAMS, "tau"),
+        "forking_tokens": (*SURROGATE_PARAMS, "entropy_quantile"),
+        "clip_cov": (*SURROGATE_PARAMS, "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"),
+        "kl_cov": ("kl_cov_ratio", "kl_cov_coef"),  # no clipped surrogate
+    }
+)
+"""The ``loss.*`` hyper-parameters each registered loss reads (``tests/test_losses.py`` checks, for
+every loss and every key of :data:`LOSS_DEFAULTS`, that the listed keys change the loss or its
+gradient and the others leave both unchanged). ``loss.tau`` also sets the metric
+``actor/high_prob_frac`` of every loss, which is no setting of the training."""
+
+ALPHA_LOSSES = ("adaptive_entropy", "entropic")
+"""Losses that read the controller output ``alpha``; the others ignore it under the default
+actuator, so their controller is unused."""
+
+CONTROLLER_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "constant": ("value",),
+        "pi": ("kp", "ki", "target_entropy", "alpha_min", "alpha_max", "anti_windup", "autotune"),
+        "adaptive": ("target_entropy", "coef_delta", "coef_min", "coef_max", "coef_init", "coef_gate"),
+    }
+)
+"""The ``controller.*`` fields each controller of ``controllers.REGISTRY`` reads (checked by
+``tests/test_controllers.py`` against the registry's builders)."""
+
+AUTOTUNE_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "off": (),
+        "probe": ("probe_steps", "probe_amplitude", "probe_hold", "closed_loop_steps", "plant_lag",
+                  "filter"),
+        "online": ("probe_steps", "probe_amplitude", "probe_hold", "closed_loop_steps", "plant_lag",
+                   "filter", "retune_every", "retune_window", "dither_amplitude"),
+    }
+)
+"""The further ``controller.*`` fields the autotuned PI reads (``controller.autotune``)."""
+
+
+def used_keys(flat: Mapping[str, object]) -> set[str]:
+    """The dotted keys of a full flat config (``config.to_flat``) that its trial actually uses.
+
+    Every ``model/task/rollout/optim/train/debug`` key; of ``loss.*`` the loss's own
+    (:data:`LOSS_PARAMS`); of ``controller.*`` nothing when the controller's output reaches no loss
+    (the default actuator and a loss outside :data:`ALPHA_LOSSES`, e.g. grpo), else the controller's
+    own fields (:data:`CONTROLLER_PARAMS`, :data:`AUTOTUNE_PARAMS`), its actuator and, for a
+    controller that reads the entropy, ``controller.update``. ``controller.target_entropy`` is also
+    the reference of the tracking metrics of every trial; that is no setting of the training.
+    """
+    loss, controller = str(flat["loss.name"]), str(flat["controller.name"])
+    keys = {k for k in flat if k.partition(".")[0] not in ("loss", "controller")}
+    keys |= {"loss.name", *(f"loss.{p}" for p in LOSS_PARAMS[loss])}
+    if not flat["loss.dual_clip"]:  # clip_cov's preset: no dual clip, so no bound c
+        keys.discard("loss.dual_clip_c")
+    if flat["loss.positive_weight"] == 0 and flat["controller.actuator"] != "positive_weight":
+        keys.discard("loss.clip_eps_high")  # nsr: the upper clip binds only where A > 0, weighted 0
+    if flat["controller.actuator"] == ACTUATORS[0] and loss not in ALPHA_LOSSES:
+        return keys
+    own = list(CONTROLLER_PARAMS[controller])
+    if controller == "pi":
+        own += AUTOTUNE_PARAMS[str(flat["controller.autotune"])]
+    if controller != "constant":
+        own.append("update")
+    keys |= {f"controller.{p}" for p in ("name", "actuator", "actuator_scale", *own)}
+    return keys
 
 
 def method_preset(method: str) -> dict[str, object]:

@@ -39,6 +39,7 @@ from transformers import (
 
 from .config import ModelConfig, TaskConfig
 from .errors import UserError
+from .limits import check_model_folder
 from .metrics import aggregate
 from .tasks import Task
 from .warmstarts import find_committed
@@ -192,13 +193,7 @@ def _folder_key(model_dir: Path) -> tuple:
 
 
 def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if not model_dir.is_dir():
-        raise UserError(f"model.path: '{model_dir}' is not a directory (expected a local Hugging Face model)")
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"model.path: '{model_dir}' has no config.json (not a Hugging Face model folder)")
-    tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if not any((model_dir / name).is_file() for name in tok_files):
-        raise UserError(f"model.path: '{model_dir}' has no tokenizer files (expected one of: {', '.join(tok_files)})")
+    check_model_folder(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -216,8 +211,7 @@ def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTra
 
 
 def cache_root(cfg: ModelConfig) -> Path:
-    root = cfg.cache_dir or os.environ.get("ENTROPIC_TUNE_CACHE") or "~/.cache/entropic_tune"
-    return Path(root).expanduser()
+    return cfg.cache_root
 
 
 def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:

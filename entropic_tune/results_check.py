@@ -139,6 +139,18 @@ def check_results(folder: Path) -> None:
             )
 
 
+def check_experiment_folder(folder: Path) -> None:
+    """Refuse a folder ``report`` cannot read: no results yet (an unfinished run, or no experiment at
+    all) or a damaged pair of files (:func:`check_results`); plain csv, so ``report`` answers before
+    pandas is imported."""
+    folder = Path(folder)
+    missing = [name for name in (SUMMARY, HISTORY) if not (folder / name).is_file()]
+    if missing:
+        raise UserError(describe_unfinished(folder) or
+                        f"{folder}: not an experiment folder (no {' or '.join(missing)})")
+    check_results(folder)
+
+
 def _describe(steps: list[int]) -> str:
     if not steps:
         return "no rows"

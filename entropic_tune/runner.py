@@ -9,7 +9,6 @@ and ``summary.json``. The folder layout is the results contract shared with swee
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from . import metrics as M
 from .config import Config, to_dict, to_flat
 from .errors import UserError
 from .evaluation import final_evaluation
+from .folder_lock import check_run_dir
 from .results import (
     atomic_write_text,
     history_columns,
@@ -29,20 +29,6 @@ from .results import (
     write_csv,
 )
 from .trainer import NonFiniteError, Trainer
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """Refuse a run folder that already holds results, or whose nearest existing parent is not writable.
-
-    Writes nothing, so a refused run leaves no trace.
-    """
-    if (run_dir / "history.csv").exists() or (run_dir / "summary.csv").exists():
-        raise UserError(f"--out/--name: '{run_dir}' already holds results; choose another --name or --out")
-    parent = run_dir
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--out: cannot write to '{run_dir}' ('{parent}' is not a writable folder)")
 
 
 def progress_line(row: dict[str, float], total: int) -> str:

@@ -19,8 +19,8 @@ from typing import Any
 from . import spaces
 from .config import parse_override
 from .errors import UserError
-from .folder_lock import hold
-from .methods import METHODS
+from .folder_lock import check_writable, hold
+from .methods import METHODS, used_keys
 
 DEFAULT_OUT = "entropic_results"
 DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
@@ -130,7 +130,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserError(f"--baseline: '{baseline}' is not one of the methods run "
                         f"({', '.join(space.methods)})")
     if args.dry_run:
-        _print_plan(space, sopts)
+        _print_plan(space, sopts, options)
         return 0
     exp_dir = out / name
     check_writable(exp_dir)
@@ -218,24 +218,6 @@ def _name(name: str) -> str:
     return name
 
 
-def check_writable(exp_dir: Path) -> None:
-    """Refuse an ``--out`` that cannot be written: probe the nearest existing folder with a temporary
-    folder that is removed at once (``os.access`` says yes to root even on /proc)."""
-    import os
-    import tempfile
-
-    parent = exp_dir
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not a folder")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".entropic-tune-probe-", dir=parent))
-    except OSError as exc:
-        raise UserError(f"--out: cannot write to '{exp_dir}': '{parent}' is not writable "
-                        f"({exc.strerror or type(exc).__name__})") from None
-
-
 def _space(args: argparse.Namespace) -> spaces.SearchSpace:
     overrides: dict[str, Any] = {}
     labels: dict[str, str] = {}  # which flag set each key, for errors that only that value causes
@@ -299,23 +281,29 @@ def _validate(options: dict[str, Any], kind: str, sopts: spaces.SearchOptions | 
         raise UserError("--scheduler pbt: not with --repeat > 1")
 
 
-def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -> None:
+def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None, options: dict[str, Any]) -> None:
+    """The trials, each with the settings its method uses that differ between trials
+    (``methods.used_keys``), then the estimated wall time (``estimate``)."""
     print(f"space {space.name} ({space.kind}): {space.description}")
     if space.kind == "search":
         base = spaces.flat_trial_config(spaces.search_base(space))
+        used = used_keys(base)
         print(f"method {space.method}, {base['train.total_steps']} steps, seed {space.seeds[0]}; "
               f"{sopts.samples} suggestions x {sopts.repeat} seed(s) = {sopts.samples * sopts.repeat} trials; "
               f"sampler {sopts.sampler} (seed {sopts.seed}), objective {sopts.objective}")
         for p in space.params:
             rng = f"{list(p.choices)}" if p.choices else f"[{p.low}, {p.high}]{' log' if p.log else ''}"
-            print(f"  {p.key:<32} {p.type:<12} {rng}")
+            unused = "" if p.key in used else f"  (not used by {space.method})"
+            print(f"  {p.key:<32} {p.type:<12} {rng}{unused}")
+        _print_estimate([base] * (sopts.samples * sopts.repeat), options)
         return
     trials = spaces.expand_trials(space)
     flats = [spaces.flat_trial_config(t) for t in trials]
     from .results import varying_keys
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
-    print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each:")
+    print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each (listed: the settings that "
+          "differ between trials, where the trial's method uses them):")
     if flats[0]["rollout.final_samples"]:
         n, size = flats[0]["rollout.final_samples"], flats[0]["task.eval_size"]
         print(f"  + per trial, a large evaluation of the base model (before step 1) and of the final model "
@@ -325,8 +313,31 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None) -
         label = f"{trial['factor']}={trial['variant']}" if "factor" in trial else ""
         if trial.get(spaces.SAME_AS):
             label += f" (= {trial[spaces.SAME_AS].replace(';', ', ')})"
-        keys = " ".join(f"{k}={flat[k]}" for k in varying)
+        used = used_keys(flat)
+        keys = " ".join(f"{k}={flat[k]}" for k in varying if k in used)
         print(f"  {i:>3}  {flat['method']:<16} seed {flat['train.seed']:<3} {label} {keys}".rstrip())
+    _print_estimate(flats, options)
+
+
+def _print_estimate(flats: list[dict[str, Any]], options: dict[str, Any]) -> None:
+    """The wall-time estimate from step times measured here; concurrency as Ray's local default."""
+    import os
+
+    from . import estimate
+
+    threads = max(1, int(options["cpus_per_trial"]))
+    concurrent = options["max_concurrent"] or int((os.cpu_count() or 1) // options["cpus_per_trial"]) or 1
+    where = "" if options["address"] is None else (
+        f" (for this machine; on the cluster {options['address']} the trials that run at once and "
+        "their speed differ)")
+    try:
+        text = estimate.describe(flats, threads, concurrent)
+    except Exception as exc:  # noqa: BLE001 - the plan is printed; a failed measurement only loses the estimate
+        print(f"no time estimate: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return
+    print(text + where)
+    if options["scheduler"] != "none":
+        print(f"  (an upper bound: --scheduler {options['scheduler']} stops or changes trials early)")
 
 
 def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:

@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             return _list_or_check(args.check)
         if not args.name:
             raise UserError("--name: give the folder name of the warm-start to (re)build")
-        config = load_config(overrides=args.overrides)
+        if Path(args.name).name != args.name or args.name in (".", ".."):
+            raise UserError(f"--name: '{args.name}' must be a plain folder name (no '/', not '.' or '..')")
+        config = load_config(overrides=args.overrides)  # checked before build() imports torch
         digest = build(config, STORE / args.name, args.overrides, args.from_cache)
         print(f"{STORE / args.name}: model.safetensors sha256 {digest}")
         return 0

@@ -12,4 +12,8 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[test]"
+# setuptools reports every editable install with a multi-line "Editable installation." warning that
+# pip shows even with -q; it is information, not a problem, so only that message is filtered out
+# (every other warning and every error still shows).
+PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation" \
+  .venv/bin/python -m pip install -q -e ".[test]"

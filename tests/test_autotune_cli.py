@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_plant import Plant  # tests/ is on sys.path: the simulated plant of the real noise level
 
-from entropic_tune import autotune_cli
 from entropic_tune import metrics as M
+from entropic_tune import trainer
 from entropic_tune.cli import main
 from entropic_tune.config import load_config
 from entropic_tune.controllers import identify_plant, pi_gains
@@ -31,6 +31,8 @@ CASES = [
     ("out exists", lambda t: ["--out", _existing(t)], ["kept.yaml", "already exists"]),
     ("out not yaml", lambda t: ["--out", str(t / "gains.txt")], ["gains.txt", ".yaml"]),
     ("unwritable out", lambda t: ["--out", "/proc/entropic/gains.yaml"], ["--out", "/proc"]),
+    # an existing folder that os.access calls writable for root: refused before the probe runs
+    ("unwritable existing folder", lambda t: ["--out", "/proc/gains.yaml"], ["--out", "/proc", "not writable"]),
     ("missing config", lambda t: ["--config", str(t / "absent.yaml")], ["absent.yaml", "does not exist"]),
 ]
 
@@ -73,7 +75,7 @@ class SimulatedTrainer:
 
 
 def test_autotune_prints_the_plant_and_writes_a_snippet_for_config(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(autotune_cli, "Trainer", SimulatedTrainer)
+    monkeypatch.setattr(trainer, "Trainer", SimulatedTrainer)  # run_autotune imports it when it runs
     out = tmp_path / "gains.yaml"
     assert main(["autotune", "--out", str(out), "--quiet", "--set", "controller.closed_loop_steps=15"]) == 0
     printed = capsys.readouterr().out
@@ -95,7 +97,7 @@ def test_autotune_prints_the_plant_and_writes_a_snippet_for_config(tmp_path, cap
 
 
 def test_autotune_without_a_negative_gain_exits_1_and_writes_no_snippet(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(autotune_cli, "Trainer", type("Wrong", (SimulatedTrainer,), {"gain": 1e-3}))
+    monkeypatch.setattr(trainer, "Trainer", type("Wrong", (SimulatedTrainer,), {"gain": 1e-3}))
     out = tmp_path / "gains.yaml"
     assert main(["autotune", "--out", str(out), "--quiet"]) == 1
     assert not out.exists() and (tmp_path / "gains.history.csv").exists()

@@ -356,3 +356,33 @@ def test_controllers_module_does_not_import_torch():
     code = "import sys, entropic_tune.controllers; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _Recording:
+    """A ControllerConfig that records which fields are read."""
+
+    def __init__(self, cfg):
+        object.__setattr__(self, "_cfg", cfg)
+        object.__setattr__(self, "read", set())
+
+    def __getattr__(self, name):
+        self.read.add(name)
+        return getattr(self._cfg, name)
+
+
+@pytest.mark.parametrize("name,autotune", [("constant", "off"), ("adaptive", "off"), ("pi", "off"),
+                                           ("pi", "probe"), ("pi", "online")])
+def test_controller_params_are_the_fields_each_controller_reads(name, autotune):
+    """issue 16: methods.CONTROLLER_PARAMS/AUTOTUNE_PARAMS (what --dry-run lists) against the builders."""
+    small = {"controller.probe_steps": 4, "controller.probe_hold": 2, "controller.retune_every": 2,
+             "controller.retune_window": 4, "train.total_steps": 50}
+    cfg = load_config({"controller.name": name, "controller.autotune": autotune, **small}).controller
+    recording = _Recording(cfg)
+    ctrl = controllers.build_controller(recording)
+    simulate(ctrl, 40, h0=0.06, drift=0.001, kappa=0.01)  # identifiable: the probe's gains get set
+    expected = {*methods.CONTROLLER_PARAMS[name], *methods.AUTOTUNE_PARAMS[autotune]}
+    # build_controller reads `autotune` for every controller; only the PI's depends on it
+    # the autotuned PI reads retune_window in probe mode too (the history it keeps), without effect
+    read = recording.read - {"name", "autotune", *(["retune_window"] if autotune == "probe" else [])}
+    assert read == expected - {"autotune"}, (sorted(read - expected), sorted(expected - read))
+

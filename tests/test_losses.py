@@ -445,3 +445,34 @@ def test_vector_advantages_equal_broadcast(method):
     b = run(method, full, generator=torch.Generator().manual_seed(0), **kw)
     assert_same(a, b)
     assert a[3] == pytest.approx(b[3])
+
+
+# issue 16: methods.LOSS_PARAMS (what --dry-run lists per trial) is what each registered loss reads.
+PERTURBED = {"clip_eps_low": 0.05, "clip_eps_high": 0.05, "dual_clip_c": 1.2, "dual_clip": 0.0,
+             "beta": 0.5, "tau": 0.3, "clip_cov_ratio": 0.5, "clip_cov_lb": -50.0, "clip_cov_ub": 0.0,
+             "kl_cov_ratio": 0.5, "kl_cov_coef": 3.0, "positive_weight": 0.3, "entropy_quantile": 0.6}
+
+
+def _loss_and_grads(name: str, batch: Batch, hp: dict) -> tuple:
+    # clip_cov's random token choice is seeded alike in both calls; alpha reaches the losses that read it
+    loss, grad, ent_grad, _ = run(name, batch, alpha=0.5, generator=torch.Generator().manual_seed(0), **hp)
+    return loss, grad, torch.zeros_like(grad) if ent_grad is None else ent_grad
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_used_loss_keys_are_the_hyper_parameters_each_method_reads(method):
+    from entropic_tune.config import load_config, to_flat
+    from entropic_tune.methods import LOSS_DEFAULTS, LOSS_PARAMS, loss_defaults, used_keys
+
+    assert set(PERTURBED) == set(LOSS_DEFAULTS) and set(LOSS_PARAMS) == set(LOSSES)
+    used = {k.removeprefix("loss.") for k in used_keys(to_flat(load_config({"method": method})))}
+    # far off-policy, large advantages: every clip, the dual clip and the covariance bands bind
+    batch = make_batch(seed=3, b=8, t=16)
+    batch = replace(batch, old=batch.logp + 1.5 * torch.randn(8, 16, generator=torch.Generator().manual_seed(1)),
+                    adv=3.0 * batch.adv)
+    base = _loss_and_grads(method, batch, {})
+    flags = {"dual_clip": 1.0 - loss_defaults(method)["dual_clip"]}  # a flag is perturbed by flipping it
+    for key, value in {**PERTURBED, **flags}.items():
+        changed = _loss_and_grads(method, batch, {key: value})
+        differs = any(not torch.allclose(a, b) for a, b in zip(base, changed, strict=True))
+        assert differs == (key in used), (method, key, "changes" if differs else "no change")

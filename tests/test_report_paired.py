@@ -197,7 +197,7 @@ def test_findings_say_where_a_curve_crosses_the_base(passk):
     cross = next(i for i, d in enumerate(diffs) if d < 0)
     text = " ".join(report.crossing_sentences(summary))
     assert (
-        f"grpo against the base model over 4 seed(s): pass@1 {diffs[0]:+.3f}" in text
+        f"grpo against the base model over 4 seeds: pass@1 {diffs[0]:+.3f}" in text
         and f"falls below the base's between k = {ks[cross - 1]} and k = {ks[cross]}" in text
     )
     assert "Yue et al. (2025)" in text

@@ -128,15 +128,42 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+# The smoke space's sizes, for dry runs of the other spaces: their time estimate times a step of each
+# distinct trial config on this machine (estimate.py), which is quick at these sizes.
+SMALL = [a for key, value in (("model.hidden_size", 32), ("model.num_layers", 1), ("model.num_heads", 2),
+                              ("model.warmstart_steps", 30), ("rollout.prompts_per_step", 4),
+                              ("rollout.group_size", 4), ("rollout.max_new_tokens", 16),
+                              ("rollout.final_samples", 4), ("task.eval_size", 8))
+         for a in ("--set", f"{key}={value}")]
+
+
 def test_dry_run_lists_the_trials_without_ray(capsys):
     code, out, _ = run_cli(capsys, "compare", "--space", "smoke", "--dry-run", "--seeds", "2")
     assert code == 0
     assert "4 trials, 3 steps each" in out and out.count("seed 1") == 2
-    code, out, _ = run_cli(capsys, "ablate", "--dry-run", "--steps", "5")
+    code, out, _ = run_cli(capsys, "ablate", "--dry-run", "--steps", "5", *SMALL)
     assert code == 0 and "anti_windup=off" in out
     code, out, _ = run_cli(capsys, "search", "--space", "tune_entropic", "--dry-run", "--samples", "4",
-                           "--repeat", "2")
+                           "--repeat", "2", *SMALL)
     assert code == 0 and "4 suggestions x 2 seed(s) = 8 trials" in out and "controller.kp" in out
+
+
+def test_dry_run_lists_only_the_settings_each_method_uses(capsys):
+    """issue 16: the compare space's entropic has its own gains and target; grpo's line shows no
+    controller key (its controller's output reaches no loss), entropic's shows them; then the
+    estimate says how it was made, and a second dry run reads the measured step times back."""
+    code, out, _ = run_cli(capsys, "compare", "--dry-run", "--steps", "3", *SMALL)
+    assert code == 0
+    lines = {line.split()[1]: line for line in out.splitlines() if " seed " in line}
+    assert set(lines) == {"grpo", "entropy_bonus", "entropic"}
+    assert "controller." not in lines["grpo"] and "controller." not in lines["entropy_bonus"]
+    assert "loss.beta=" in lines["entropy_bonus"] and "loss.beta=" not in lines["entropic"]
+    for key in ("controller.kp=11.19", "controller.ki=0.5259", "controller.target_entropy=0.06007"):
+        assert key in lines["entropic"]
+    assert "estimated wall time: ~" in out and "  how: " in out and "timed" in out
+    code, again, _ = run_cli(capsys, "compare", "--dry-run", "--steps", "3", "--seeds", "1", *SMALL)
+    assert code == 0 and "3 read from" in again and "step_times.json" in again
+    assert "timed now" not in again
 
 
 @pytest.mark.parametrize("argv", [

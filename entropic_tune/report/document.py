@@ -15,10 +15,14 @@ import pandas as pd
 
 Block = tuple[Any, ...]
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;
-text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:0.9em;margin-bottom:1.5em}.note{background:#fff6e0;padding:0.5em 1em}"""
+# Readable from a laptop down to a phone: the page never scrolls sideways (a wide table scrolls
+# inside its own box, long words such as paths break), figures shrink to the column width.
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;
+line-height:1.45;overflow-wrap:anywhere}.scroll{overflow-x:auto;max-width:100%;margin:1em 0}
+table{border-collapse:collapse;font-size:0.9em;overflow-wrap:normal}th,td{border:1px solid #ccc;
+padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}td{white-space:nowrap}
+li{margin:0.3em 0}figure{margin:1.5em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:0.9em}.note{background:#fff6e0;padding:0.5em 1em}"""
 
 
 def _cell(value: Any) -> str:
@@ -60,7 +64,7 @@ def _html_table(frame: pd.DataFrame) -> str:
         "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
         for row in frame.itertuples(index=False)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -84,6 +88,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             )
     body = "\n".join(out)
     return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
     )

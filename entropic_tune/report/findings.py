@@ -23,6 +23,7 @@ from .stats import (
     smoothed_settle_step,
 )
 from .tables import regime
+from .wording import count, every, pronoun
 
 TARGETED = ("entropic", "entropic_p", "adaptive_entropy")
 INERT_ON_POLICY = ("clip_higher", "kl_cov")
@@ -75,8 +76,9 @@ def _smoothed_sentence(group: pd.DataFrame, hist: pd.DataFrame) -> str:
     what = f"; its {SMOOTH_WINDOW}-step trailing mean"
     if steps.empty:
         return f"{what} did not settle within {SETTLE_BAND:.0%} and stay there"
+    share = every(len(group), "run") if len(steps) == len(group) else f"{len(steps)} of {count(len(group), 'run')}"
     return (
-        f"{what} settled within {SETTLE_BAND:.0%} in {len(steps)} of {len(group)} run(s) "
+        f"{what} settled within {SETTLE_BAND:.0%} in {share} "
         f"(median step {steps.median():g}, latest {steps.max():g})"
     )
 
@@ -105,12 +107,14 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         )
         if tail and math.isfinite(denoised):
             tail += f" ({denoised:.1%} with the measurement noise removed)"
-        note = f" ({int(late.sum())} only entered the band in their last steps)" if late.any() else ""
+        n_late = int(late.sum())
+        note = (f" ({count(n_late, 'run')} only entered the band in {pronoun(n_late)} last steps)"
+                if n_late else "")
         tail += _smoothed_sentence(group, hist)
         if settled.empty:
             out.append(
-                f"{_name(key)} never stayed within {SETTLE_BAND:.0%} of its target in any of its "
-                f"{len(group)} run(s){note}{tail}."
+                f"{_name(key)} never stayed within {SETTLE_BAND:.0%} of its target in "
+                f"{'its one run' if len(group) == 1 else f'any of its {len(group)} runs'}{note}{tail}."
             )
             continue
         worst = 0.0
@@ -125,7 +129,8 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         if len(settled) == len(group):
             out.append(
                 f"{_name(key)} held entropy within {worst:.1%} of the target from step {steps.max():g} "
-                f"in all {len(group)} run(s) (median settle step {steps.median():g}){tail}."
+                f"in {every(len(group), 'run')} "
+                f"(median settle step {steps.median():g}){tail}."
             )
         else:
             out.append(

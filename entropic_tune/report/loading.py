@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
-from ..results_check import check_results, describe_unfinished
+from ..results_check import check_experiment_folder
 from .names import TERMINATED
 
 # Only these spellings mean "missing": a variant literally named "None" stays a string.
@@ -139,11 +139,7 @@ def load_experiment(folder: str | Path, name: str | None = None) -> Experiment:
     file is missing or the run is unfinished, and naming the file when it is damaged or the run did
     not match its plan (``results_check``)."""
     folder = Path(folder)
-    missing = [f for f in ("summary.csv", "history.csv") if not (folder / f).is_file()]
-    if missing:
-        raise UserError(describe_unfinished(folder) or
-                        f"{folder}: not an experiment folder (no {' or '.join(missing)})")
-    check_results(folder)  # a damaged pair of files is refused before anything is read into a frame
+    check_experiment_folder(folder)  # a damaged pair of files is refused before it is read into a frame
     meta = read_meta(folder)
     if meta.get("plan_check", "ok") != "ok":
         raise UserError(f"{folder / 'experiment.yaml'}: the trials that ran are not the planned ones "

@@ -27,6 +27,7 @@ from scipy import stats as scipy_stats
 
 from .loading import completed
 from .names import FINAL, FINAL_ACCURACY, LATE_ACCURACY, pass_at_k_columns
+from .wording import count
 
 ALPHA = 0.05
 POWER = 0.8
@@ -226,8 +227,8 @@ def _decision(t: dict[str, float], p_holm: float, level: float, alpha: float) ->
 
 def _seeds_text(needed: float) -> str:
     if math.isinf(needed):
-        return f"no number of seeds up to {MAX_SEEDS} would resolve a difference this size"
-    return f"about {int(needed)} seeds would resolve a difference this size at {POWER:.0%} power"
+        return f"no number of seeds up to {MAX_SEEDS} would resolve a difference of this size"
+    return f"about {int(needed)} seeds would resolve a difference of this size at {POWER:.0%} power"
 
 
 def paired_sentences(table: pd.DataFrame, digits: int = 3) -> list[str]:
@@ -236,7 +237,7 @@ def paired_sentences(table: pd.DataFrame, digits: int = 3) -> list[str]:
     for r in table.itertuples(index=False):
         head = f"{r.method} - {r.baseline} on {r.metric}: {r.mean_diff:+.{digits}f}"
         if r.n < 2:
-            out.append(f"{head} from {r.n} common seed(s): no interval, not resolved.")
+            out.append(f"{head} from {count(r.n, 'common seed')}: no interval, not resolved.")
             continue
         head += (
             f" (95% CI [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}], Holm p = {r.p_holm:.3g}, "

@@ -24,6 +24,7 @@ from .names import BASE, FINAL, method_colour, pass_at_k_columns
 from .paired import paired_t
 from .plots import LINESTYLES, finish_figure, new_figure
 from .stats import describe
+from .wording import count
 
 CURVE_COLUMNS = ["experiment", "curve", "k", "n", "mean", "std", "ci_low", "ci_high"]
 
@@ -45,7 +46,7 @@ def pass_at_k_curves(summary: pd.DataFrame) -> pd.DataFrame:
         ]
         for curve, rows_of, columns in curves:
             for k, column in columns.items():
-                stats = describe(pd.to_numeric(rows_of[column], errors="coerce"))
+                stats = describe(pd.to_numeric(rows_of[column], errors="coerce"), bounds=(0.0, 1.0))
                 if stats["n"]:
                     rows.append({"experiment": name, "curve": curve, "k": k, **stats})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
@@ -119,7 +120,7 @@ def crossing_sentences(summary: pd.DataFrame) -> list[str]:
         first, last = rows.iloc[0], rows.iloc[-1]
         where = f"{experiment} / {method}" if diffs["experiment"].nunique() > 1 else method
         head = (
-            f"{where} against the base model over {int(last['n'])} seed(s): {_diff_text(first)}, "
+            f"{where} against the base model over {count(int(last['n']), 'seed')}: {_diff_text(first)}, "
             f"{_diff_text(last)}"
         )
         signs = [m >= 0 for m in rows["mean"]]

@@ -31,6 +31,7 @@ from .names import (
     SETTLE_BAND,
     method_colour,
 )
+from .wording import exact
 
 LINESTYLES = ("-", "--", ":", "-.")
 SPREAD_NOTE = "line: mean over seeds; shaded: min-max over seeds"
@@ -173,9 +174,9 @@ def draw_target(ax: Axes, summary: pd.DataFrame) -> None:
     few = len(targets) <= 3
     for i, target in enumerate(targets):
         label = (
-            f"target {target:g}"
-            if len(targets) == 1
-            else (f"targets ({len(targets)})" if i == 0 else None)
+            f"target{'s' if len(targets) > 1 else ''} {', '.join(map(exact, targets))}"
+            if few and i == 0
+            else (f"{len(targets)} targets, {exact(targets[0])} to {exact(targets[-1])}" if i == 0 else None)
         )
         ax.axhline(
             target,

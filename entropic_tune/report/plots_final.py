@@ -19,6 +19,7 @@ from .loading import Experiment
 from .names import ALPHA, ENTROPY, FINAL_ACCURACY, TRACKING_RMSE, method_colour
 from .plots import SPREAD_NOTE, curves, draw_band, draw_target, finish_figure, new_figure
 from .stats import accuracy_metric, group_columns, method_stats, rank_methods
+from .wording import count
 
 VARIANT_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 """Okabe-Ito colours, one per level of an ablation factor."""
@@ -174,5 +175,5 @@ def plot_ablation_factor(exp: Experiment, factor: str, path: str | Path | None =
     axes[1, 0].set_title("final held-out accuracy: mean, 95% t-interval, seeds", fontsize=10)
     axes[1, 1].set_title("tracking RMSE over the 2nd half (lower is better)", fontsize=10)
     seeds = part.groupby("variant")["seed"].nunique().min()
-    fig.suptitle(f"Ablation of {factor}: {len(order)} levels, {seeds} seed(s) each")
+    fig.suptitle(f"Ablation of {factor}: {len(order)} levels, {count(int(seeds), 'seed')} each")
     return finish_figure(fig, path)

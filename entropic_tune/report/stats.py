@@ -37,17 +37,30 @@ def t_quantile(p: float, df: float) -> float:
     return float(scipy_stats.t.ppf(p, df))
 
 
-def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> dict[str, float]:
+def describe(
+    values: Iterable[float], confidence: float = CONFIDENCE, bounds: tuple[float, float] | None = None
+) -> dict[str, float]:
     """``n``, ``mean``, ``std`` (ddof=1) and the two-sided t interval of the finite values.
 
-    ``std`` and the interval are NaN below two values.
+    ``std`` and the interval are NaN below two values. ``bounds``: the range the quantity can take
+    (``(0, 1)`` for an accuracy or a pass@k); the interval is clipped to it, since the t interval of a
+    few values near 1 reaches past 1, where no true value can lie.
     """
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(xs)
     mean = sum(xs) / n if n else math.nan
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else math.nan
     half = t_quantile(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    low, high = mean - half, mean + half
+    if bounds is not None and n > 1:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """``(0, 1)`` for the accuracies and pass@k values (shares of problems solved), else None."""
+    name = metric.partition("/")[2]
+    return (0.0, 1.0) if name.startswith("pass@") or name.endswith("accuracy") else None
 
 
 def group_columns(summary: pd.DataFrame) -> list[str]:
@@ -80,7 +93,7 @@ def method_stats(
                     **dict(zip(by, key, strict=True)),
                     "metric": metric,
                     "n_trials": len(group),
-                    **describe(values),
+                    **describe(values, bounds=metric_bounds(metric)),
                 }
             )
     columns = [*by, "metric", "n_trials", "n", "mean", "std", "ci_low", "ci_high"]

@@ -20,6 +20,7 @@ from .names import (
     TRACKING_RMSE_DENOISED,
 )
 from .stats import FINAL_PASS_1, group_columns, held_settle_step, method_stats, rank_methods
+from .wording import count, exact
 
 TABLE_METRICS: dict[str, str] = {
     FINAL_PASS_1: "final pass@1 (large eval)",
@@ -104,9 +105,10 @@ def _base_value(
 
 
 def _varies(values: list[Any]) -> str:
+    """Configured values that differ between trials, each as it was set (``wording.exact``)."""
     if all(isinstance(v, (int, float)) for v in values) and len(values) > 4:
-        return f"varies: {min(values):.3g} to {max(values):.3g} ({len(values)} values)"
-    return "varies: " + ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values)
+        return f"varies: {min(values):.3g} to {max(values):.3g} ({len(values)} values)"  # e.g. searched
+    return "varies: " + ", ".join(exact(v) if isinstance(v, float) else str(v) for v in values)
 
 
 def regime(meta: dict[str, Any], summary: pd.DataFrame | None = None) -> str:
@@ -123,7 +125,8 @@ def regime(meta: dict[str, Any], summary: pd.DataFrame | None = None) -> str:
     if mb * ep == 1:
         return "on-policy (1 optimizer step per rollout)"
     return (
-        f"off-policy ({mb} mini-batch(es) x {ep} epoch(s) = {mb * ep} optimizer steps per rollout)"
+        f"off-policy ({count(mb, 'mini-batch', 'mini-batches')} x {count(ep, 'epoch')} = "
+        f"{mb * ep} optimizer steps per rollout)"
     )
 
 

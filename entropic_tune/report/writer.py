@@ -232,7 +232,7 @@ def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str],
     figures = list(figures)
     blocks += _results_blocks(exp, figures, baseline)
     found = findings(exp) + ([] if exp.kind == "ablate" else crossing_sentences(exp.summary))
-    blocks += [("h2", "Findings (computed from the numbers above)"), ("p", " ".join(found))]
+    blocks += [("h2", "Findings (computed from the numbers above)"), ("list", found)]
     blocks.append(("h2", "Figures"))
     blocks += [("figure", path, caption) for path, caption in figures]
     if skipped:
