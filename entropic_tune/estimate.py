@@ -125,6 +125,10 @@ def step_times(flats: Sequence[Mapping[str, Any]], threads: int) -> tuple[list[S
     cache = _read_cache(path)
     keys = [_digest(f, threads) for f in flats]
     measured, reused = 0, 0
+    todo = len({k for k in keys if k not in cache})
+    if todo:  # the first dry run of a config on a machine runs a few steps (and compiles, where auto does)
+        print(f"timing {todo} trial config(s) on this machine for the estimate (once; cached in {path}) ...",
+              flush=True)
     for key, flat in zip(keys, flats, strict=True):
         if key in cache:
             continue

@@ -271,8 +271,12 @@ def train_warmstart(cfg: ModelConfig, task: Task) -> tuple[PreTrainedModel, PreT
     model = build_tiny_model(cfg, len(tokenizer))
     policy = Policy(model=model, tokenizer=tokenizer, device=torch.device("cpu"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.warmstart_lr, weight_decay=0.0)
+    total = max(cfg.warmstart_steps, 1)
+    # OneCycleLR's warm-up phase ends at step pct_start * total - 1 and divides by that length, which
+    # is 0 at exactly 10 steps with 10 %: move the boundary there (every other count is unchanged)
+    pct_start = 0.1 if total != 10 else 0.15
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.warmstart_lr, total_steps=max(cfg.warmstart_steps, 1), pct_start=0.1
+        optimizer, max_lr=cfg.warmstart_lr, total_steps=total, pct_start=pct_start
     )
     model.train()
     for _ in range(cfg.warmstart_steps):

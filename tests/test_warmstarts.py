@@ -98,3 +98,11 @@ def test_a_rebuild_on_the_same_machine_is_bit_identical_and_can_adopt_the_cache(
     assert adopted == warmstarts.sha256(cached / "model.safetensors")
     trained = warmstarts.build(config, tmp_path / "store" / "b", TINY)  # trained again, here
     assert trained == adopted  # same machine, same versions: the same bytes
+
+
+def test_a_ten_step_warm_start_trains(tmp_path):
+    """OneCycleLR's warm-up phase is 0 steps long at 10 steps x 10 % (a ZeroDivisionError before)."""
+    config = load_config({o.split("=")[0]: o.split("=")[1] for o in TINY} | {"model.warmstart_steps": 10})
+    task = build_task(config.task)
+    model, _ = policy.train_warmstart(config.model, task)
+    assert all(bool(p.isfinite().all()) for p in model.parameters())
