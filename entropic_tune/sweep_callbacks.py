@@ -45,12 +45,16 @@ class ProgressTable(CLIReporter):
         statuses = [str(t.status) for t in trials]
         steps = [int((t.last_result or {}).get(M.STEP) or 0) for t in trials]
         seen = steps_done(statuses, steps, self._total_steps)
-        now = time.time()
+        now = _now()
         if self._start is None:
             self._start = (now, seen)
         counts = count_trials(statuses, max(self._planned, len(trials)))
         left = max(counts.total * self._total_steps - seen, 0)
         return progress_line(counts, eta_seconds(seen - self._start[1], now - self._start[0], left), done)
+
+
+def _now() -> float:
+    return time.time()
 
 
 def progress_reporter(meta: dict[str, Any], planned: int, total_steps: int) -> ProgressTable:

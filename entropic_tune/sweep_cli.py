@@ -302,7 +302,7 @@ def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, 
     given = {k: getattr(args, k, None) for k in RUN_DEFAULTS}
     if given["keep_checkpoints"] is not None:
         options["delete_checkpoints"] = False
-        if given.pop("keep_checkpoints") == KEEP:
+        if given["keep_checkpoints"] == KEEP:  # bare flag: the stored or default number per trial
             given["keep_checkpoints"] = None
     options.update({k: v for k, v in given.items() if v is not None})
     options["address"] = args.address

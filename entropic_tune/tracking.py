@@ -13,6 +13,7 @@ new database spends ~10 s creating its tables.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import socket
 import time
@@ -71,6 +72,8 @@ def mlflow_store(exp_dir: Path) -> str:
 def ensure_experiment(client: Any, name: str, exp_dir: Path | None) -> str:
     """The id of MLflow experiment ``name``, created if new (artifacts under ``exp_dir/mlruns`` for the
     default store; a server given by ``--mlflow-uri`` chooses its own artifact location)."""
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the user's business.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -107,6 +110,34 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, str(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[i:i + 100])
+
+
+class TrainTensorBoard:
+    """TensorBoard event files for ``entropic-tune train`` in ``RUN/tensorboard`` (tensorboardX), the
+    same scalars as an MLflow run: ``tensorboard --logdir RUN/tensorboard``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=str(Path(run_dir) / "tensorboard"))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        for key, value in tracked_metrics(metrics).items():
+            self._writer.add_scalar(key, value, step)
+
+    def end(self, status: str) -> None:
+        self._writer.add_text("status", status)
+        self._writer.close()
+
+
+def train_tracker(log: str, uri: str | None, run_dir: Path, params: dict[str, Any],
+                  tags: dict[str, str]) -> TrainRun | TrainTensorBoard | None:
+    """The tracker ``--log`` asks ``train`` for (flags checked by :func:`check_tracking`), or None."""
+    if log == "mlflow":
+        return TrainRun(uri, run_dir, params, tags)
+    if log == "tensorboard":
+        return TrainTensorBoard(run_dir)
+    return None
 
 
 class TrainRun:
