@@ -31,7 +31,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2, "delete_checkpoints": True,
     "log": "none", "mlflow_uri": None,
 }
-KEEP = "keep"  # a bare --keep-checkpoints: keep them, as many per trial as before
+KEEP = object()  # a bare --keep-checkpoints: keep them, as many per trial as before (not a str: argparse
+# would pass a str const through type=int)
 TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
                  ("summary/entropy_drop", "entropy drop"),
                  ("summary/entropy_tracking_rmse", "tracking RMSE"))
@@ -302,7 +303,7 @@ def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, 
     given = {k: getattr(args, k, None) for k in RUN_DEFAULTS}
     if given["keep_checkpoints"] is not None:
         options["delete_checkpoints"] = False
-        if given["keep_checkpoints"] == KEEP:  # bare flag: the stored or default number per trial
+        if given["keep_checkpoints"] is KEEP:  # bare flag: the stored or default number per trial
             given["keep_checkpoints"] = None
     options.update({k: v for k, v in given.items() if v is not None})
     options["address"] = args.address
