@@ -111,7 +111,8 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
     summary = summary_row(trial_id, flat, history, status, error, evaluations)
     write_csv(run_dir / "summary.csv", [summary], summary_columns([summary]))
     if tracker is not None:  # the summary and the large evaluations, at the last step
-        tracker.log(summary, max(len(history), 1))
+        tracker.log({k: v for k, v in summary.items() if k.startswith(("summary/", f"{M.BASE}/", f"{M.FINAL}/"))},
+                    max(len(history), 1))
         tracker.end(status)
     final = trainer.last_eval or {}
     summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}

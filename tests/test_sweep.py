@@ -240,5 +240,5 @@ def test_ablation_runs_a_level_equal_to_the_base_once_and_reports_it_under_each_
     assert len(read_csv(tmp_path / "abl" / "history.csv")) == 3 * 2
     assert "anti_windup" in (tmp_path / "abl" / "report.md").read_text()
     # trial folders are named by factor and level, not by Ray's unresolved placeholders
-    folders = sorted(d.name.rsplit("-s0-", 1)[0] for d in (tmp_path / "abl").iterdir() if "-s0-" in d.name)
+    folders = sorted(d.name.rsplit("-s0-", 1)[0] for d in (tmp_path / "abl" / "ray").iterdir() if "-s0-" in d.name)
     assert folders == ["anti_windup-off", "tau-0.5", "tau-0.95"]
