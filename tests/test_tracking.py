@@ -88,3 +88,15 @@ def test_train_logs_its_config_steps_and_summary_to_mlflow(tmp_path, fast_config
     assert [(m.step, m.value) for m in logged] == [(int(float(h["step"])), float(h[M.ENTROPY])) for h in history]
     for key in ("summary/entropy_tracking_rmse", "final/pass@1", "base/accuracy"):
         assert run.data.metrics[mlflow_name(key)] == pytest.approx(float(summary[key]))
+
+
+def test_train_tensorboard_writes_an_event_file_with_the_tracked_scalars(tmp_path):
+    from entropic_tune.tracking import train_tracker
+
+    run = train_tracker("tensorboard", None, tmp_path, {}, {})
+    run.log({M.ENTROPY: 0.5, "final/pass@1": 0.25, "time_this_iter_s": 1.0}, 1)
+    run.end("TERMINATED")
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    data = events.read_bytes()
+    assert b"actor/entropy" in data and b"final/pass_at_1" in data and b"time_this_iter_s" not in data
+    assert train_tracker("none", None, tmp_path, {}, {}) is None
