@@ -50,6 +50,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"Results root folder (default: ./{DEFAULT_OUT}).")
     p.add_argument("--name", default=None, help="Run folder name under --out (default: train-METHOD-sSEED-TIME).")
     p.add_argument("--quiet", action="store_true", help="No progress bar or per-step lines.")
+    p.add_argument("--log", choices=("none", "tensorboard", "mlflow"), default="none",
+                   help="Also log the run to TensorBoard (OUT/NAME/tensorboard, needs tensorboardX) or MLflow "
+                        "(config, per-step metrics, summary; default store OUT/NAME/mlflow.db).")
+    p.add_argument("--mlflow-uri", default=None, metavar="URI",
+                   help="MLflow tracking URI for --log mlflow (default: sqlite:///OUT/NAME/mlflow.db).")
     p.set_defaults(func=_run_train)
 
 
@@ -138,6 +143,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.seed is not None:
         data["train.seed"] = args.seed
     # Precedence: config files < --method/--steps/--seed < --set.
+    from .tracking import check_tracking
+
+    uri = check_tracking(args.log, args.mlflow_uri)
     config = _train_config({**_explicit(args.config), **data}, args.overrides)
     name = args.name or f"train-{config.method}-s{config.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.out).expanduser().resolve() / name
@@ -145,7 +153,7 @@ def _run_train(args: argparse.Namespace) -> int:
     with hold(run_dir):
         from .runner import run_single  # torch and transformers: only once the input is checked
 
-        return run_single(config, run_dir, quiet=args.quiet)
+        return run_single(config, run_dir, quiet=args.quiet, log=args.log, mlflow_uri=uri)
 
 
 def _train_config(data: dict[str, object], overrides: list[str]) -> Config:

@@ -38,8 +38,10 @@ def progress_line(row: dict[str, float], total: int) -> str:
             f"{row[M.STEP_S]:.2f}s/step")
 
 
-def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
-    """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status."""
+def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "none",
+               mlflow_uri: str | None = None) -> int:
+    """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status.
+    ``log``: ``mlflow`` or ``tensorboard`` also logs the run there (:mod:`entropic_tune.tracking`)."""
     check_run_dir(run_dir)
     created = not run_dir.exists()
     try:
@@ -58,6 +60,10 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
         {"kind": "train", "name": run_dir.name, "base": flat, "methods": [config.method],
          "seeds": [config.train.seed]}, sort_keys=False))
     trial_id = run_dir.name
+    from .tracking import train_tracker
+
+    tracker = train_tracker(log, mlflow_uri, run_dir, flat, {"trial_id": trial_id, "method": config.method,
+                                                            "seed": str(config.train.seed)})
     history: list[dict[str, float]] = []
     status, error = "TERMINATED", ""
     total = config.train.total_steps
@@ -71,6 +77,8 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
         while trainer.step_count < total:
             row = trainer.step()
             history.append(row)
+            if tracker is not None:
+                tracker.log(row, trainer.step_count)
             bar.update(1)
             bar.set_postfix(H=f"{row[M.ENTROPY]:.3f}", alpha=f"{row[M.ALPHA]:+.3f}",
                             R=f"{row[M.REWARD_MEAN]:.2f}")
@@ -88,6 +96,10 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False) -> int:
     _write_history(run_dir, trial_id, config, history)
     summary = summary_row(trial_id, flat, history, status, error, evaluations)
     write_csv(run_dir / "summary.csv", [summary], summary_columns([summary]))
+    if tracker is not None:  # the summary and the large evaluations, at the last step
+        tracker.log({k: v for k, v in summary.items() if k.startswith(("summary/", f"{M.BASE}/", f"{M.FINAL}/"))},
+                    max(len(history), 1))
+        tracker.end(status)
     final = trainer.last_eval or {}
     summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary_json, indent=2, default=str) + "\n")

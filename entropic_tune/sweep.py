@@ -26,8 +26,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
-from ray.tune import CheckpointConfig, CLIReporter, FailureConfig, RunConfig, TuneConfig, Tuner
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
@@ -43,6 +42,8 @@ from .spaces import (
     grid_cells,
     search_base,
 )
+from .sweep_callbacks import logger_callbacks, progress_reporter
+from .sweep_layout import ray_dir
 from .sweep_plan import (
     STATE_GLOB,
     STATES_BEFORE,
@@ -60,7 +61,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 FAULT_ENV = "ENTROPIC_TUNE_FAULT"
-PROGRESS_METRICS = (M.ENTROPY, M.ALPHA, M.REWARD_MEAN, M.EVAL_ACCURACY)
 OBJECTIVES = {
     "tracking": ([M.TRACKING_RMSE], ["min"]),
     "accuracy": ([M.EVAL_ACCURACY], ["max"]),
@@ -82,6 +82,10 @@ class SweepOptions:
     checkpoint_every: int = 25
     max_failures: int = 0
     keep_checkpoints: int = 2
+    delete_checkpoints: bool = True
+    """At the end, delete the checkpoints of finished trials (``--keep-checkpoints`` keeps them)."""
+    log: str = "none"
+    mlflow_uri: str | None = None
     verbose: int = 1
 
     @property
@@ -363,11 +367,15 @@ def trial_dirname(trial: Any) -> str:
     return f"{label}-s{config.get('train.seed', 0)}-{trial.trial_id}"[:80]
 
 
-def _run_config(opts: SweepOptions, meta: dict[str, Any]) -> RunConfig:
+def _run_config(opts: SweepOptions, meta: dict[str, Any], total_steps: int) -> RunConfig:
+    """Ray's experiment is ``ray/`` inside the experiment folder (:mod:`entropic_tune.sweep_layout`):
+    storage path ``OUT/NAME``, name ``ray``, so the user's files stay at the top."""
     quiet_loggers()
+    ray_exp = ray_dir(opts.exp_dir)
     return RunConfig(
-        name=opts.name, storage_path=str(Path(opts.out).resolve()), verbose=opts.verbose,
-        progress_reporter=progress_reporter(meta), callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+        name=ray_exp.name, storage_path=str(ray_exp.parent.resolve()), verbose=opts.verbose,
+        progress_reporter=progress_reporter(meta, planned_trials(meta) or 0, total_steps),
+        callbacks=logger_callbacks(opts.log, opts.mlflow_uri, opts.exp_dir),
         checkpoint_config=CheckpointConfig(num_to_keep=opts.keep_checkpoints or None),
         failure_config=FailureConfig(max_failures=opts.max_failures),
     )
@@ -376,17 +384,10 @@ def _run_config(opts: SweepOptions, meta: dict[str, Any]) -> RunConfig:
 def quiet_loggers() -> None:
     """Results need Ray's CSV and JSON logs (``ExperimentAnalysis`` reads them), not its TensorBoard
     ones: without this, Tune adds a TensorBoard logger whenever tensorboardX is installed (~3 s to import
-    in the driver and ~9 ms of driver CPU per reported step on this 2-core machine). The CSV and JSON
-    loggers are passed explicitly in :func:`_run_config`."""
+    in the driver and ~9 ms of driver CPU per reported step on this 2-core machine). The loggers are
+    passed explicitly (:func:`entropic_tune.sweep_callbacks.logger_callbacks`; TensorBoard with
+    ``--log tensorboard``)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-
-
-def progress_reporter(meta: dict[str, Any]) -> CLIReporter:
-    """Ray's progress table, limited to the metrics that matter and the trial's distinguishing keys."""
-    params = {"compare": ["method"], "ablate": ["factor", "variant"]}.get(meta["kind"], list(meta.get("params", {})))
-    return CLIReporter(metric_columns={k: k.split("/")[-1] for k in (M.STEP, *PROGRESS_METRICS)},
-                       parameter_columns={**{k: k.split(".")[-1] for k in params}, "train.seed": "seed"},
-                       max_report_frequency=30)
 
 
 def _scheduler(opts: SweepOptions, plan: Plan, total_steps: int) -> Any:
@@ -421,7 +422,7 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
         plan.meta[STATES_BEFORE] = states_now(exp_dir)  # Ray's states of earlier runs (a search adds runs)
         write_meta(exp_dir, plan.meta)  # first, so --resume works even if this driver is killed
         tuner = Tuner(
-            make_trainable(opts), param_space=plan.param_space, run_config=_run_config(opts, plan.meta),
+            make_trainable(opts), param_space=plan.param_space, run_config=_run_config(opts, plan.meta, total_steps),
             tune_config=TuneConfig(
                 metric=plan.metric if _tune_metric(plan) else None, mode=plan.mode if _tune_metric(plan) else None,
                 num_samples=plan.num_samples, search_alg=plan.search_alg,
@@ -430,7 +431,7 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
         )
         fault("after_tuner_pkl")  # Tuner() has written tuner.pkl; Ray saves its first state in fit()
         finished = _fit(tuner)
-    collect_and_write(exp_dir, plan.meta, finished)
+    collect_and_write(exp_dir, plan.meta, finished, delete_checkpoints=opts.delete_checkpoints)
     return exp_dir
 
 
@@ -452,16 +453,16 @@ def resume(opts: SweepOptions) -> Path:
     exp_dir = opts.exp_dir
     meta = read_meta(exp_dir)
     state, path = run_state(exp_dir, meta)
-    if state != "ok" or not Tuner.can_restore(str(exp_dir)):
+    if state != "ok" or not Tuner.can_restore(str(ray_dir(exp_dir))):
         reason = {"missing": "none saved", "unreadable": f"{path.name if path else ''} unreadable"}
         return _rebuild(opts, meta, path if state == "unreadable" else None, reason.get(state, "no tuner.pkl"))
     with ray_session(opts.address):
         check_resources(opts)
         # The restored run keeps its RunConfig (storage, checkpoints, failures, progress table).
         quiet_loggers()
-        tuner = Tuner.restore(str(exp_dir), trainable=make_trainable(opts), resume_errored=True)
+        tuner = Tuner.restore(str(ray_dir(exp_dir)), trainable=make_trainable(opts), resume_errored=True)
         finished = _fit(tuner)
-    collect_and_write(exp_dir, meta, finished)
+    collect_and_write(exp_dir, meta, finished, delete_checkpoints=opts.delete_checkpoints)
     return exp_dir
 
 
@@ -479,7 +480,7 @@ def _rebuild(opts: SweepOptions, meta: dict[str, Any], unreadable: Path | None, 
     with ray_session(opts.address):
         check_resources(opts)
         before = set(meta.get(STATES_BEFORE) or ())
-        for path in exp_dir.glob(STATE_GLOB):  # this run's states are not used: keep them, out of the way
+        for path in ray_dir(exp_dir).glob(STATE_GLOB):  # this run's states are not used: keep them, out of the way
             if path.name not in before:
                 path.rename(path.with_name(path.name + ".unused"))
         print(f"entropic-tune: no usable Ray state of this run ({reason}); running its {planned} planned "

@@ -21,14 +21,18 @@ from .config import parse_override
 from .errors import UserError
 from .folder_lock import check_writable, hold
 from .methods import METHODS, used_keys
+from .tracking import LOGGERS, check_tracking
 
 DEFAULT_OUT = "entropic_results"
 DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
 # Run options: (default, type). None in argparse means "not given", so --resume keeps the stored value.
 RUN_DEFAULTS: dict[str, Any] = {
     "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
-    "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2,
+    "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2, "delete_checkpoints": True,
+    "log": "none", "mlflow_uri": None,
 }
+KEEP = object()  # a bare --keep-checkpoints: keep them, as many per trial as before (not a str: argparse
+# would pass a str const through type=int)
 TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
                  ("summary/entropy_drop", "entropy drop"),
                  ("summary/entropy_tracking_rmse", "tracking RMSE"))
@@ -96,7 +100,17 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="Checkpoint every N steps and at the last step (default 25).")
     p.add_argument("--max-failures", type=int, default=None, help="Retries of a failed trial (default 0).")
-    p.add_argument("--keep-checkpoints", type=int, default=None, help="Checkpoints kept per trial (default 2).")
+    p.add_argument("--keep-checkpoints", type=int, nargs="?", const=KEEP, default=None, metavar="N",
+                   help="Keep the checkpoints of finished trials (by default they are deleted at the end of "
+                        "the run; unfinished and errored trials always keep theirs for --resume), N per trial "
+                        "(default 2, also while running).")
+    p.add_argument("--log", choices=LOGGERS, default=None,
+                   help="Also log every trial to TensorBoard (event files in OUT/NAME/ray/, needs tensorboardX) "
+                        "or MLflow (one run per trial: config, per-step metrics, summary; default store "
+                        "OUT/NAME/mlflow.db). Default none.")
+    p.add_argument("--mlflow-uri", default=None, metavar="URI",
+                   help="MLflow tracking URI for --log mlflow (http(s)://HOST:PORT, file:, sqlite:, ...; a path "
+                        "is a local file store). Default: sqlite:///OUT/NAME/mlflow.db.")
     p.add_argument("--dry-run", action="store_true", help="Print the trials it would run and exit.")
     p.add_argument("--quiet", action="store_true", help="No Ray progress table.")
     p.set_defaults(func=run_command, kind=kind)
@@ -199,6 +213,7 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
         if meta.get("kind") != args.kind:
             raise UserError(f"--resume: '{exp_dir}' is a {meta.get('kind')} experiment; "
                             f"use entropic-tune {meta.get('kind')} --resume")
+        _same_logging(args, meta.get("options") or {})
         options = _run_options(args, meta.get("options") or {})
         _validate(options, args.kind, None)
         check_writable(exp_dir)
@@ -209,6 +224,17 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
         sweep.check_address(opts.address)
         exp_dir = sweep.resume(opts)
         return _finish(exp_dir, read_meta(exp_dir))
+
+
+def _same_logging(args: argparse.Namespace, stored: dict[str, Any]) -> None:
+    """A resumed run keeps the loggers it started with (Ray restores them with the run)."""
+    log, uri = stored.get("log", "none"), stored.get("mlflow_uri")
+    if args.log is not None and args.log != log:
+        raise UserError(f"--log {args.log}: '{args.name}' was started with --log {log}, and a resumed run "
+                        "logs as it started; drop --log")
+    if args.mlflow_uri is not None and check_tracking("mlflow", args.mlflow_uri) != uri:
+        raise UserError(f"--mlflow-uri {args.mlflow_uri}: '{args.name}' logs to {uri or 'its own mlruns/'}; "
+                        "a resumed run logs as it started; drop --mlflow-uri")
 
 
 def _name(name: str) -> str:
@@ -254,8 +280,14 @@ def _search_options(args: argparse.Namespace, space: spaces.SearchSpace) -> spac
 
 
 def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored options (of a run to resume) or the defaults, overridden by the flags given."""
     options = {k: stored.get(k, default) for k, default in RUN_DEFAULTS.items()}
-    options.update({k: getattr(args, k) for k in RUN_DEFAULTS if getattr(args, k) is not None})
+    given = {k: getattr(args, k, None) for k in RUN_DEFAULTS}
+    if given["keep_checkpoints"] is not None:
+        options["delete_checkpoints"] = False
+        if given["keep_checkpoints"] is KEEP:  # bare flag: the stored or default number per trial
+            given["keep_checkpoints"] = None
+    options.update({k: v for k, v in given.items() if v is not None})
     options["address"] = args.address
     return options
 
@@ -271,6 +303,7 @@ def _validate(options: dict[str, Any], kind: str, sopts: spaces.SearchOptions | 
     for flag, key, allowed, ok in checks:
         if not ok(options[key]):
             raise UserError(f"{flag}: must be {allowed}, got {options[key]:g}")
+    options["mlflow_uri"] = check_tracking(options["log"], options["mlflow_uri"])
     scheduler = options["scheduler"]
     if scheduler == "pbt" and kind != "search":
         raise UserError(f"--scheduler pbt: only for 'search' (PBT mutates the searched parameters); "
@@ -355,12 +388,15 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     print(summary_table(rows, meta.get("kind", "compare")))
     if meta.get("study_name"):
         _print_study(exp_dir, meta)
-    files = [exp_dir / f for f in ("summary.csv", "history.csv", "experiment.yaml", "optuna.db")]
+    files = [exp_dir / f for f in ("summary.csv", "history.csv", "experiment.yaml", "optuna.db", "mlflow.db")]
     report = _write_report(exp_dir)
     print("written:")
     for path in [*files, *([report] if report else [])]:
         if path.exists():
             print(f"  {path}")
+    from .sweep_layout import size_line
+
+    print(size_line(exp_dir, deleted=(meta.get("options") or {}).get("delete_checkpoints", False)))
     rows = list({r["trial_id"]: r for r in rows}.values())  # an ablation run shared by factors: once
     failed = [r for r in rows if r["status"] == "ERROR"]
     unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]

@@ -1,6 +1,6 @@
 """The plan of an experiment's trials, kept in ``experiment.yaml``, and the checks that a run ran it.
 
-Ray's own state (``tuner.pkl``, ``experiment_state-*.json``) is enough to continue a run only once
+Ray's own state (``ray/tuner.pkl``, ``ray/experiment_state-*.json``) is enough to continue a run only once
 Ray has saved it: a driver killed between ``Tuner(...)`` (which writes ``tuner.pkl``) and the first
 state save leaves a folder that ``Tuner.restore`` "restores" into a run of default configs. So the
 sweep writes the plan itself, before Ray starts, under ``plan`` in ``experiment.yaml``:
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from .errors import UserError
 from .spaces import TRIAL_INDEX, flat_trial_config
+from .sweep_layout import ray_dir
 
 STATE_GLOB = "experiment_state*.json"
 STATES_BEFORE = "ray_states_before"
@@ -66,7 +67,7 @@ def run_state(exp_dir: Path, meta: dict[str, Any]) -> tuple[str, Path | None]:
     """Ray's saved state of this run: ``("ok", newest)``, ``("missing", None)`` or
     ``("unreadable", file)`` (a state file that is not Ray's JSON)."""
     before = set(meta.get(STATES_BEFORE) or ())
-    mine = sorted(p for p in exp_dir.glob(STATE_GLOB) if p.name not in before)
+    mine = sorted(p for p in ray_dir(exp_dir).glob(STATE_GLOB) if p.name not in before)
     if not mine:
         return "missing", None
     for path in mine:
@@ -80,7 +81,7 @@ def run_state(exp_dir: Path, meta: dict[str, Any]) -> tuple[str, Path | None]:
 
 
 def states_now(exp_dir: Path) -> list[str]:
-    return sorted(p.name for p in exp_dir.glob(STATE_GLOB))
+    return sorted(p.name for p in ray_dir(exp_dir).glob(STATE_GLOB))
 
 
 def check_plan(meta: dict[str, Any], records: list[Record], finished: bool) -> str | None:

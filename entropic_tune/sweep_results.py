@@ -2,7 +2,7 @@
 the Optuna study free of stale RUNNING trials).
 
 After (or instead of, for an interrupted driver) a Tuner run, the trials are read back from every
-``experiment_state*.json`` of the experiment folder and written as ``summary.csv`` / ``history.csv``
+``experiment_state*.json`` of the experiment's Ray folder (``ray/``, :mod:`entropic_tune.sweep_layout`) and written as ``summary.csv`` / ``history.csv``
 (see ``docs/ARCHITECTURE.md``), with ``experiment.yaml`` updated. Every file is written atomically.
 Ray is imported only inside :func:`load_trials`, so the metadata helpers (``read_meta``,
 ``check_new``) stay cheap for the CLI's checks before Ray starts.
@@ -30,6 +30,8 @@ from .results import (
     write_csv,
 )
 from .spaces import SAME_AS, flat_trial_config, trial_config
+from .sweep_layout import delete_checkpoints as delete_trial_checkpoints
+from .sweep_layout import ray_dir
 from .sweep_plan import STATE_GLOB, STATES_BEFORE, check_plan
 
 META_FILE = "experiment.yaml"
@@ -47,6 +49,8 @@ class TrialRecord:
     state: str = ""  # the first of Ray's state files that lists the trial (which run it belongs to)
     evaluations: dict[str, float] | None = None
     """``base/*`` and ``final/*`` values of the trial's last report (the large evaluations)."""
+    folder: Path | None = None
+    """The trial's folder under ``ray/`` (checkpoints, Ray's logs)."""
 
 
 def load_trials(exp_dir: Path) -> list[TrialRecord]:
@@ -60,7 +64,7 @@ def load_trials(exp_dir: Path) -> list[TrialRecord]:
     records: dict[str, TrialRecord] = {}
     order: dict[str, tuple[int, str]] = {}
     first: dict[str, str] = {}
-    for run, state in enumerate(sorted(exp_dir.glob(STATE_GLOB))):
+    for run, state in enumerate(sorted(ray_dir(exp_dir).glob(STATE_GLOB))):
         analysis = ExperimentAnalysis(str(state))
         frames = analysis.trial_dataframes
         for trial in analysis.trials:
@@ -68,8 +72,14 @@ def load_trials(exp_dir: Path) -> list[TrialRecord]:
             records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
                                                   _history(frames.get(trial.trial_id)), _error(trial),
                                                   first.setdefault(trial.trial_id, state.name),
-                                                  _evaluations(trial.last_result))
+                                                  _evaluations(trial.last_result), _folder(trial, state))
     return sorted(records.values(), key=lambda r: order[r.trial_id])
+
+
+def _folder(trial: Any, state: Path) -> Path | None:
+    """The trial's folder beside its state file (where Ray wrote it, even if the folder was moved)."""
+    path = getattr(trial, "path", None) or getattr(trial, "local_path", None)
+    return state.parent / Path(path).name if path else None
 
 
 def _history(frame: Any) -> list[dict[str, float]]:
@@ -126,7 +136,7 @@ def read_meta(exp_dir: Path) -> dict[str, Any]:
 
 def started(exp_dir: Path) -> bool:
     """True once Ray saved the experiment's state or results were written (something to keep)."""
-    return any(exp_dir.glob("experiment_state*.json")) or (exp_dir / "summary.csv").exists()
+    return any(ray_dir(exp_dir).glob(STATE_GLOB)) or (exp_dir / "summary.csv").exists()
 
 
 def check_new(exp_dir: Path, kind: str) -> bool:
@@ -173,8 +183,10 @@ def fail_orphans(study: Any, keep: frozenset[int] | set[int] = frozenset()) -> l
     return stale
 
 
-def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True) -> list[dict[str, Any]]:
-    """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows."""
+def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True,
+                      delete_checkpoints: bool = False) -> list[dict[str, Any]]:
+    """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows.
+    With ``delete_checkpoints``, then delete the checkpoints of the trials that finished (TERMINATED)."""
     records = load_trials(exp_dir)
     flats = {r.trial_id: _flat(r.config) for r in records}
     # method and seed have their own columns
@@ -205,6 +217,8 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
     meta["plan_check"] = check_plan(meta, [r for r in records if r.state not in before], finished) or "ok"
     meta["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_meta(exp_dir, meta)
+    if delete_checkpoints:  # after the results are written: nothing is lost if this is interrupted
+        delete_trial_checkpoints(r.folder for r in records if r.status == "TERMINATED" and r.folder)
     return summary
 
 

@@ -68,7 +68,8 @@ def driver(argv: list[str], address: str, extra_env: dict | None = None, **popen
 
 
 def trial_dirs(exp: Path) -> list[Path]:
-    return [p for p in exp.iterdir() if p.is_dir() and (p / "params.json").is_file()]
+    """Ray's trial folders, under the experiment folder's ray/ (sweep_layout)."""
+    return [p for p in (exp / "ray").iterdir() if p.is_dir() and (p / "params.json").is_file()]
 
 
 def numbers(value) -> list[float]:
@@ -144,14 +145,23 @@ def test_the_same_seed_gives_the_same_history_through_the_platform(three_sweeps)
 
 
 @pytest.mark.slow
-def test_at_most_keep_checkpoints_remain_per_trial(three_sweeps):
+def test_finished_trials_lose_their_checkpoints_unless_keep_checkpoints_keeps_n(three_sweeps):
+    """'one' and 'crash' (no --keep-checkpoints): their finished trials' checkpoints are deleted at the
+    end; 'two' (--keep-checkpoints 1, a checkpoint at every step) keeps exactly its last one."""
+    from entropic_tune.sweep_layout import folder_size
+
     out, _ = three_sweeps
-    for name, keep in (("one", 2), ("two", 1), ("crash", 2)):
+    for name in ("one", "crash"):
         (trial,) = trial_dirs(out / name)
-        kept = sorted(p.name for p in trial.glob("checkpoint_*"))
-        assert 1 <= len(kept) <= keep, (name, kept)
+        assert not list(trial.glob("checkpoint_*")), name
     (two,) = trial_dirs(out / "two")
+    kept = list(two.glob("checkpoint_*"))
+    assert len(kept) == 1 and (kept[0] / "trainer.pt").is_file()
     assert len(read_csv(two / "progress.csv")) == STEPS  # 'two' did checkpoint at every step
+    # the same trial's Ray files with and without its one checkpoint: what 'one' no longer holds
+    ray_one, ray_two = folder_size(out / "one" / "ray"), folder_size(out / "two" / "ray")
+    assert ray_two - folder_size(kept[0]) == pytest.approx(ray_one, rel=0.25)
+    assert folder_size(kept[0]) > 0.5 * ray_one
 
 
 @pytest.mark.slow
@@ -217,8 +227,8 @@ def _wait_until_saved_mid_run(exp: Path, proc: subprocess.Popen, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        progress = [p for p in exp.glob("*/progress.csv") if len(p.read_text().splitlines()) >= 3]
-        states = list(exp.glob("experiment_state*.json"))
+        progress = [p for p in exp.glob("ray/*/progress.csv") if len(p.read_text().splitlines()) >= 3]
+        states = list(exp.glob("ray/experiment_state*.json"))
         # trial folders are named <method>-s<seed>-<trial id>
         if progress and states and all(p.parent.name.split("-")[-1] in states[0].read_text() for p in progress):
             return
@@ -426,7 +436,7 @@ def test_a_driver_killed_before_rays_first_state_resumes_with_exactly_the_planne
                   extra_env={"ENTROPIC_TUNE_FAULT": "after_tuner_pkl"})
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert (exp / "tuner.pkl").is_file() and not list(exp.glob("experiment_state*.json"))
+    assert (exp / "ray" / "tuner.pkl").is_file() and not list((exp / "ray").glob("experiment_state*.json"))
 
     code = cli.main(["compare", "--resume", "--name", "kstart", "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
@@ -461,6 +471,6 @@ def test_two_drivers_on_one_folder_one_runs_the_other_exits_2_and_writes_nothing
     summary = read_csv(exp / "summary.csv")
     assert sorted(r["method"] for r in summary) == ["entropic", "grpo"]  # each trial once, not twice
     assert len(read_csv(exp / "history.csv")) == 2 * SMOKE_STEPS
-    assert len(trial_dirs(exp)) == 2 and len(list(exp.glob("experiment_state*.json"))) == 1
+    assert len(trial_dirs(exp)) == 2 and len(list((exp / "ray").glob("experiment_state*.json"))) == 1
     assert not (exp / "driver.lock").exists()  # the winner removed its lock file when done
     assert (exp / "report.md").is_file()

@@ -21,6 +21,7 @@ import yaml
 from entropic_tune import cli
 from entropic_tune import metrics as M
 from entropic_tune.results import history_columns
+from entropic_tune.sweep_layout import folder_size
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -61,6 +62,17 @@ def test_smoke_compare_writes_the_results_contract(tmp_path, capsys):
     assert meta["kind"] == "compare" and meta["space"] == "smoke" and meta["methods"] == ["grpo", "entropic"]
     assert meta["seeds"] == [0] and meta["base"]["train.total_steps"] == 3
     assert "grpo" in out and str(exp / "summary.csv") in out
+    # the user's files at the top, Ray's under ray/, no checkpoint of a finished trial left
+    assert sorted(p.name for p in exp.iterdir()) == ["experiment.yaml", "figures", "history.csv", "ray",
+                                                     "report.md", "summary.csv"]
+    ray_files = {p.name for p in (exp / "ray").iterdir()}
+    assert {"tuner.pkl"} <= ray_files and any(n.startswith("experiment_state") for n in ray_files)
+    assert any(n.startswith("basic-variant-state") for n in ray_files)
+    trials = [p for p in (exp / "ray").iterdir() if (p / "params.json").is_file()]
+    assert len(trials) == 2 and not list((exp / "ray").glob("*/checkpoint_*"))
+    (size,) = [line for line in out.splitlines() if line.startswith("folder size: ")]
+    assert "(ray/: " in size and "checkpoints of finished trials deleted" in size
+    assert folder_size(exp / "ray") < 1_000_000  # 2 trials x 3 steps, checkpoints every step but deleted
 
 
 def test_search_study_reopens_and_a_second_run_adds_trials(tmp_path, capsys):
@@ -88,6 +100,45 @@ def test_search_study_reopens_and_a_second_run_adds_trials(tmp_path, capsys):
     assert len(set(params)) == 4  # the continued run does not replay the first run's points
 
 
+def test_mlflow_holds_each_trial_with_its_config_steps_and_summary_and_keep_checkpoints_keeps_them(
+        tmp_path, capsys):
+    """--log mlflow to the default local store: one run per trial, read back with the MLflow client,
+    holding the trial's full config, every step's metrics (as in history.csv) and its summary (as in
+    summary.csv); --keep-checkpoints keeps the last checkpoint of each finished trial."""
+    from mlflow.tracking import MlflowClient
+
+    from entropic_tune.tracking import mlflow_name
+
+    code, out, err = run_cli(capsys, "compare", "--space", "smoke", "--steps", "2", "--out", str(tmp_path),
+                             "--name", "tracked", "--log", "mlflow", "--keep-checkpoints")
+    assert code == 0, err
+    exp = tmp_path / "tracked"
+    summary, history = read_csv(exp / "summary.csv"), read_csv(exp / "history.csv")
+    client = MlflowClient(tracking_uri=f"sqlite:///{exp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tracked")
+    runs = {r.data.tags["trial_id"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {r["trial_id"] for r in summary}
+    for row in summary:
+        run = runs[row["trial_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["status"] == "TERMINATED"
+        assert run.data.tags["method"] == row["method"] and run.info.run_name.startswith(row["method"])
+        params = run.data.params
+        assert params["method"] == row["method"] and params["train.total_steps"] == "2"
+        assert params["model.hidden_size"] == "32" and "optim.lr" in params  # defaults too: the full config
+        steps = [h for h in history if h["trial_id"] == row["trial_id"]]
+        for key in (M.ENTROPY, M.ALPHA, M.EVAL_ACCURACY):
+            logged = client.get_metric_history(run.info.run_id, key)
+            assert [(m.step, m.value) for m in logged] == [(int(h["step"]), float(h[key])) for h in steps]
+        summary_keys = [k for k in row if k.startswith(("summary/", "base/", "final/")) and row[k] != ""]
+        assert {"summary/entropy_tracking_rmse", "final/pass@1", "base/accuracy"} <= set(summary_keys)
+        for key in summary_keys:
+            assert run.data.metrics[mlflow_name(key)] == pytest.approx(float(row[key])), key
+    kept = [p for p in (exp / "ray").iterdir() if (p / "params.json").is_file()]
+    assert len(kept) == 2 and all(len(list(p.glob("checkpoint_*"))) == 1 for p in kept)
+    (size,) = [line for line in out.splitlines() if line.startswith("folder size: ")]
+    assert "deleted" not in size
+
+
 def test_a_failing_trial_is_error_with_its_first_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "compare", "--space", "smoke", "--methods", "grpo", "--out", str(tmp_path),
                            "--name", "fail", "--set", "debug.fail_at_step=2")
@@ -112,8 +163,8 @@ def _first_report(exp: Path, proc: subprocess.Popen, timeout: float = 150) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-        progress = [p for p in exp.glob("*/progress.csv") if len(p.read_text().splitlines()) >= 3]
-        if progress and list(exp.glob("experiment_state*.json")):
+        progress = [p for p in exp.glob("ray/*/progress.csv") if len(p.read_text().splitlines()) >= 3]
+        if progress and list(exp.glob("ray/experiment_state*.json")):
             return
         time.sleep(0.2)
     raise AssertionError("the sweep reported nothing in time")
@@ -189,5 +240,5 @@ def test_ablation_runs_a_level_equal_to_the_base_once_and_reports_it_under_each_
     assert len(read_csv(tmp_path / "abl" / "history.csv")) == 3 * 2
     assert "anti_windup" in (tmp_path / "abl" / "report.md").read_text()
     # trial folders are named by factor and level, not by Ray's unresolved placeholders
-    folders = sorted(d.name.rsplit("-s0-", 1)[0] for d in (tmp_path / "abl").iterdir() if "-s0-" in d.name)
+    folders = sorted(d.name.rsplit("-s0-", 1)[0] for d in (tmp_path / "abl" / "ray").iterdir() if "-s0-" in d.name)
     assert folders == ["anti_windup-off", "tau-0.5", "tau-0.95"]

@@ -65,7 +65,7 @@ def test_ray_reuses_the_worker_and_the_second_trial_matches_its_run_alone(ray_lo
             "--set", "rollout.eval_every=2"]
     assert cli.main([*base, "--name", "both", "--methods", "grpo,entropic"]) == 0
     trials = []  # (first result's time, method, pid) per trial
-    for trial in (tmp_path / "both").iterdir():
+    for trial in (tmp_path / "both" / "ray").iterdir():
         if (trial / "result.json").is_file():
             results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines() if line]
             trials.append((results[0]["timestamp"], results[0]["config"]["method"], {r["pid"] for r in results}))

@@ -1,0 +1,79 @@
+"""Where a sweep's files live in its experiment folder, what they weigh, and removing spent checkpoints.
+
+The experiment folder ``OUT/NAME`` holds what a user reads at its top (``summary.csv``,
+``history.csv``, ``report.md``/``report.html``, ``figures/``, ``experiment.yaml``, ``optuna.db``,
+``driver.lock`` while a driver runs, ``mlruns/`` with ``--log mlflow``) and Ray Tune's own files one
+level down, in ``ray/``: Ray's experiment ``ray`` under the storage path ``OUT/NAME`` (``RunConfig(
+storage_path=OUT/NAME, name="ray")``), so ``tuner.pkl``, ``experiment_state-*.json``,
+``basic-variant-state-*.json``, ``search_gen_state-*.json`` and the trial folders stay out of sight.
+
+Folders written before this layout have Ray's files at the top; :func:`ray_dir` finds them there, so
+``--resume`` and a search adding trials keep working on them. No Ray here.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+RAY_DIR = "ray"
+"""Ray Tune's experiment name inside the experiment folder (its storage path)."""
+CHECKPOINT_GLOB = "checkpoint_*"
+
+
+def ray_dir(exp_dir: Path) -> Path:
+    """Ray Tune's experiment folder of ``exp_dir``: ``exp_dir/ray``, or ``exp_dir`` itself for a folder
+    of the older layout (Ray's ``tuner.pkl`` or states at the top and no ``ray/``)."""
+    exp_dir = Path(exp_dir)
+    nested = exp_dir / RAY_DIR
+    legacy = (exp_dir / "tuner.pkl").is_file() or any(exp_dir.glob("experiment_state*.json"))
+    return exp_dir if legacy and not nested.is_dir() else nested
+
+
+def delete_checkpoints(trial_dirs: Iterable[Path]) -> int:
+    """Remove the ``checkpoint_*`` folders of the given trial folders; returns the bytes freed.
+
+    Only for trials that finished (TERMINATED): nothing resumes them, and their results are in Ray's
+    ``progress.csv``/``result.json`` and in ``summary.csv``/``history.csv``. An errored or unfinished
+    trial keeps its checkpoints (``--resume`` continues it from the last one)."""
+    freed = 0
+    for trial in trial_dirs:
+        for checkpoint in Path(trial).glob(CHECKPOINT_GLOB):
+            if checkpoint.is_dir():
+                freed += folder_size(checkpoint)
+                shutil.rmtree(checkpoint, ignore_errors=True)
+    return freed
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (links not followed)."""
+    total = 0
+    for item in Path(path).rglob("*"):
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_size
+        except OSError:  # a file removed while we walk (a running driver's temporary file)
+            continue
+    return total
+
+
+def format_size(size: float) -> str:
+    """``12 B``, ``3.4 kB``, ``25 MB``, ``1.2 GB`` (powers of 1000, as ``du --si``)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            break
+        size /= 1000
+    return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
+
+
+def size_line(exp_dir: Path, deleted: bool = False) -> str:
+    """One line for the end of a run: the folder's size, Ray's part of it, whether the checkpoints of
+    finished trials were deleted."""
+    exp_dir = Path(exp_dir)
+    line = f"folder size: {format_size(folder_size(exp_dir))}"
+    if ray_dir(exp_dir) != exp_dir:
+        line += f" ({RAY_DIR}/: {format_size(folder_size(ray_dir(exp_dir)))})"
+    if deleted:
+        line += "; checkpoints of finished trials deleted (--keep-checkpoints keeps them)"
+    return line

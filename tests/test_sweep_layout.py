@@ -1,0 +1,48 @@
+"""The experiment folder's layout (Ray's files under ray/), spent checkpoints and sizes (no Ray)."""
+
+from __future__ import annotations
+
+from entropic_tune.sweep_layout import (
+    delete_checkpoints,
+    folder_size,
+    format_size,
+    ray_dir,
+    size_line,
+)
+
+
+def test_rays_folder_is_ray_unless_an_older_folder_has_rays_files_at_the_top(tmp_path):
+    assert ray_dir(tmp_path / "new") == tmp_path / "new" / "ray"  # before anything exists
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "experiment_state-2026.json").write_text("{}")
+    assert ray_dir(old) == old  # --resume and a search adding trials keep working on old folders
+    (old / "ray").mkdir()
+    assert ray_dir(old) == old / "ray"
+
+
+def test_only_the_checkpoint_folders_of_the_given_trials_are_deleted(tmp_path):
+    done, failed = tmp_path / "ray" / "grpo-s0-a", tmp_path / "ray" / "grpo-s1-b"
+    for trial in (done, failed):
+        for name in ("checkpoint_000000", "checkpoint_000001"):
+            (trial / name).mkdir(parents=True)
+            (trial / name / "trainer.pt").write_bytes(b"x" * 1000)
+        (trial / "progress.csv").write_text("step\n1\n")
+    assert delete_checkpoints([done]) == 2000
+    assert sorted(p.name for p in done.iterdir()) == ["progress.csv"]
+    assert len(list(failed.glob("checkpoint_*"))) == 2  # an errored trial keeps them for --resume
+    assert folder_size(tmp_path) == 2 * 1000 + 2 * len("step\n1\n")
+
+
+def test_sizes_read_as_du_si():
+    assert [format_size(n) for n in (0, 999, 1000, 1234, 25_400_000, 123_456_789, 3_210_000_000)] == \
+        ["0 B", "999 B", "1.0 kB", "1.2 kB", "25.4 MB", "123 MB", "3.2 GB"]
+
+
+def test_the_size_line_names_rays_part_and_what_was_deleted(tmp_path):
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "tuner.pkl").write_bytes(b"x" * 1500)
+    (tmp_path / "summary.csv").write_bytes(b"y" * 500)
+    assert size_line(tmp_path) == "folder size: 2.0 kB (ray/: 1.5 kB)"
+    assert size_line(tmp_path, deleted=True).endswith(
+        "; checkpoints of finished trials deleted (--keep-checkpoints keeps them)")
