@@ -22,10 +22,12 @@ fi
 if [[ $phase == tunenew || $phase == all ]]; then
   # 1b. The methods of issue 14 (W-REINFORCE, NSR, forking tokens), tuned exactly like the eight above:
   #     12 suggestions x 100 steps x seed 0, as 4 and then 8 more in the same study. Their best trials
-  #     replace the published defaults in compare_full.yaml's method_overrides.
+  #     replace the published defaults in compare_full.yaml's method_overrides. No large final evaluation
+  #     (rollout.final_samples=0): the eight above were tuned before it existed, and the objective does
+  #     not read it.
   for m in w_reinforce nsr forking_tokens; do
-    $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
-    $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --out "$OUT" --name tune_$m --quiet
+    $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --set rollout.final_samples=0 --out "$OUT" --name tune_$m --quiet
+    $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --set rollout.final_samples=0 --out "$OUT" --name tune_$m --quiet
   done
 fi
 if [[ $phase == lock || $phase == all ]]; then
