@@ -88,7 +88,9 @@ def mlflow_name(key: str) -> str:
 def tracked_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The metrics of a report that a tracker gets: the documented per-step metrics, the running
     ``summary/*`` and the large evaluations, finite numbers only (not Ray's bookkeeping)."""
-    from . import metrics as M  # imports torch: only where metrics are logged, not at the input checks
+    from . import (
+        metrics as M,  # imports torch: only where metrics are logged, not at the input checks
+    )
 
     documented = set(M.STEP_KEYS) - {M.STEP}
     prefixes = ("summary/", f"{M.BASE}/", f"{M.FINAL}/")
