@@ -80,8 +80,12 @@ def numbers(value) -> list[float]:
         return [x for v in value for x in numbers(v)]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return [float(value)]
+    # A number as Ray writes one, not any string float() accepts: float() takes digit underscores, so a
+    # trial id such as '09e11_00000' would read as 9e1100000 = inf
+    if not isinstance(value, str) or not value.strip() or "_" in value:
+        return []
     try:
-        return [float(value)] if isinstance(value, str) and value.strip() else []
+        return [float(value)]
     except ValueError:
         return []
 
