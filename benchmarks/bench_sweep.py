@@ -99,7 +99,9 @@ def main() -> None:
 
     from entropic_tune import spaces
 
-    space = spaces.load_space("compare", {"train.total_steps": args.steps})
+    # No large base/final evaluation (issue 13): the plain loop runs only the Trainer, so both sides
+    # must do the same work for the ratio to be Tune's overhead
+    space = spaces.load_space("compare", {"train.total_steps": args.steps, "rollout.final_samples": 0})
     space = spaces.with_changes(space, methods=tuple(args.methods.split(",")), seeds=tuple(range(args.seeds)))
     trials = [spaces.trial_config(t) for t in spaces.expand_trials(space)]
     out = tempfile.mkdtemp(prefix="bench-sweep-")
