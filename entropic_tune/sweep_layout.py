@@ -13,13 +13,18 @@ Folders written before this layout have Ray's files at the top; :func:`ray_dir` 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 RAY_DIR = "ray"
 """Ray Tune's experiment name inside the experiment folder (its storage path)."""
 CHECKPOINT_GLOB = "checkpoint_*"
+HISTORY_FILE = "history.json"
+"""The trial's per-step rows so far, as a JSON list, in every checkpoint folder (beside the trainer
+state) and, once its checkpoints are deleted, in the trial folder itself: see :func:`saved_history`."""
 
 
 def ray_dir(exp_dir: Path) -> Path:
@@ -31,14 +36,41 @@ def ray_dir(exp_dir: Path) -> Path:
     return exp_dir if legacy and not nested.is_dir() else nested
 
 
+def saved_history(trial_dir: Path | None) -> list[dict[str, Any]] | None:
+    """The per-step rows the trial itself saved with its newest checkpoint (``history.json``), or None.
+
+    Ray writes ``progress.csv`` on the driver and copies it to the experiment folder only when it saves
+    its experiment state, while checkpoints go to the folder directly. A driver killed during such a
+    copy can leave a ``progress.csv`` some steps older than the checkpoint Ray restores from, and those
+    steps are never reported again; the checkpoint's own rows fill them in (:mod:`sweep_results`).
+    A trial folder whose checkpoints were deleted keeps the newest rows as ``trial_dir/history.json``."""
+    if trial_dir is None:
+        return None
+    trial_dir = Path(trial_dir)
+    candidates = [trial_dir / HISTORY_FILE] + [
+        c / HISTORY_FILE for c in sorted(trial_dir.glob(CHECKPOINT_GLOB), reverse=True) if c.is_dir()]
+    for path in candidates:
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # none there (an older checkpoint) or cut short: the next one, or Ray's rows alone
+        if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+            return rows
+    return None
+
+
 def delete_checkpoints(trial_dirs: Iterable[Path]) -> int:
     """Remove the ``checkpoint_*`` folders of the given trial folders; returns the bytes freed.
 
     Only for trials that finished (TERMINATED): nothing resumes them, and their results are in Ray's
-    ``progress.csv``/``result.json`` and in ``summary.csv``/``history.csv``. An errored or unfinished
-    trial keeps its checkpoints (``--resume`` continues it from the last one)."""
+    ``progress.csv``/``result.json``, in ``summary.csv``/``history.csv`` and in the newest
+    checkpoint's ``history.json``, kept in the trial folder. An errored or unfinished trial keeps its
+    checkpoints (``--resume`` continues it from the last one)."""
     freed = 0
     for trial in trial_dirs:
+        rows = saved_history(trial)
+        if rows is not None and not (Path(trial) / HISTORY_FILE).is_file():
+            (Path(trial) / HISTORY_FILE).write_text(json.dumps(rows))
         for checkpoint in Path(trial).glob(CHECKPOINT_GLOB):
             if checkpoint.is_dir():
                 freed += folder_size(checkpoint)

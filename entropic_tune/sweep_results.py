@@ -31,7 +31,7 @@ from .results import (
 )
 from .spaces import SAME_AS, flat_trial_config, trial_config
 from .sweep_layout import delete_checkpoints as delete_trial_checkpoints
-from .sweep_layout import ray_dir
+from .sweep_layout import ray_dir, saved_history
 from .sweep_plan import STATE_GLOB, STATES_BEFORE, check_plan
 
 META_FILE = "experiment.yaml"
@@ -68,11 +68,12 @@ def load_trials(exp_dir: Path) -> list[TrialRecord]:
         analysis = ExperimentAnalysis(str(state))
         frames = analysis.trial_dataframes
         for trial in analysis.trials:
+            folder = _folder(trial, state)
             order.setdefault(trial.trial_id, (run, trial.trial_id))
             records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
-                                                  _history(frames.get(trial.trial_id)), _error(trial),
-                                                  first.setdefault(trial.trial_id, state.name),
-                                                  _evaluations(trial.last_result), _folder(trial, state))
+                                                  _history(frames.get(trial.trial_id), saved_history(folder)),
+                                                  _error(trial), first.setdefault(trial.trial_id, state.name),
+                                                  _evaluations(trial.last_result), folder)
     return sorted(records.values(), key=lambda r: order[r.trial_id])
 
 
@@ -82,14 +83,22 @@ def _folder(trial: Any, state: Path) -> Path | None:
     return state.parent / Path(path).name if path else None
 
 
-def _history(frame: Any) -> list[dict[str, float]]:
-    """Per-step rows; after a restore a step can appear twice: the last report of a step wins."""
-    if frame is None or frame.empty or M.STEP not in frame:
-        return []
-    frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last").sort_values(M.STEP)
-    keys = [k for k in M.STEP_KEYS if k in frame]
-    rows = [{k: float(v) for k, v in zip(keys, values, strict=True)} for values in frame[keys].itertuples(index=False)]
-    return [{**row, M.STEP: int(row[M.STEP])} for row in rows]
+def _history(frame: Any, saved: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
+    """Per-step rows: Ray's reports (``progress.csv``; after a restore a step can appear twice: the last
+    report of a step wins), with the steps up to the trial's newest checkpoint taken from the rows it
+    saved there (``saved``, :func:`~entropic_tune.sweep_layout.saved_history`): the trial continued from
+    that checkpoint, and Ray's copy of its reports can lag behind it after a killed driver."""
+    rows: dict[int, dict[str, float]] = {}
+    if frame is not None and not frame.empty and M.STEP in frame:
+        frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last")
+        keys = [k for k in M.STEP_KEYS if k in frame]
+        for values in frame[keys].itertuples(index=False):
+            row = {k: float(v) for k, v in zip(keys, values, strict=True)}
+            rows[int(row[M.STEP])] = row
+    for row in saved or ():
+        if isinstance(row.get(M.STEP), (int, float)):
+            rows[int(row[M.STEP])] = {k: float(row[k]) for k in M.STEP_KEYS if isinstance(row.get(k), (int, float))}
+    return [{**rows[step], M.STEP: step} for step in sorted(rows)]
 
 
 def _evaluations(last: dict[str, Any] | None) -> dict[str, float]:

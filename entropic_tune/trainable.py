@@ -12,6 +12,7 @@ wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sw
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import shutil
@@ -28,6 +29,7 @@ from . import metrics as M
 from .config import Config, load_config
 from .evaluation import final_evaluation
 from .spaces import trial_config
+from .sweep_layout import HISTORY_FILE
 from .trainer import NonFiniteError, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
@@ -37,9 +39,12 @@ Report = Callable[[dict[str, float], "str | None"], None]
 
 def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path,
                     base: dict[str, float] | None = None) -> Path:
-    """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``."""
+    """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``,
+    and the history alone to ``directory/history.json`` (read without loading the model:
+    :func:`entropic_tune.sweep_layout.saved_history`)."""
     path = Path(directory) / CHECKPOINT_FILE
     torch.save({"trainer": trainer.state_dict(), "history": history, "base": dict(base or {})}, path)
+    (Path(directory) / HISTORY_FILE).write_text(json.dumps(history))
     return path
 
 

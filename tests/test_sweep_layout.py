@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from entropic_tune import metrics as M
 from entropic_tune.sweep_layout import (
+    HISTORY_FILE,
     delete_checkpoints,
     folder_size,
     format_size,
     ray_dir,
+    saved_history,
     size_line,
 )
 
@@ -46,3 +51,35 @@ def test_the_size_line_names_rays_part_and_what_was_deleted(tmp_path):
     assert size_line(tmp_path) == "folder size: 2.0 kB (ray/: 1.5 kB)"
     assert size_line(tmp_path, deleted=True).endswith(
         "; checkpoints of finished trials deleted (--keep-checkpoints keeps them)")
+
+
+def _rows(n: int) -> list[dict[str, float]]:
+    return [{M.STEP: k, M.ENTROPY: 1.0 / k} for k in range(1, n + 1)]
+
+
+def test_the_saved_rows_are_the_newest_checkpoints_and_survive_its_deletion(tmp_path):
+    trial = tmp_path / "grpo-s0-a"
+    assert saved_history(trial) is None and saved_history(None) is None
+    for index, steps in ((0, 2), (1, 4), (2, 6)):
+        (trial / f"checkpoint_00000{index}").mkdir(parents=True)
+        (trial / f"checkpoint_00000{index}" / HISTORY_FILE).write_text(json.dumps(_rows(steps)))
+    (trial / "checkpoint_000003").mkdir()  # written by a killed trial: no rows (yet), skipped
+    (trial / "checkpoint_000003" / HISTORY_FILE).write_text('[{"step": 1')
+    assert saved_history(trial) == _rows(6)
+    delete_checkpoints([trial])
+    assert sorted(p.name for p in trial.iterdir()) == [HISTORY_FILE]
+    assert saved_history(trial) == _rows(6)
+
+
+def test_rays_rows_and_the_saved_rows_merge_by_step_with_the_saved_ones_winning():
+    import pandas as pd
+
+    from entropic_tune.sweep_results import _history
+
+    ray_rows = pd.DataFrame({M.STEP: [1, 2, 2, 5], M.ENTROPY: [9.0, 8.0, 2.5, 0.2]})  # step 2 twice
+    assert [r[M.STEP] for r in _history(ray_rows)] == [1, 2, 5]
+    assert _history(ray_rows)[1][M.ENTROPY] == 2.5  # the last report of a step
+    merged = _history(ray_rows, _rows(4))
+    assert [r[M.STEP] for r in merged] == [1, 2, 3, 4, 5]
+    assert [r[M.ENTROPY] for r in merged] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert _history(None, _rows(2)) == _rows(2) and _history(None) == []
