@@ -2,7 +2,7 @@
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
 # Usage: bash scripts/reproduce_results.sh [PHASE]
 #   PHASE: tune | tunenew | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long |
-#          longalpha | ablate | actuators | all
+#          longalpha | ablate | actuators | autotunelock | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
@@ -87,4 +87,40 @@ fi
 if [[ $phase == actuators || $phase == all ]]; then
   # 7. One PI controller on four actuators (alpha, entropy bonus, eps_high, lambda) at target 0.06, 3 seeds.
   $ET ablate --space actuators --out "$OUT" --name actuators --quiet
+fi
+if [[ $phase == autotunelock || $phase == all ]]; then
+  # 2d. Gains from a measurement (issue 12): one 81-step autotune probe per setup, its gains reused for
+  #     every target and seed, against the tune_lock gains (LOCK_GAINS); the lock at 128 and 512
+  #     responses, and three setups nobody tuned (2 seeds each).
+  gains() {  # the --set flags of an autotune snippet's gains
+    .venv/bin/python -c "import yaml,sys; c=yaml.safe_load(open(sys.argv[1]))['controller']; print(' '.join(f'--set controller.{k}={c[k]}' for k in ('kp','ki','alpha_min','alpha_max')))" "$1"
+  }
+  h1() {  # 0.7 x the probe's first measured entropy: the target rule for the temperature setup
+    .venv/bin/python -c "import csv,sys; r=next(csv.DictReader(open(sys.argv[1]))); print(round(0.7*float(r['actor/entropy']),4))" "$1"
+  }
+  BASE=(--set optim.mini_batches_per_rollout=4 --set rollout.eval_every=25 --set rollout.final_samples=0)
+  mkdir -p "$OUT/gains"
+  $ET autotune "${BASE[@]}" --seed 0 --out "$OUT/gains/b128.yaml" --quiet
+  # shellcheck disable=SC2046  # gains() prints several words on purpose
+  $ET ablate --space results_lock $(gains "$OUT/gains/b128.yaml") --set rollout.final_samples=0 --out "$OUT" --name lock_auto --quiet
+  $ET ablate --space results_lock "${LOCK_GAINS[@]}" --set rollout.final_samples=0 --out "$OUT" --name lock_tracking --quiet
+  declare -A SETUP=([on_policy]="--set optim.mini_batches_per_rollout=1" [lr1e-4]="--set optim.lr=1e-4"
+                    [t0.6]="--set rollout.temperature=0.6")
+  for s in on_policy lr1e-4 t0.6; do
+    # shellcheck disable=SC2086
+    $ET autotune "${BASE[@]}" ${SETUP[$s]} --seed 0 --out "$OUT/gains/$s.yaml" --quiet
+    tgt=0.06; [[ $s == t0.6 ]] && tgt=$(h1 "$OUT/gains/$s.history.csv")
+    # shellcheck disable=SC2046,SC2086
+    $ET compare --space lock_transfer ${SETUP[$s]} --set controller.target_entropy=$tgt $(gains "$OUT/gains/$s.yaml") \
+      --out "$OUT" --name "transfer_${s}_auto" --quiet
+    # shellcheck disable=SC2086
+    $ET compare --space lock_transfer ${SETUP[$s]} --set controller.target_entropy=$tgt "${LOCK_GAINS[@]}" \
+      --out "$OUT" --name "transfer_${s}_searched" --quiet
+  done
+  $ET autotune "${BASE[@]}" --set rollout.prompts_per_step=64 --seed 0 --out "$OUT/gains/b512.yaml" --quiet
+  # shellcheck disable=SC2046
+  $ET ablate --space results_lock $(gains "$OUT/gains/b512.yaml") --set rollout.prompts_per_step=64 \
+    --set rollout.final_samples=0 --out "$OUT" --name lock_auto_b512 --quiet
+  $ET ablate --space results_lock "${LOCK_GAINS[@]}" --set rollout.prompts_per_step=64 --set rollout.final_samples=0 \
+    --out "$OUT" --name lock_tracking_b512 --quiet
 fi
