@@ -91,7 +91,7 @@ fi
 if [[ $phase == autotunelock || $phase == all ]]; then
   # 2d. Gains from a measurement (issue 12): one 81-step autotune probe per setup, its gains reused for
   #     every target and seed, against the tune_lock gains (LOCK_GAINS); the lock at 128 and 512
-  #     responses, and three setups nobody tuned (2 seeds each).
+  #     responses (the searched arm at 512: phase locktrackbig), and three setups nobody tuned (2 seeds each).
   gains() {  # the --set flags of an autotune snippet's gains
     .venv/bin/python -c "import yaml,sys; c=yaml.safe_load(open(sys.argv[1]))['controller']; print(' '.join(f'--set controller.{k}={c[k]}' for k in ('kp','ki','alpha_min','alpha_max')))" "$1"
   }
@@ -121,6 +121,5 @@ if [[ $phase == autotunelock || $phase == all ]]; then
   # shellcheck disable=SC2046
   $ET ablate --space results_lock $(gains "$OUT/gains/b512.yaml") --set rollout.prompts_per_step=64 \
     --set rollout.final_samples=0 --out "$OUT" --name lock_auto_b512 --quiet
-  $ET ablate --space results_lock "${LOCK_GAINS[@]}" --set rollout.prompts_per_step=64 --set rollout.final_samples=0 \
-    --out "$OUT" --name lock_tracking_b512 --quiet
+  # (the searched gains at 512 responses: phase locktrackbig)
 fi
