@@ -28,6 +28,15 @@ LOCKS = {128: ("lock_auto", "lock_tracking"), 512: ("lock_auto_b512", "lock_trac
 SETUPS = ("on_policy", "lr1e-4", "t0.6")
 
 
+def find(runs: Path, name: str) -> Path | None:
+    """``runs/name``, or ``runs/../name`` (results/: the searched arm at 512 responses is section 2c's
+    ``results/lock_tracking_b512``, beside ``results/autotune_lock``)."""
+    for folder in (runs / name, runs.parent / name):
+        if (folder / "summary.csv").is_file():
+            return folder
+    return None
+
+
 def trials(folder: Path) -> pd.DataFrame:
     """One row per finished trial: seed, target and the tracking figures computed from its history."""
     summary = pd.read_csv(folder / "summary.csv")
@@ -104,14 +113,14 @@ def main(runs: Path) -> None:
     for batch, (auto_name, searched_name) in LOCKS.items():
         frames = {}
         for name in (auto_name, searched_name):
-            if (runs / name / "summary.csv").is_file():
-                frames[name] = trials(runs / name)
+            if (folder := find(runs, name)) is not None:
+                frames[name] = trials(folder)
                 print("\n".join(arm_table(f"{name} ({batch})", frames[name])))
         if len(frames) == 2:
             pairs.append(paired_line(f"lock, {batch} responses", frames[auto_name], frames[searched_name]))
     for setup in SETUPS:
         names = [f"transfer_{setup}_auto", f"transfer_{setup}_searched"]
-        frames = {n: trials(runs / n) for n in names if (runs / n / "summary.csv").is_file()}
+        frames = {n: trials(folder) for n in names if (folder := find(runs, n)) is not None}
         for name, frame in frames.items():
             print("\n".join(arm_table(name, frame)))
         if len(frames) == 2:
