@@ -11,7 +11,7 @@ expansion feeds both ``--dry-run`` and the Ray param space. A file is one study:
     methods: [grpo, entropic]                  # compare: the grid is methods x seeds
     method: entropic                           # search / ablate: the one method studied
     params: {key: {type: float|int|categorical, low, high, log, choices}}   # search
-    objective: tracking | accuracy | both      # search defaults, overridable on the CLI
+    objective: tracking | accuracy | late_accuracy | both      # search defaults, overridable on the CLI
     samples: 20
     sampler: tpe | gp | cmaes | random
     repeat: 1                                  # search: seeds per suggestion
@@ -35,7 +35,7 @@ from .methods import METHODS
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 KINDS = ("compare", "search", "ablate")
 PARAM_TYPES = ("float", "int", "categorical")
-OBJECTIVES = ("tracking", "accuracy", "both")
+OBJECTIVES = ("tracking", "accuracy", "late_accuracy", "both")
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
 TRIAL_INDEX = "__trial_index__"
 """Set by Ray's ``Repeater``: the repeat index of a trial, added to ``train.seed``."""

@@ -64,6 +64,7 @@ FAULT_ENV = "ENTROPIC_TUNE_FAULT"
 OBJECTIVES = {
     "tracking": ([M.TRACKING_RMSE], ["min"]),
     "accuracy": ([M.EVAL_ACCURACY], ["max"]),
+    "late_accuracy": ([M.LATE_ACCURACY], ["max"]),  # mean of the last LATE_EVALS evaluations
     "both": ([M.EVAL_ACCURACY, M.TRACKING_RMSE], ["max", "min"]),
 }
 

@@ -65,7 +65,8 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                    help="Optuna sampler (default: the space's, else tpe); gp needs scipy, cmaes needs cmaes.")
     p.add_argument("--objective", choices=spaces.OBJECTIVES, default=None,
                    help="tracking: minimise summary/entropy_tracking_rmse; accuracy: maximise eval/accuracy "
-                        "at the last step; both: multi-objective, Pareto front printed at the end.")
+                        "at the last step; late_accuracy: maximise summary/late_accuracy (the mean of the last 3 "
+                        "evaluations, less noisy); both: multi-objective, Pareto front printed at the end.")
     p.add_argument("--repeat", type=int, default=None,
                    help="Seeds per suggestion (Ray's Repeater; Optuna sees the mean). Default: the space's.")
     p.add_argument("--seed", type=int, default=0, help="Sampler seed (default 0).")

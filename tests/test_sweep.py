@@ -210,6 +210,20 @@ def test_every_bundled_space_builds_a_plan(tmp_path):
         yaml.safe_load(yaml.safe_dump(plan.meta))  # experiment.yaml must be plain YAML
 
 
+def test_every_search_objective_is_a_metric_a_trial_reports(tmp_path):
+    from entropic_tune import metrics as M
+    from entropic_tune import spaces, sweep
+    from entropic_tune.spaces import SearchOptions
+
+    assert set(sweep.OBJECTIVES) == set(spaces.OBJECTIVES)
+    for metrics, modes in sweep.OBJECTIVES.values():
+        assert set(metrics) <= set(M.STEP_KEYS) | set(M.SUMMARY_KEYS) and set(modes) <= {"min", "max"}
+    space = spaces.load_space("tune_grpo")
+    plan = sweep.plan_search(space, sweep.SweepOptions(out=str(tmp_path), name="late"),
+                             SearchOptions(12, "tpe", "late_accuracy", 2), tmp_path / "late")
+    assert (plan.metric, plan.mode) == (M.LATE_ACCURACY, "max") and plan.num_samples == 24
+
+
 ABLATE_SMOKE = """kind: ablate
 method: entropic
 base: {model.hidden_size: 32, model.num_layers: 1, model.num_heads: 2, model.warmstart_steps: 30,
