@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
 # Usage: bash scripts/reproduce_results.sh [PHASE]
-#   PHASE: tune | tunenew | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long |
+#   PHASE: tune | tunenew | tune2 | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long |
 #          longalpha | ablate | actuators | autotunelock | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,23 @@ if [[ $phase == tunenew || $phase == all ]]; then
   for m in w_reinforce nsr forking_tokens; do
     $ET search --space tune_$m --samples 4 --steps 100 --seed 0 --set rollout.final_samples=0 --out "$OUT" --name tune_$m --quiet
     $ET search --space tune_$m --samples 8 --steps 100 --seed 0 --set rollout.final_samples=0 --out "$OUT" --name tune_$m --quiet
+  done
+fi
+if [[ $phase == tune2 ]]; then
+  # 1c. The same spaces for all eleven methods with 2 seeds per suggestion and a less noisy objective
+  #     (RESULTS.md 1c, fixed before the runs): 12 TPE suggestions x seeds {0, 1} x 100 steps, objective
+  #     summary/late_accuracy (mean of the last 3 evaluations) averaged over the 2 seeds. A method whose
+  #     study is complete is skipped; an interrupted one continues with --resume.
+  for m in grpo entropy_bonus entropic clip_higher clip_cov kl_cov adaptive_entropy entropic_p \
+           w_reinforce nsr forking_tokens; do
+    dir="$OUT/tune2_$m"
+    if [[ -f $dir/summary.csv ]] && [[ $(grep -c TERMINATED "$dir/summary.csv") -ge 24 ]]; then continue; fi
+    if [[ -f $dir/experiment.yaml ]]; then
+      $ET search --resume --name tune2_$m --out "$OUT" --quiet
+    else
+      $ET search --space tune_$m --samples 12 --repeat 2 --objective late_accuracy --steps 100 --seed 0 \
+        --set rollout.final_samples=0 --out "$OUT" --name tune2_$m --quiet
+    fi
   done
 fi
 if [[ $phase == lock || $phase == all ]]; then
