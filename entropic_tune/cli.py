@@ -46,6 +46,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"Method preset: {', '.join(METHODS)} (default: grpo, or the config file's).")
     p.add_argument("--steps", type=int, default=None, help="Rollout steps (train.total_steps).")
     p.add_argument("--seed", type=int, default=None, help="Run seed (train.seed).")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Data-parallel workers of this run (train.num_workers): N local gloo processes "
+                        "sharing the global batch; the results equal one worker's up to float rounding.")
     _add_config_options(p)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"Results root folder (default: ./{DEFAULT_OUT}).")
     p.add_argument("--name", default=None, help="Run folder name under --out (default: train-METHOD-sSEED-TIME).")
@@ -71,6 +74,9 @@ def _autotune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="Probe length in rollout steps (controller.probe_steps); one more step is run.")
     p.add_argument("--seed", type=int, default=None, help="Run seed (train.seed).")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Data-parallel workers of this run (train.num_workers): N local gloo processes "
+                        "sharing the global batch; the results equal one worker's up to float rounding.")
     _add_config_options(p)
     p.add_argument("--out", default="autotune.yaml", help="YAML snippet to write (default: ./autotune.yaml).")
     p.add_argument("--quiet", action="store_true", help="No progress bar or per-step lines.")
@@ -142,6 +148,8 @@ def _run_train(args: argparse.Namespace) -> int:
         data["train.total_steps"] = args.steps
     if args.seed is not None:
         data["train.seed"] = args.seed
+    if args.workers is not None:
+        data["train.num_workers"] = args.workers
     # Precedence: config files < --method/--steps/--seed < --set.
     from .tracking import check_tracking
 

@@ -60,8 +60,10 @@ def plan(config: Config, policy: Policy) -> CompilePlan:
                             "use auto (compiles what it can) or off")
         return CompilePlan(True, True, "model.compile=on")
     long_run = config.train.total_steps >= AUTO_DECODE_MIN_STEPS
-    decode = unsupported is None and (cuda or long_run)
-    why = (f"unsupported model ({unsupported})" if unsupported else "CUDA" if cuda
+    per_prompt = config.train.per_prompt_sampling  # its sampler is the eager loop's (rollout.generate)
+    decode = unsupported is None and (cuda or long_run) and not per_prompt
+    why = (f"unsupported model ({unsupported})" if unsupported else "per-prompt sampling" if per_prompt
+           else "CUDA" if cuda
            else f"train.total_steps {config.train.total_steps} {'>=' if long_run else '<'} {AUTO_DECODE_MIN_STEPS}")
     return CompilePlan(decode, cuda, f"model.compile=auto: decoding {'on' if decode else 'off'} ({why}), "
                                       f"update forward {'on (CUDA)' if cuda else 'off (CPU)'}")

@@ -349,12 +349,38 @@ class TrainConfig:
     log_every: int = 10
     """CLI: print a progress line every this many steps."""
     threads: int = 0
-    """torch CPU threads for this process (0 = leave torch's default)."""
+    """torch CPU threads for this process (0 = leave torch's default); with `num_workers` > 1, per worker."""
+    num_workers: int = 1
+    """Data-parallel workers of this one run (METHOD.md 6): the global batch (`rollout.prompts_per_step` x
+    `rollout.group_size`) is split across them by prompt; gradients, entropy and every metric are those
+    of the global batch. Sweeps: `--workers-per-trial` (Ray Train inside the Ray Tune trial);
+    `entropic-tune train --workers` (local processes, gloo)."""
+    strategy: str = "ddp"
+    """How the workers hold the model: 'ddp' (every worker a full replica, gradients all-reduced). 'fsdp'
+    (torch's fully_shard) is refused: see METHOD.md 6.4 for why."""
+    sampling_seed: str = "auto"
+    """The random stream of the rollout's sampling: 'batch' (one stream for the whole batch, as before),
+    'prompt' (one stream per prompt, seeded by (seed, step, prompt index): the same samples however the
+    batch is split across workers) or 'auto' (batch with one worker, prompt with more)."""
+
+    @property
+    def per_prompt_sampling(self) -> bool:
+        """True when each prompt's group is sampled from its own seeded stream."""
+        return self.sampling_seed == "prompt" or (self.sampling_seed == "auto" and self.num_workers > 1)
 
     def __post_init__(self) -> None:
         _check(self.total_steps > 0, "train.total_steps", f"must be > 0, got {self.total_steps}")
         _check(self.log_every > 0, "train.log_every", f"must be > 0, got {self.log_every}")
         _check(self.threads >= 0, "train.threads", f"must be >= 0, got {self.threads}")
+        _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
+        _choice("train.strategy", self.strategy, ("ddp", "fsdp"))
+        _check(self.strategy != "fsdp", "train.strategy",
+               "'fsdp' is not supported (sharded weights would need every worker to run the same number "
+               "of decoding steps, METHOD.md 6.4); allowed: ddp")
+        _choice("train.sampling_seed", self.sampling_seed, ("auto", "batch", "prompt"))
+        _check(self.num_workers == 1 or self.sampling_seed != "batch", "train.sampling_seed",
+               f"'batch' draws one stream for the whole batch, which {self.num_workers} workers cannot share; "
+               "allowed with train.num_workers > 1: auto, prompt")
 
 
 @dataclass(frozen=True)
@@ -386,6 +412,13 @@ class Config:
         _check(ctrl.autotune == "off" or ctrl.probe_steps < self.train.total_steps, "controller.probe_steps",
                f"({ctrl.probe_steps}) must be < train.total_steps ({self.train.total_steps}): the probe "
                "would use the whole run")
+        workers = self.train.num_workers
+        _check(workers <= self.rollout.prompts_per_step, "train.num_workers",
+               f"({workers}) must be <= rollout.prompts_per_step ({self.rollout.prompts_per_step}): the batch "
+               "is split across the workers by prompt")
+        _check(not self.train.per_prompt_sampling or self.model.compile != "on", "model.compile",
+               "'on' compiles the batch sampler, which per-prompt sampling (train.num_workers > 1 or "
+               "train.sampling_seed 'prompt') does not use; allowed here: auto, off")
 
 
 _SECTION_TYPES = {

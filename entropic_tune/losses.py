@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from . import metrics as M
+from .distributed import Collective
 from .errors import unknown
 from .methods import LOSS_DEFAULTS, METHODS, loss_defaults, method_preset
 
@@ -76,6 +77,53 @@ class LossInputs:
     alpha: float  # controller output for this step, no gradient
     hp: Mapping[str, float]  # loss hyper-parameters (methods.LOSS_DEFAULTS keys)
     generator: torch.Generator | None  # random source for clip_cov's token choice
+    dist: Collective | None = None  # the data-parallel group (None: this batch is the whole batch)
+    rows: int | None = None  # rows of this worker's part of the global batch (default all: B)
+
+    def agg(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """This worker's share of the global token-mean ``sum(m x) / N`` (``N`` all-reduced): summed
+        over the workers it is the global mean; without ``dist`` it is ``metrics.aggregate``."""
+        if self.dist is None:
+            return M.aggregate(values, mask)
+        mask = mask.to(values.dtype)
+        return (values * mask).sum() / self.dist.sum(mask.sum()).clamp_min(1.0)
+
+    def mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The global token-mean itself on every worker (detached when ``dist``)."""
+        if self.dist is None:
+            return M.aggregate(values, mask)
+        mask = mask.to(values.dtype)
+        sums = self.dist.sum(torch.stack([(values * mask).sum(), mask.sum()]))
+        return sums[0] / sums[1].clamp_min(1.0)
+
+    def count(self, mask: torch.Tensor) -> torch.Tensor:
+        """Response tokens of the global batch, 0-dim."""
+        return mask.sum() if self.dist is None else self.dist.sum(mask.sum())
+
+    def top_k(self, score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """:func:`top_k_mask` over the global batch: the scores are gathered in global row order, every
+        worker selects from the same tensor and keeps its own rows. ``score`` (B, T)."""
+        if self.dist is None:
+            return top_k_mask(score, k)
+        rows = score.shape[0] if self.rows is None else self.rows
+        full, offset = self.dist.gather_rows(score, rows)
+        mine = top_k_mask(full, k)[offset : offset + rows]
+        return torch.cat([mine, mine.new_zeros((score.shape[0] - rows, score.shape[1]))])
+
+    def uniform(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """Uniform noise of ``shape`` (B, T) from ``generator``, drawn for the global batch (the same
+        draws on every worker: the generator is replicated) so the token choice does not depend on W."""
+        if self.dist is None:
+            if self.generator is None:
+                return torch.rand(shape, device=device)
+            return torch.rand(shape, generator=self.generator, device=self.generator.device).to(device)
+        rows = shape[0] if self.rows is None else self.rows
+        counts = self.dist.sizes(rows, device)
+        offset = sum(counts[: self.dist.rank])
+        full = torch.rand((sum(counts), shape[1]), generator=self.generator,
+                          device=self.generator.device if self.generator is not None else device).to(device)
+        mine = full[offset : offset + rows]
+        return torch.cat([mine, mine.new_zeros((shape[0] - rows, shape[1]))])
 
     @property
     def high_prob(self) -> torch.Tensor:
@@ -93,13 +141,15 @@ class Surrogate:
     clipped: torch.Tensor  # bool: the clipped branch is taken (its gradient is zero)
     dual_clipped: torch.Tensor  # bool: A < 0 and l_t capped at -c A
 
-    def metrics(self, mask: torch.Tensor, loss: torch.Tensor | None = None) -> Metrics:
-        """pg_loss (of ``loss``, default the surrogate) and both clip fractions over ``mask``."""
-        pg = M.aggregate(self.loss if loss is None else loss, mask)
+    def metrics(self, mask: torch.Tensor, loss: torch.Tensor | None = None,
+                agg: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = M.aggregate) -> Metrics:
+        """pg_loss (of ``loss``, default the surrogate) and both clip fractions over ``mask``; ``agg``:
+        :meth:`LossInputs.agg` (a worker's share of the global mean)."""
+        pg = agg(self.loss if loss is None else loss, mask)
         return {
             M.PG_LOSS: pg.detach(),
-            M.PG_CLIPFRAC: M.aggregate(self.clipped.to(mask.dtype), mask),
-            M.PG_CLIPFRAC_LOWER: M.aggregate(self.dual_clipped.to(mask.dtype), mask),
+            M.PG_CLIPFRAC: agg(self.clipped.to(mask.dtype), mask),
+            M.PG_CLIPFRAC_LOWER: agg(self.dual_clipped.to(mask.dtype), mask),
         }
 
 
@@ -120,14 +170,16 @@ def clipped_surrogate(inp: LossInputs) -> Surrogate:
 
 
 def token_covariance(inp: LossInputs) -> torch.Tensor:
-    """Detached ``cov_t = (logp_t - mean logp)(A_t - mean A)``, means over response tokens. (B, T)."""
+    """Detached ``cov_t = (logp_t - mean logp)(A_t - mean A)``, means over the global batch's response
+    tokens. (B, T)."""
     logp = inp.logp.detach()
-    return (logp - M.aggregate(logp, inp.mask)) * (inp.adv - M.aggregate(inp.adv, inp.mask))
+    return (logp - inp.mean(logp, inp.mask)) * (inp.adv - inp.mean(inp.adv, inp.mask))
 
 
-def token_budget(ratio: float, mask: torch.Tensor) -> torch.Tensor:
-    """``max(1, floor(ratio * N))`` as a 0-dim tensor (float64 so the floor matches Python's)."""
-    return torch.floor(mask.sum().double() * ratio).clamp_min(1.0)
+def token_budget(ratio: float, count: torch.Tensor) -> torch.Tensor:
+    """``max(1, floor(ratio * N))`` as a 0-dim tensor (float64 so the floor matches Python's); ``count``
+    is ``N``, the global batch's response tokens (:meth:`LossInputs.count`)."""
+    return torch.floor(count.double() * ratio).clamp_min(1.0)
 
 
 def top_k_mask(score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -154,7 +206,7 @@ def grpo_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """``L = agg(l_t)`` (clip_higher only changes the ``clip_eps_high`` default, w_reinforce and nsr
     only ``positive_weight``)."""
     surrogate = clipped_surrogate(inp)
-    return M.aggregate(surrogate.loss, inp.mask), surrogate.metrics(inp.mask)
+    return inp.agg(surrogate.loss, inp.mask), surrogate.metrics(inp.mask, agg=inp.agg)
 
 
 @register_loss("entropy_bonus")
@@ -162,8 +214,8 @@ def entropy_bonus_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """``L = L_grpo - beta * agg(h)``."""
     h = require_entropy(inp, "entropy_bonus")
     surrogate = clipped_surrogate(inp)
-    loss = M.aggregate(surrogate.loss, inp.mask) - inp.hp["beta"] * M.aggregate(h, inp.mask)
-    return loss, surrogate.metrics(inp.mask)
+    loss = inp.agg(surrogate.loss, inp.mask) - inp.hp["beta"] * inp.agg(h, inp.mask)
+    return loss, surrogate.metrics(inp.mask, agg=inp.agg)
 
 
 @register_loss("adaptive_entropy")
@@ -171,17 +223,17 @@ def adaptive_entropy_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """``L = L_grpo - alpha * agg(h)`` with ``alpha = c_k * g_k`` from the adaptive controller."""
     h = require_entropy(inp, "adaptive_entropy")
     surrogate = clipped_surrogate(inp)
-    loss = M.aggregate(surrogate.loss, inp.mask) - inp.alpha * M.aggregate(h, inp.mask)
-    return loss, surrogate.metrics(inp.mask)
+    loss = inp.agg(surrogate.loss, inp.mask) - inp.alpha * inp.agg(h, inp.mask)
+    return loss, surrogate.metrics(inp.mask, agg=inp.agg)
 
 
 @register_loss("entropic")
 def entropic_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """``L = L_grpo + alpha * agg_HP(-rho |A|)``; token-mean over HP tokens only (0 when none)."""
     surrogate = clipped_surrogate(inp)
-    reweight = M.aggregate(-inp.ratio * inp.adv.abs(), inp.high_prob)
-    loss = M.aggregate(surrogate.loss, inp.mask) + inp.alpha * reweight
-    return loss, surrogate.metrics(inp.mask)
+    reweight = inp.agg(-inp.ratio * inp.adv.abs(), inp.high_prob)
+    loss = inp.agg(surrogate.loss, inp.mask) + inp.alpha * reweight
+    return loss, surrogate.metrics(inp.mask, agg=inp.agg)
 
 
 @register_loss("forking_tokens")
@@ -196,10 +248,10 @@ def forking_tokens_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     """
     h = require_entropy(inp, "forking_tokens").detach()
     surrogate = clipped_surrogate(inp)
-    k = torch.floor(inp.mask.sum().double() * inp.hp["entropy_quantile"] + 0.9999).clamp_min(1.0)
-    forking = top_k_mask(torch.where(inp.mask > 0, h, -math.inf), k).to(inp.mask.dtype)  # (B, T)
-    loss = M.aggregate(surrogate.loss, forking)
-    out = surrogate.metrics(inp.mask)
+    k = torch.floor(inp.count(inp.mask).double() * inp.hp["entropy_quantile"] + 0.9999).clamp_min(1.0)
+    forking = inp.top_k(torch.where(inp.mask > 0, h, -math.inf), k).to(inp.mask.dtype)  # (B, T)
+    loss = inp.agg(surrogate.loss, forking)
+    out = surrogate.metrics(inp.mask, agg=inp.agg)
     out[M.PG_LOSS] = loss.detach()
     return loss, out
 
@@ -212,16 +264,13 @@ def clip_cov_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     cov = token_covariance(inp)
     eligible = (inp.mask > 0) & ~surrogate.clipped & ~surrogate.dual_clipped
     eligible &= (cov > inp.hp["clip_cov_lb"]) & (cov < inp.hp["clip_cov_ub"])
-    if inp.generator is None:
-        noise = torch.rand(cov.shape, device=cov.device)
-    else:
-        noise = torch.rand(cov.shape, generator=inp.generator, device=inp.generator.device)
+    noise = inp.uniform(cov.shape, cov.device)
     score = torch.where(eligible, noise.to(cov.device, cov.dtype), -math.inf)
-    detached = top_k_mask(score, token_budget(inp.hp["clip_cov_ratio"], inp.mask))
+    detached = inp.top_k(score, token_budget(inp.hp["clip_cov_ratio"], inp.count(inp.mask)))
     loss_t = torch.where(detached, torch.zeros_like(surrogate.loss), surrogate.loss)
-    out = surrogate.metrics(inp.mask, loss_t)
-    out[M.DETACHED_FRAC] = M.aggregate(detached.to(inp.mask.dtype), inp.mask)
-    return M.aggregate(loss_t, inp.mask), out
+    out = surrogate.metrics(inp.mask, loss_t, agg=inp.agg)
+    out[M.DETACHED_FRAC] = inp.agg(detached.to(inp.mask.dtype), inp.mask)
+    return inp.agg(loss_t, inp.mask), out
 
 
 @register_loss("kl_cov")
@@ -230,11 +279,11 @@ def kl_cov_loss(inp: LossInputs) -> tuple[torch.Tensor, Metrics]:
     ``max(1, floor(k N))`` response tokens by ``cov_t``."""
     cov = token_covariance(inp)
     score = torch.where(inp.mask > 0, cov, -math.inf)
-    penalised = top_k_mask(score, token_budget(inp.hp["kl_cov_ratio"], inp.mask))
+    penalised = inp.top_k(score, token_budget(inp.hp["kl_cov_ratio"], inp.count(inp.mask)))
     penalty = inp.hp["kl_cov_coef"] * inp.log_ratio.abs()  # (B, T)
     loss_t = -inp.adv * inp.ratio + torch.where(penalised, penalty, torch.zeros_like(penalty))
-    loss = M.aggregate(loss_t, inp.mask)
-    penalised_frac = M.aggregate(penalised.to(inp.mask.dtype), inp.mask)
+    loss = inp.agg(loss_t, inp.mask)
+    penalised_frac = inp.agg(penalised.to(inp.mask.dtype), inp.mask)
     return loss, {M.PG_LOSS: loss.detach(), M.PENALISED_FRAC: penalised_frac}
 
 
@@ -257,6 +306,8 @@ def build_inputs(
     alpha: float,
     hp: Mapping[str, float],
     generator: torch.Generator | None,
+    dist: Collective | None = None,
+    rows: int | None = None,
 ) -> LossInputs:
     """Check shapes, broadcast ``(B,)`` advantages over T and sanitise masked positions."""
     if old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
@@ -286,6 +337,8 @@ def build_inputs(
         alpha=float(alpha),
         hp=hp,
         generator=generator,
+        dist=dist,
+        rows=rows,
     )
 
 
@@ -300,6 +353,8 @@ def compute_policy_loss(
     alpha: float = 0.0,
     bonus: float = 0.0,
     generator: torch.Generator | None = None,
+    dist: Collective | None = None,
+    rows: int | None = None,
     **hparams: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar token-mean policy loss of ``method`` and every ``metrics.LOSS_KEYS`` value as a float.
@@ -309,6 +364,11 @@ def compute_policy_loss(
     alpha, or ``c_k * g_k`` for ``adaptive_entropy``); ``bonus`` a further entropy bonus ``- bonus *
     agg(h)`` on top of any loss (the entropy_bonus actuator). ``generator`` drives clip_cov's choice.
     ``hparams`` override the method's defaults (keys of ``methods.LOSS_DEFAULTS``).
+
+    ``dist`` (several workers, METHOD.md 6): the inputs are this worker's first ``rows`` rows of the
+    global batch (further rows are all-masked padding); the returned loss is this worker's share
+    ``sum_{t in r} m_t l_t / N`` (summed over workers: the global loss) and the metrics are the global
+    batch's (all-reduced). Every token-mean, count and top-k is over the global batch.
     """
     name, hp = resolve_loss(method)
     for key, value in hparams.items():
@@ -324,16 +384,19 @@ def compute_policy_loss(
         alpha=alpha,
         hp=hp,
         generator=generator,
+        dist=dist,
+        rows=rows,
     )
     loss, out = LOSSES[name](inp)
     if bonus != 0.0:  # 0 (every actuator but entropy_bonus) skips the op: the loss keeps its bits
         h = require_entropy(inp, "bonus (entropy_bonus actuator)")
-        loss = loss - bonus * M.aggregate(h, inp.mask)
+        loss = loss - bonus * inp.agg(h, inp.mask)
     # The same clamped log-ratio the loss uses: a badly stale token counts as +/-20, not as its raw value.
-    out.setdefault(M.PPO_KL, M.aggregate(-inp.log_ratio.detach(), inp.mask))
-    out.setdefault(M.HIGH_PROB_FRAC, M.aggregate(inp.high_prob, inp.mask))
+    out.setdefault(M.PPO_KL, inp.agg(-inp.log_ratio.detach(), inp.mask))
+    out.setdefault(M.HIGH_PROB_FRAC, inp.agg(inp.high_prob, inp.mask))
     zero = torch.zeros((), dtype=torch.float64, device=logprobs.device)
-    values = torch.stack([out.get(k, zero).detach().double() for k in M.LOSS_KEYS]).tolist()
+    stacked = torch.stack([out.get(k, zero).detach().double() for k in M.LOSS_KEYS])
+    values = (stacked if dist is None else dist.sum(stacked)).tolist()
     return loss, dict(zip(M.LOSS_KEYS, values, strict=True))
 
 

@@ -152,6 +152,12 @@ def entropy_stderr(values: torch.Tensor, mask: torch.Tensor, group_size: int) ->
     mask = mask.to(values.dtype)
     sums = (values * mask).sum(-1).view(-1, group_size).sum(-1)  # (B,)
     counts = mask.sum(-1).view(-1, group_size).sum(-1)  # (B,)
+    return group_entropy_stderr(sums, counts)
+
+
+def group_entropy_stderr(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """:func:`entropy_stderr` from the per-group ``s_b`` and ``n_b``, both (B,) (a data-parallel run
+    gathers them from its workers first)."""
     b = sums.numel()
     if b < 2:
         return sums.new_zeros(())

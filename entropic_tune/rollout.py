@@ -94,8 +94,12 @@ def new_cache(model: torch.nn.Module) -> object | None:
     return cache if cache.layers else None
 
 
+Generators = torch.Generator | list[torch.Generator] | None
+"""One stream for every row, or one per prompt (``k`` consecutive rows each: per-prompt sampling), or none."""
+
+
 def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-             generator: torch.Generator | None, greedy: bool = False) -> Generation:
+             generator: Generators, greedy: bool = False) -> Generation:
     """Sample (or greedily decode) one response per prompt row with a KV cache.
 
     The loop does one model call per new token and no per-sequence Python work: the outputs and the
@@ -104,6 +108,10 @@ def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temp
     it checks that only every ``STOP_CHECK_EVERY_CUDA`` tokens (a host sync), then drops the extra
     tokens and rewinds ``generator``, so the result and the random stream are the same as stopping at
     once. Tokens after a row's EOS are padding and masked out.
+
+    ``generator`` a list of ``P`` generators: rows ``[i k, (i + 1) k)`` (``k = N / P``) draw from the
+    i-th only, so a prompt's samples do not depend on which other prompts share the batch (the eager
+    loop; the streams are fresh per step, so they are not rewound).
     """
     device = policy.device
     ids, prompt_attn = left_pad(prompts, policy.pad_id, device)  # (N, P)
@@ -120,7 +128,7 @@ def generate(policy: Policy, prompts: list[list[int]], max_new_tokens: int, temp
 
 
 def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
-                 temperature: float, generator: torch.Generator | None,
+                 temperature: float, generator: Generators,
                  greedy: bool) -> tuple[torch.Tensor, torch.Tensor, int, tuple | None]:
     """The token loop of :func:`generate`: ``(tokens (N, max_new), alive (N, max_new), steps used,
     (logps, entropies) (N, max_new) each from the compiled sampler or None)``."""
@@ -140,13 +148,13 @@ def _sample_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, m
                                                        generator, greedy, check_every)
     if check_every > 1:
         steps = _first_all_finished(alive, tokens, policy.eos_id, steps)
-        if generator is not None and steps < len(rng_states):
+        if isinstance(generator, torch.Generator) and steps < len(rng_states):
             generator.set_state(rng_states[steps])  # as if the loop had stopped right after `steps` tokens
     return tokens, alive, steps, stats
 
 
 def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, max_new_tokens: int,
-                temperature: float, generator: torch.Generator | None, greedy: bool,
+                temperature: float, generator: Generators, greedy: bool,
                 check_every: int) -> tuple[torch.Tensor, torch.Tensor, int, list[torch.Tensor]]:
     """transformers' forward once per token (``model.compile: off``): ``(tokens, alive, steps run,
     generator states before each draw)``."""
@@ -177,10 +185,10 @@ def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, ma
             if greedy:
                 token = logits.argmax(-1)
             else:
-                if check_every > 1 and generator is not None:
+                if check_every > 1 and isinstance(generator, torch.Generator):
                     rng_states.append(generator.get_state())
                 probs = torch.softmax(logits / temperature, dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                token = _multinomial(probs, generator)
             token = token.masked_fill(finished, policy.pad_id)  # (N,)
             alive[:, t] = ~finished
             tokens[:, t] = token
@@ -191,6 +199,15 @@ def _eager_loop(policy: Policy, ids: torch.Tensor, prompt_attn: torch.Tensor, ma
             step_ids = token[:, None]
             step_pos = step_pos[:, -1:] + 1
     return tokens, alive, steps, rng_states
+
+
+def _multinomial(probs: torch.Tensor, generator: Generators) -> torch.Tensor:
+    """One token per row of ``probs`` (N, V) -> (N,): from one stream, or per prompt (rows in blocks)."""
+    if not isinstance(generator, list):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    rows = probs.shape[0] // len(generator)
+    return torch.cat([torch.multinomial(block, 1, generator=g).squeeze(-1)
+                      for block, g in zip(probs.split(rows), generator, strict=True)])
 
 
 def _decode_mask(model: torch.nn.Module, cache: object | None,
@@ -281,7 +298,7 @@ def score(task: Task, problems: list[Problem], texts: list[str], repeats: int) -
 
 
 def collect_rollout(policy: Policy, task: Task, problems: list[Problem], group_size: int,
-                    temperature: float, max_new_tokens: int, generator: torch.Generator | None,
+                    temperature: float, max_new_tokens: int, generator: Generators,
                     micro_batch_size: int = 0, behaviour: bool = True) -> RolloutBatch:
     """Sample a group per problem, score it, and compute advantages, behaviour log-probs and entropy.
 

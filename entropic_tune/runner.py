@@ -28,6 +28,7 @@ from .results import (
     summary_row,
     write_csv,
 )
+from .distributed import Collective
 from .trainer import NonFiniteError, Trainer
 
 
@@ -39,9 +40,17 @@ def progress_line(row: dict[str, float], total: int) -> str:
 
 
 def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "none",
-               mlflow_uri: str | None = None) -> int:
+               mlflow_uri: str | None = None, dist: Collective | None = None) -> int:
     """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status.
-    ``log``: ``mlflow`` or ``tensorboard`` also logs the run there (:mod:`entropic_tune.tracking`)."""
+    ``log``: ``mlflow`` or ``tensorboard`` also logs the run there (:mod:`entropic_tune.tracking`).
+
+    ``train.num_workers`` > 1: this process is rank 0 of that many local gloo workers
+    (:func:`entropic_tune.local_workers.run_local`); it alone writes files and runs the large evaluations.
+    """
+    if config.train.num_workers > 1 and dist is None:
+        from .local_workers import run_local
+
+        return run_local(config, lambda group: run_single(config, run_dir, quiet, log, mlflow_uri, group))
     check_run_dir(run_dir)
     created = not run_dir.exists()
     try:
@@ -49,7 +58,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
     except OSError as exc:
         raise UserError(f"--out: cannot create '{run_dir}': {exc.strerror}") from None
     try:
-        trainer = Trainer(config)  # validates model, task and data before any result is written
+        trainer = Trainer(config, dist)  # validates model, task and data before any result is written
     except BaseException:
         if created and not any(run_dir.iterdir()):
             run_dir.rmdir()

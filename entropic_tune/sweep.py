@@ -79,7 +79,12 @@ class SweepOptions:
     scheduler: str = "none"
     max_concurrent: int = 0
     cpus_per_trial: float = 1.0
+    """CPUs of a trial; with ``workers_per_trial`` > 1, of each of its workers."""
     gpus_per_trial: float = 0.0
+    """GPUs of a trial; with ``workers_per_trial`` > 1, of each of its workers."""
+    workers_per_trial: int = 1
+    """Data-parallel workers per trial (``train.num_workers``): > 1 runs each trial as a Ray Train
+    ``TorchTrainer`` from inside the Tune trial (:mod:`entropic_tune.trainable_workers`)."""
     checkpoint_every: int = 25
     max_failures: int = 0
     keep_checkpoints: int = 2
@@ -343,6 +348,14 @@ def check_address(address: str | None) -> None:
 def check_resources(opts: SweepOptions) -> None:
     """Refuse requests the cluster can never satisfy (Ray would leave the trials pending forever)."""
     have = ray.cluster_resources()
+    n = opts.workers_per_trial
+    if n > 1:
+        for flag, key, per in (("--cpus-per-trial", "CPU", opts.cpus_per_trial), ("--gpus-per-trial", "GPU",
+                                                                                  opts.gpus_per_trial)):
+            if per * n > have.get(key, 0):
+                raise UserError(f"--workers-per-trial {n}: {n} workers x {flag} {per:g} = {per * n:g} {key}(s) "
+                                f"per trial, but the Ray cluster has {have.get(key, 0):g}")
+        return
     if opts.gpus_per_trial > have.get("GPU", 0):
         raise UserError(f"--gpus-per-trial {opts.gpus_per_trial}: the Ray cluster has "
                         f"{have.get('GPU', 0):g} GPU(s); use --gpus-per-trial 0 or a cluster with GPUs")
@@ -351,9 +364,29 @@ def check_resources(opts: SweepOptions) -> None:
 
 
 def make_trainable(opts: SweepOptions) -> Any:
+    if opts.workers_per_trial > 1:  # Ray Train inside the trial: the trial reserves nothing itself
+        from .trainable_workers import train_workers_trial, trial_resources
+
+        fn = tune.with_parameters(train_workers_trial, checkpoint_every=opts.checkpoint_every,
+                                  threads=max(1, int(opts.cpus_per_trial)), workers=opts.workers_per_trial,
+                                  cpus_per_worker=opts.cpus_per_trial, gpus_per_worker=opts.gpus_per_trial)
+        return tune.with_resources(fn, trial_resources())
     fn = tune.with_parameters(train_trial, checkpoint_every=opts.checkpoint_every,
                               threads=max(1, int(opts.cpus_per_trial)))
     return tune.with_resources(fn, {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial})
+
+
+def worker_concurrency(opts: SweepOptions) -> int | None:
+    """The most trials at once: ``--max-concurrent``, else (with workers per trial, whose resources
+    Tune does not see) as many whole trials as the cluster's CPUs and GPUs hold; None = Tune's own."""
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    if opts.workers_per_trial <= 1:
+        return None
+    have = ray.cluster_resources()
+    fits = [have.get(key, 0) // (per * opts.workers_per_trial)
+            for key, per in (("CPU", opts.cpus_per_trial), ("GPU", opts.gpus_per_trial)) if per > 0]
+    return max(1, int(min(fits)))
 
 
 def trial_dirname(trial: Any) -> str:
@@ -427,8 +460,9 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
             tune_config=TuneConfig(
                 metric=plan.metric if _tune_metric(plan) else None, mode=plan.mode if _tune_metric(plan) else None,
                 num_samples=plan.num_samples, search_alg=plan.search_alg,
-                scheduler=scheduler, max_concurrent_trials=opts.max_concurrent or None,
-                trial_dirname_creator=trial_dirname, reuse_actors=True),
+                scheduler=scheduler, max_concurrent_trials=worker_concurrency(opts),
+                # a trial with workers owns Ray Train's controller: a fresh trial process each time
+                trial_dirname_creator=trial_dirname, reuse_actors=opts.workers_per_trial <= 1),
         )
         fault("after_tuner_pkl")  # Tuner() has written tuner.pkl; Ray saves its first state in fit()
         finished = _fit(tuner)

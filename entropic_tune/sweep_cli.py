@@ -27,7 +27,7 @@ DEFAULT_OUT = "entropic_results"
 DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
 # Run options: (default, type). None in argparse means "not given", so --resume keeps the stored value.
 RUN_DEFAULTS: dict[str, Any] = {
-    "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
+    "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "workers_per_trial": 1,
     "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2, "delete_checkpoints": True,
     "log": "none", "mlflow_uri": None,
 }
@@ -98,6 +98,9 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial, also torch threads (default 1).")
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial; fractions pack several trials on one GPU (default 0).")
+    p.add_argument("--workers-per-trial", type=int, default=None, metavar="N",
+                   help="Data-parallel workers per trial (train.num_workers; default 1): each trial runs as a "
+                        "Ray Train TorchTrainer of N workers, --cpus-per-trial and --gpus-per-trial each.")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="Checkpoint every N steps and at the last step (default 25).")
     p.add_argument("--max-failures", type=int, default=None, help="Retries of a failed trial (default 0).")
@@ -140,6 +143,7 @@ def run_command(args: argparse.Namespace) -> int:
     sopts = _search_options(args, space) if args.kind == "search" else None
     options = _run_options(args, {})
     _validate(options, args.kind, sopts)
+    _same_workers(space, options)
     baseline = getattr(args, "baseline", None)
     if baseline is not None and baseline not in space.methods:
         raise UserError(f"--baseline: '{baseline}' is not one of the methods run "
@@ -257,6 +261,12 @@ def _space(args: argparse.Namespace) -> spaces.SearchSpace:
             raise UserError(f"--steps: must be >= 1, got {args.steps}")
         overrides["train.total_steps"] = args.steps
         labels["train.total_steps"] = f"--steps {args.steps}"
+    if getattr(args, "workers_per_trial", None) is not None and args.workers_per_trial >= 1:
+        if "train.num_workers" in labels:
+            raise UserError(f"{labels['train.num_workers']}: a sweep's workers per trial are set by "
+                            "--workers-per-trial (it also sizes the trial's resources); drop the --set")
+        overrides["train.num_workers"] = args.workers_per_trial
+        labels["train.num_workers"] = f"--workers-per-trial {args.workers_per_trial}"
     space = spaces.load_space(args.space, overrides, labels)
     if space.kind != args.kind:
         raise UserError(f"--space {args.space}: is a {space.kind} space; use entropic-tune {space.kind}")
@@ -268,6 +278,15 @@ def _space(args: argparse.Namespace) -> spaces.SearchSpace:
             raise UserError(f"--seeds: must be >= 1, got {args.seeds}")
         changes["seeds"] = tuple(range(args.seeds))
     return spaces.with_changes(space, **changes) if changes else space
+
+
+def _same_workers(space: spaces.SearchSpace, options: dict[str, Any]) -> None:
+    """Every trial's ``train.num_workers`` is ``--workers-per-trial`` (the resources are sized by it)."""
+    workers = int(spaces.flat_trial_config(plan_trial(space))["train.num_workers"])
+    if workers != options["workers_per_trial"]:
+        raise UserError(f"train.num_workers: the space sets {workers}; a sweep takes its workers per trial "
+                        f"from --workers-per-trial (it also sizes the trial's resources): use "
+                        f"--workers-per-trial {workers}")
 
 
 def _search_options(args: argparse.Namespace, space: spaces.SearchSpace) -> spaces.SearchOptions:
@@ -297,6 +316,7 @@ def _validate(options: dict[str, Any], kind: str, sopts: spaces.SearchOptions | 
     """Ranges of the run options and the combinations that cannot work (before Ray starts)."""
     checks = (("--cpus-per-trial", "cpus_per_trial", "> 0", lambda v: v > 0),
               ("--gpus-per-trial", "gpus_per_trial", ">= 0", lambda v: v >= 0),
+              ("--workers-per-trial", "workers_per_trial", ">= 1", lambda v: v >= 1),
               ("--checkpoint-every", "checkpoint_every", ">= 1", lambda v: v >= 1),
               ("--max-failures", "max_failures", ">= -1 (-1: retry forever)", lambda v: v >= -1),
               ("--keep-checkpoints", "keep_checkpoints", ">= 1", lambda v: v >= 1),

@@ -71,8 +71,9 @@ def delete_checkpoints(trial_dirs: Iterable[Path]) -> int:
         rows = saved_history(trial)
         if rows is not None and not (Path(trial) / HISTORY_FILE).is_file():
             (Path(trial) / HISTORY_FILE).write_text(json.dumps(rows))
-        for checkpoint in Path(trial).glob(CHECKPOINT_GLOB):
-            if checkpoint.is_dir():
+        # rglob: a trial with workers also has Ray Train's run folders (workers-*/) with checkpoints
+        for checkpoint in sorted(Path(trial).rglob(CHECKPOINT_GLOB), reverse=True):
+            if checkpoint.is_dir() and checkpoint.exists():
                 freed += folder_size(checkpoint)
                 shutil.rmtree(checkpoint, ignore_errors=True)
     return freed

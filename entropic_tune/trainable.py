@@ -27,6 +27,7 @@ from ray import tune
 
 from . import metrics as M
 from .config import Config, load_config
+from .distributed import Collective
 from .evaluation import final_evaluation
 from .spaces import trial_config
 from .sweep_layout import HISTORY_FILE
@@ -60,7 +61,7 @@ def running_summary(history: list[dict[str, float]], config: Config) -> dict[str
 
 
 def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any] | None = None,
-              checkpoint_every: int = 25) -> list[dict[str, float]]:
+              checkpoint_every: int = 25, dist: Collective | None = None) -> list[dict[str, float]]:
     """Train a trial config (dotted keys + bookkeeping keys) to the end; returns the history.
 
     ``checkpoint`` is a :func:`load_checkpoint` dict to continue from. A non-finite value stops the
@@ -68,9 +69,14 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
     Reporting is pipelined: the next step runs in a worker thread while ``report`` waits for Ray
     Tune's driver (a function trainable's report blocks until the driver has processed the result,
     ~10-30 ms per step on a busy 2-core machine); see :class:`_Prefetch`.
+
+    ``dist``: this is one worker of a data-parallel trial (:mod:`entropic_tune.trainable_workers`);
+    every worker reports every step, and only rank 0 writes checkpoints and runs the large evaluations
+    (which need no other worker).
     """
     cfg = load_config(trial_config(config))
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, dist)
+    lead = dist is None or dist.rank == 0
     history: list[dict[str, float]] = []
     base: dict[str, float] = {}
     if checkpoint is not None:
@@ -79,10 +85,10 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
         base = dict(checkpoint.get("base") or {})
         for group in trainer.optimizer.param_groups:  # PBT may have changed the learning rate
             group["lr"] = cfg.optim.lr
-    elif (result := final_evaluation(trainer.policy, trainer.task, cfg, 0, M.BASE)) is not None:
+    elif lead and (result := final_evaluation(trainer.policy, trainer.task, cfg, 0, M.BASE)) is not None:
         print(result.describe())
         base = result.metrics
-    with _Prefetch(_trial_steps(trainer, history, cfg, checkpoint_every, base)) as steps:
+    with _Prefetch(_trial_steps(trainer, history, cfg, checkpoint_every, base, lead)) as steps:
         for metrics, checkpoint_dir in steps:
             try:
                 report(metrics, checkpoint_dir)
@@ -93,7 +99,7 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
 
 
 def _trial_steps(trainer: Trainer, history: list[dict[str, float]], cfg: Config, checkpoint_every: int,
-                 base: dict[str, float]) -> Iterator[tuple[dict[str, float], str | None]]:
+                 base: dict[str, float], lead: bool = True) -> Iterator[tuple[dict[str, float], str | None]]:
     """Step to the end: per step the metrics to report and a checkpoint folder (or None), written
     before the next step changes the trainer; the consumer deletes the folder once reported. The last
     step's metrics also carry the large evaluations (``base/*`` and ``final/*``)."""
@@ -106,11 +112,11 @@ def _trial_steps(trainer: Trainer, history: list[dict[str, float]], cfg: Config,
         history.append(row)
         metrics = {**row, **running_summary(history, cfg)}
         last = trainer.step_count == total
-        if last and (result := final_evaluation(trainer.policy, trainer.task, cfg, total, M.FINAL)):
+        if last and lead and (result := final_evaluation(trainer.policy, trainer.task, cfg, total, M.FINAL)):
             print(result.describe())
             metrics.update({**base, **result.metrics})
         checkpoint_dir = None
-        if last or trainer.step_count % max(checkpoint_every, 1) == 0:
+        if lead and (last or trainer.step_count % max(checkpoint_every, 1) == 0):
             checkpoint_dir = tempfile.mkdtemp(prefix="entropic-ckpt-")
             save_checkpoint(trainer, list(history), checkpoint_dir, base)
         yield metrics, checkpoint_dir

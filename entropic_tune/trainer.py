@@ -7,7 +7,10 @@ One rollout step (``Trainer.step``), top to bottom:
 4. run ``ppo_epochs x mini_batches_per_rollout`` optimizer steps on the batch (one = on-policy);
 5. return one dict with exactly the keys of ``metrics.STEP_KEYS``, every value a finite float.
 
-The trainer never imports Ray, Optuna or pandas; it runs the same on CPU and CUDA.
+With ``dist`` (a :class:`~entropic_tune.distributed.Collective`, ``train.num_workers > 1``) each
+worker runs this same step on its prompts of the global batch, and every value in the step dict is the
+global batch's (METHOD.md 6). The trainer never imports Ray, Optuna or pandas; it runs the same on CPU
+and CUDA.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from . import metrics as M
 from .actuators import Actuation, actuate
 from .config import Config
 from .controllers import build_controller
+from .distributed import Collective, pad_columns, prompt_generators, shard
 from .losses import compute_policy_loss, resolve_loss
 from .policy import Policy, load_policy
 from .rollout import (
@@ -49,8 +53,13 @@ class SimulatedFailure(RuntimeError):
 class Trainer:
     """Owns the model, optimizer, controller, RNG streams and step counter of one run."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, dist: Collective | None = None) -> None:
         self.config = config
+        self.dist = dist
+        if dist is not None and dist.world != config.train.num_workers:
+            raise ValueError(f"train.num_workers is {config.train.num_workers} but the group has {dist.world}")
+        world, rank = (dist.world, dist.rank) if dist is not None else (1, 0)
+        self.prompts = shard(config.rollout.prompts_per_step, world, rank)  # this worker's prompts
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
@@ -75,24 +84,32 @@ class Trainer:
         cfg = self.config
         self.step_count += 1
         # Fires once per run: a trainer restored from a checkpoint has already survived the crash.
-        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored:
+        # With several workers only the last one crashes (the others wait for it in a collective).
+        last_worker = self.dist is None or self.dist.rank == self.dist.world - 1
+        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored \
+                and last_worker:
             raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
         if self.last_eval is None:
             self.last_eval = self.evaluate()  # the base model's accuracy, before any update
         start = time.perf_counter()
-        problems = self.task.sample_train(self.data_rng, cfg.rollout.prompts_per_step)
+        problems = self.task.sample_train(self.data_rng, cfg.rollout.prompts_per_step)  # the global batch
+        problems = problems[self.prompts.start : self.prompts.stop]  # this worker's part (all of it alone)
+        sampler = prompt_generators(cfg.train.seed, self.step_count, self.prompts, self.policy.device) \
+            if cfg.train.per_prompt_sampling else self.generator
         self.policy.model.eval()
         # On-policy, the update's single forward runs on the sampling weights: its log-probs and
         # entropies are the behaviour ones bit for bit, so the rollout's no-grad pass is skipped.
         reuse = cfg.optim.on_policy
         batch = collect_rollout(self.policy, self.task, problems, cfg.rollout.group_size,
-                                cfg.rollout.temperature, cfg.rollout.max_new_tokens, self.generator,
+                                cfg.rollout.temperature, cfg.rollout.max_new_tokens, sampler,
                                 behaviour=not reuse)
+        if self.dist is not None:
+            batch = self._pad_to_global_width(batch)
         update_start = time.perf_counter()
         first = self._forward(batch.gen) if reuse else None  # (N, R) log-probs and entropies, with grad
         step_entropy = first[1].detach() if first is not None else batch.entropy
-        entropy = M.aggregate(step_entropy, batch.mask).item()  # H before any update
-        entropy_se = M.entropy_stderr(step_entropy, batch.mask, cfg.rollout.group_size).item()
+        entropy = self._mean(step_entropy, batch.mask).item()  # H before any update (global batch)
+        entropy_se = self._entropy_stderr(step_entropy, batch.mask).item()
         self._check_finite(entropy, "entropy")
         alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
         update_metrics = self._update(batch, alpha, first)
@@ -100,7 +117,7 @@ class Trainer:
         eval_every = cfg.rollout.eval_every
         if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
             self.last_eval = self.evaluate()
-        n_tokens = float(batch.mask.sum().item())
+        n_tokens = float(self._sum(batch.mask.sum()).item())  # the global batch's response tokens
         out: dict[str, float] = {M.STEP: float(self.step_count), M.ENTROPY: entropy, M.ENTROPY_STDERR: entropy_se}
         out.update(update_metrics)
         control = self.controller.metrics()
@@ -109,7 +126,10 @@ class Trainer:
         out.update(self._rollout_metrics(batch, n_tokens))
         out.update({k: self.last_eval[k] for k in M.EVAL_KEYS})
         out[M.STEP_S] = time.perf_counter() - start
-        out[M.ROLLOUT_TOKENS_PER_S] = n_tokens / max(batch.rollout_seconds, 1e-9)
+        rollout_s = batch.rollout_seconds if self.dist is None else \
+            float(self.dist.max(torch.tensor(batch.rollout_seconds, dtype=torch.float64,
+                                             device=self.policy.device)).item())  # the slowest worker's
+        out[M.ROLLOUT_TOKENS_PER_S] = n_tokens / max(rollout_s, 1e-9)
         out[M.UPDATE_TOKENS_PER_S] = n_tokens * cfg.optim.ppo_epochs / max(update_s, 1e-9)
         for key, value in out.items():
             self._check_finite(value, key)
@@ -184,7 +204,12 @@ class Trainer:
         cfg = self.config
         model = self.policy.model
         model.train()
-        n = batch.gen.input_ids.shape[0]
+        # Mini-batches are drawn over the global batch's rows (the same draws on every worker); with
+        # per-prompt sampling their rows are taken in global order, so a mini-batch's layout is the
+        # concatenation of the workers' parts, whatever the split.
+        n = batch.gen.input_ids.shape[0] if self.dist is None else cfg.rollout.batch_size
+        lo = self.prompts.start * cfg.rollout.group_size
+        local_rows = batch.gen.input_ids.shape[0]
         n_mb = min(cfg.optim.mini_batches_per_rollout, n)
         sums: dict[str, float] = {}
         count = 0
@@ -192,6 +217,10 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator, device=self.policy.device) if n_mb > 1 \
                 else torch.arange(n, device=self.policy.device)
             for chunk in order.chunk(n_mb):
+                if cfg.train.per_prompt_sampling:
+                    chunk = chunk.sort().values
+                if self.dist is not None:
+                    chunk = chunk[(chunk >= lo) & (chunk < lo + local_rows)] - lo  # this worker's rows
                 fresh = epoch == 0 and count == 0  # weights still equal the behaviour policy's
                 metrics = self._minibatch_step(batch, chunk, alpha, fresh, first if fresh else None)
                 for key, value in metrics.items():
@@ -203,6 +232,9 @@ class Trainer:
     def _minibatch_step(self, batch: RolloutBatch, idx: torch.Tensor, alpha: float, fresh: bool,
                         precomputed: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
         cfg = self.config
+        rows = idx.numel()  # this worker's rows of the (global) mini-batch; may be 0 with several workers
+        if rows == 0:  # one all-masked row: it adds nothing, but this worker joins every collective
+            idx = torch.zeros(1, dtype=torch.long, device=idx.device)
         if precomputed is not None:  # one mini-batch of the whole batch, in order: rows == idx
             logp, ent = precomputed
             mask = batch.gen.response_mask
@@ -210,23 +242,26 @@ class Trainer:
             gen = Generation(batch.gen.input_ids[idx], batch.gen.attention_mask[idx], batch.gen.prompt_len,
                              batch.gen.response_mask[idx])
             logp, ent = self._forward(gen)  # (b, R) with grad
-            mask = gen.response_mask
+            mask = gen.response_mask if rows else torch.zeros_like(gen.response_mask)
         # On the first optimizer step the weights are the sampling weights: use the detached current
         # log-probs so rho == 1 exactly (a separate no-grad forward may differ in the last bits).
         old_logp = logp.detach() if fresh else batch.old_logprobs[idx]
         if cfg.controller.update == "minibatch":
-            mb_entropy = M.aggregate(ent.detach(), mask).item()
+            mb_entropy = self._mean(ent.detach(), mask).item()
             self._check_finite(mb_entropy, "minibatch entropy")
             alpha = self.controller.update(mb_entropy)
         act = self._actuate(alpha)
         loss, loss_metrics = compute_policy_loss(
             cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
-            bonus=act.bonus, generator=self.generator, **act.params,
+            bonus=act.bonus, generator=self.generator, dist=self.dist, rows=rows, **act.params,
         )
         if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step and not self.restored:
             loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.dist is not None:  # sum of the workers' shares = the global token-mean loss's gradient
+            self.dist.sum_grads(list(self.policy.model.parameters()))
+            loss = self.dist.sum(loss)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
         # One host sync for both checks; a non-finite loss still stops the step before the weights move.
@@ -244,12 +279,57 @@ class Trainer:
 
     def _rollout_metrics(self, batch: RolloutBatch, n_tokens: float) -> dict[str, float]:
         solved = batch.rewards.view(-1, batch.group_size).mean(-1)  # (B,)
+        if self.dist is not None:  # sums and counts of the global batch
+            parts = [batch.rewards.sum().item(), batch.rewards.numel(), (solved == 0).sum().item(),
+                     (solved == 1).sum().item(), solved.numel()]
+            sums = self.dist.sum(torch.tensor(parts, dtype=torch.float64, device=self.policy.device))
+            reward, responses, none, every, prompts = sums.tolist()
+            return {M.REWARD_MEAN: reward / responses, M.RESPONSE_LENGTH_MEAN: n_tokens / responses,
+                    M.SOLVE_NONE_FRAC: none / prompts, M.SOLVE_ALL_FRAC: every / prompts}
         return {
             M.REWARD_MEAN: batch.rewards.mean().item(),
             M.RESPONSE_LENGTH_MEAN: n_tokens / batch.rewards.numel(),
             M.SOLVE_NONE_FRAC: (solved == 0).float().mean().item(),
             M.SOLVE_ALL_FRAC: (solved == 1).float().mean().item(),
         }
+
+    def _sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over the workers (itself alone)."""
+        return value if self.dist is None else self.dist.sum(value)
+
+    def _mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token-mean over the global batch: ``sum_r sum(m h) / sum_r sum(m)`` (``M.aggregate`` alone)."""
+        if self.dist is None:
+            return M.aggregate(values, mask)
+        mask = mask.to(values.dtype)
+        sums = self.dist.sum(torch.stack([(values * mask).sum(), mask.sum()]))
+        return sums[0] / sums[1].clamp_min(1.0)
+
+    def _entropy_stderr(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``M.entropy_stderr`` of the global batch (the per-group sums gathered from the workers)."""
+        group = self.config.rollout.group_size
+        if self.dist is None:
+            return M.entropy_stderr(values, mask, group)
+        mask = mask.to(values.dtype)
+        sums = (values * mask).sum(-1).view(-1, group).sum(-1)  # (B_r,)
+        counts = mask.sum(-1).view(-1, group).sum(-1)  # (B_r,)
+        full, _ = self.dist.gather_rows(torch.stack([sums, counts], dim=-1))  # (B, 2) in prompt order
+        return M.group_entropy_stderr(full[:, 0], full[:, 1])
+
+    def _pad_to_global_width(self, batch: RolloutBatch) -> RolloutBatch:
+        """Right-pad this worker's batch to the longest response of the global batch (all-masked
+        columns), so its rows are rows of the one-worker batch and gathered scores line up."""
+        width = batch.gen.response_mask.shape[1]
+        target = int(self.dist.max(torch.tensor(width, device=self.policy.device)).item())
+        if target == width:
+            return batch
+        gen = batch.gen
+        full = gen.prompt_len + target
+        padded = Generation(pad_columns(gen.input_ids, full, self.policy.pad_id),
+                            pad_columns(gen.attention_mask, full, 0), gen.prompt_len,
+                            pad_columns(gen.response_mask, target, 0.0))
+        old, ent = (None if t is None else pad_columns(t, target, 0.0) for t in (batch.old_logprobs, batch.entropy))
+        return dataclasses.replace(batch, gen=padded, old_logprobs=old, entropy=ent)
 
     def _check_finite(self, value: float, what: str) -> None:
         if not math.isfinite(value):
