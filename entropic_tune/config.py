@@ -351,13 +351,13 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads for this process (0 = leave torch's default); with `num_workers` > 1, per worker."""
     num_workers: int = 1
-    """Data-parallel workers of this one run (METHOD.md 6): the global batch (`rollout.prompts_per_step` x
+    """Data-parallel workers of this one run (METHOD.md 7): the global batch (`rollout.prompts_per_step` x
     `rollout.group_size`) is split across them by prompt; gradients, entropy and every metric are those
     of the global batch. Sweeps: `--workers-per-trial` (Ray Train inside the Ray Tune trial);
     `entropic-tune train --workers` (local processes, gloo)."""
     strategy: str = "ddp"
     """How the workers hold the model: 'ddp' (every worker a full replica, gradients all-reduced). 'fsdp'
-    (torch's fully_shard) is refused: see METHOD.md 6.4 for why."""
+    (torch's fully_shard) is refused: torch runs it on the CPU, this trainer does not yet (METHOD.md 7.4)."""
     sampling_seed: str = "auto"
     """The random stream of the rollout's sampling: 'batch' (one stream for the whole batch, as before),
     'prompt' (one stream per prompt, seeded by (seed, step, prompt index): the same samples however the
@@ -375,8 +375,8 @@ class TrainConfig:
         _check(self.num_workers >= 1, "train.num_workers", f"must be >= 1, got {self.num_workers}")
         _choice("train.strategy", self.strategy, ("ddp", "fsdp"))
         _check(self.strategy != "fsdp", "train.strategy",
-               "'fsdp' is not supported (sharded weights would need every worker to run the same number "
-               "of decoding steps, METHOD.md 6.4); allowed: ddp")
+               "'fsdp' is not supported yet (sharded weights need lockstep decoding and gathered "
+               "checkpoints, METHOD.md 7.4); allowed: ddp")
         _choice("train.sampling_seed", self.sampling_seed, ("auto", "batch", "prompt"))
         _check(self.num_workers == 1 or self.sampling_seed != "batch", "train.sampling_seed",
                f"'batch' draws one stream for the whole batch, which {self.num_workers} workers cannot share; "

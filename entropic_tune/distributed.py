@@ -1,4 +1,4 @@
-"""Data-parallel helpers of one run on several workers (``train.num_workers``; METHOD.md 6).
+"""Data-parallel helpers of one run on several workers (``train.num_workers``; METHOD.md 7).
 
 Every worker holds a full replica of the model, optimizer, controller and RNG streams, and draws the
 same global batch of ``B`` prompts from its (replicated) data stream; worker ``r`` of ``W`` keeps the

@@ -365,7 +365,7 @@ def compute_policy_loss(
     agg(h)`` on top of any loss (the entropy_bonus actuator). ``generator`` drives clip_cov's choice.
     ``hparams`` override the method's defaults (keys of ``methods.LOSS_DEFAULTS``).
 
-    ``dist`` (several workers, METHOD.md 6): the inputs are this worker's first ``rows`` rows of the
+    ``dist`` (several workers, METHOD.md 7): the inputs are this worker's first ``rows`` rows of the
     global batch (further rows are all-masked padding); the returned loss is this worker's share
     ``sum_{t in r} m_t l_t / N`` (summed over workers: the global loss) and the metrics are the global
     batch's (all-reduced). Every token-mean, count and top-k is over the global batch.

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .config import Config, to_dict, to_flat
+from .distributed import Collective
 from .errors import UserError
 from .evaluation import final_evaluation
 from .folder_lock import check_run_dir
@@ -28,7 +29,6 @@ from .results import (
     summary_row,
     write_csv,
 )
-from .distributed import Collective
 from .trainer import NonFiniteError, Trainer
 
 

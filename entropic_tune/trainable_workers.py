@@ -1,9 +1,11 @@
 """One Ray Tune trial on several data-parallel workers: Ray Train's ``TorchTrainer`` started from
-inside the Tune trial function (``--workers-per-trial N``; METHOD.md 6, README "One trial on several
+inside the Tune trial function (``--workers-per-trial N``; METHOD.md 7, README "One trial on several
 GPUs").
 
-Resources (the nested placement-group trap, ray#47439): the Tune trial itself reserves no CPU
-(``{"cpu": 0}``, :func:`trial_resources`); the ``TorchTrainer``'s ``ScalingConfig`` reserves the N
+Resources (the nested placement-group trap, ray#47439): the Tune trial itself reserves no CPU and
+no GPU (one byte of memory, :func:`trial_resources`), since Ray Train's workers get a placement group
+of their own, outside the trial's: had the trial reserved even 0.01 CPU, a trial of 2 x 1 CPU on 2
+CPUs would wait forever for its workers; the ``TorchTrainer``'s ``ScalingConfig`` reserves the N
 workers (``--cpus-per-trial`` and ``--gpus-per-trial`` each: they are per worker here), so one trial
 costs ``N x (cpus, gpus)`` and nothing is reserved twice; Ray Train's controller actor takes no CPU
 either. Concurrency is capped by the sweep (``sweep.worker_concurrency``), since Tune no longer sees
@@ -50,8 +52,10 @@ _DONE = "__entropic_workers_done__"
 
 
 def trial_resources() -> dict[str, float]:
-    """What the Tune trial process itself reserves: nothing (the workers' resources are the Train run's)."""
-    return {"cpu": 0, "gpu": 0}
+    """What the Tune trial process itself reserves: no CPU and no GPU (the workers' resources are the
+    Train run's placement group), and one byte of memory, because Ray Tune refuses a request that is
+    all zeros ("Cannot initialize a ResourceRequest with an empty head and zero worker bundles")."""
+    return {"cpu": 0, "gpu": 0, "memory": 1}
 
 
 class _ToTune(UserCallback):
@@ -102,10 +106,16 @@ def train_workers_trial(config: dict[str, Any], checkpoint_every: int = 25, thre
             checkpoint_config=CheckpointConfig(num_to_keep=None)),
     )
     errors: list[BaseException] = []
+    # Ray Train's controller runs in a task that knows its cluster's address: the controller's
+    # placement-group cleaner looks the cluster up by address, and on a machine with several Ray
+    # instances (a shared workstation, CI) it cannot, so a failed attempt's workers' placement group
+    # would stay reserved and the retry would wait for it forever.
+    address = ray.get_runtime_context().gcs_address
+    remote_fit = ray.remote(num_cpus=0)(_fit).options(runtime_env={"env_vars": {"RAY_ADDRESS": address}})
 
     def fit() -> None:
         try:
-            trainer.fit()
+            ray.get(remote_fit.remote(trainer))
         except BaseException as exc:  # noqa: BLE001 - raised in the trial's thread below
             errors.append(exc)
         finally:
@@ -122,8 +132,14 @@ def train_workers_trial(config: dict[str, Any], checkpoint_every: int = 25, thre
                 shutil.rmtree(path, ignore_errors=True)
     finally:
         runner.join(timeout=5)
+        for leftover in trial_dir.glob(f"{WORKERS_DIR_PREFIX}*/checkpoint_*"):  # Tune keeps its own copies
+            shutil.rmtree(leftover, ignore_errors=True)
     if errors:
         raise RuntimeError(f"a worker of this trial failed: {_first_line(errors[0])}") from errors[0]
+
+
+def _fit(trainer: TorchTrainer) -> None:
+    trainer.fit()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -133,7 +149,7 @@ def _first_line(exc: BaseException) -> str:
         cause = cause.__cause__
     inner = str(cause).strip()
     for candidate in (inner, text):
-        for line in candidate.splitlines():
-            if "simulated crash" in line or "non-finite" in line:
+        for line in reversed(candidate.splitlines()):  # the exception's own line, not the code raising it
+            if ("simulated crash" in line or "non-finite" in line) and "raise " not in line:
                 return line.strip()
     return (text.splitlines() or [type(exc).__name__])[0]

@@ -9,7 +9,7 @@ One rollout step (``Trainer.step``), top to bottom:
 
 With ``dist`` (a :class:`~entropic_tune.distributed.Collective`, ``train.num_workers > 1``) each
 worker runs this same step on its prompts of the global batch, and every value in the step dict is the
-global batch's (METHOD.md 6). The trainer never imports Ray, Optuna or pandas; it runs the same on CPU
+global batch's (METHOD.md 7). The trainer never imports Ray, Optuna or pandas; it runs the same on CPU
 and CUDA.
 """
 
@@ -63,7 +63,13 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
+        # Rank 0 loads first, alone: it builds (and caches) the warm-start a first run needs, and
+        # transformers saves a model from the main process of a torch.distributed group only.
+        if dist is not None and dist.rank != 0:
+            dist.barrier()
         self.policy: Policy = load_policy(config.model, config.task, self.task)
+        if dist is not None and dist.rank == 0:
+            dist.barrier()
         self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
         torch.manual_seed(config.train.seed)
         self.optimizer = torch.optim.AdamW(

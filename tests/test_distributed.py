@@ -1,4 +1,4 @@
-"""Data-parallel runs (issue 17, METHOD.md 6): N workers give the 1-worker history of the same global
+"""Data-parallel runs (issue 17, METHOD.md 7): N workers give the 1-worker history of the same global
 batch, the controller sees the global entropy, and the config refuses what cannot work.
 
 The workers here are local gloo processes (:mod:`entropic_tune.local_workers`, rank 0 in the test

@@ -1,0 +1,118 @@
+"""``--workers-per-trial``: trials of 2 data-parallel workers through Ray Train inside Ray Tune (issue 17).
+
+One module-scoped set of sweeps on the session's local Ray (2 CPUs: one 2-worker trial at a time, the
+trial process itself reserving none): a straight 2-worker compare with checkpoints kept, a 2-worker
+compare whose last worker crashes at step 3 and is retried from the step-2 checkpoint, and the
+1-worker reference with per-prompt sampling. Then ``--resume`` of the finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from entropic_tune import cli, sweep_cli
+from entropic_tune import metrics as M
+from entropic_tune.sweep_layout import HISTORY_FILE
+
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
+
+TRAINS = {"model.warmstart_steps": 400, "model.warmstart_lr": 0.01, "rollout.prompts_per_step": 6,
+          "rollout.group_size": 6, "controller.target_entropy": 0.65, "train.sampling_seed": "prompt"}
+STEPS = 4
+FAIL_AT = 3
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def argv(out: Path, name: str, *extra: str, overrides: dict | None = None) -> list[str]:
+    sets = [a for k, v in {**TRAINS, **(overrides or {})}.items() for a in ("--set", f"{k}={v}")]
+    return ["compare", "--space", "smoke", "--methods", "entropic", "--steps", str(STEPS), "--out", str(out),
+            "--name", name, "--quiet", "--checkpoint-every", "2", *sets, *extra]
+
+
+def numeric(rows: list[dict[str, str]]) -> list[dict[str, float]]:
+    keys = [k for k in M.STEP_KEYS if not k.startswith("perf/")]
+    return [{k: float(r[k]) for k in keys} for r in rows]
+
+
+def assert_close(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    assert len(a) == len(b) == STEPS
+    for step, (x, y) in enumerate(zip(a, b, strict=True), 1):
+        differ = {k: (x[k], y[k]) for k in x if not math.isclose(x[k], y[k], rel_tol=1e-4, abs_tol=1e-5)}
+        assert not differ, f"step {step}: {differ}"
+
+
+def trial_dir(exp: Path) -> Path:
+    (trial,) = [p for p in (exp / "ray").iterdir() if p.is_dir() and (p / "params.json").is_file()]
+    return trial
+
+
+@pytest.fixture(scope="module")
+def sweeps(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("workers")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_cli, "_write_report", lambda exp_dir, baseline="grpo": None)  # test_report.py
+        codes = {
+            "two": cli.main(argv(out, "two", "--workers-per-trial", "2", "--keep-checkpoints", "2")),
+            "crash": cli.main(argv(out, "crash", "--workers-per-trial", "2", "--max-failures", "1",
+                                   overrides={"debug.fail_at_step": FAIL_AT})),
+            "one": cli.main(argv(out, "one")),
+        }
+        codes["resume"] = cli.main(["compare", "--resume", "--name", "two", "--out", str(out), "--quiet"])
+    return out, codes
+
+
+def test_two_workers_per_trial_complete_with_the_one_worker_history(sweeps):
+    out, codes = sweeps
+    assert codes["two"] == 0 and codes["one"] == 0
+    (row,) = read_csv(out / "two" / "summary.csv")
+    assert row["status"] == "TERMINATED" and row["steps"] == str(STEPS)
+    two, one = read_csv(out / "two" / "history.csv"), read_csv(out / "one" / "history.csv")
+    assert_close(numeric(two), numeric(one))
+    assert any(float(r[M.GRAD_NORM]) > 0 for r in one)  # not vacuous: the weights moved
+    assert row.get("final/pass@1", "") != ""  # rank 0 ran the large evaluations
+
+
+def test_checkpoints_of_a_worker_trial_are_tunes_with_history(sweeps):
+    out, _ = sweeps
+    trial = trial_dir(out / "two")
+    checkpoints = sorted(trial.glob("checkpoint_*"))
+    assert checkpoints, "Tune holds the trial's checkpoints"
+    for checkpoint in checkpoints:
+        assert (checkpoint / "trainer.pt").is_file() and (checkpoint / HISTORY_FILE).is_file()
+    # Ray Train's own copies were removed once Tune held its copy
+    assert not [p for p in trial.glob("workers-*/**/checkpoint_*") if (p / "trainer.pt").is_file()]
+
+
+def test_resume_of_a_finished_worker_sweep_keeps_its_results(sweeps):
+    out, codes = sweeps
+    assert codes["resume"] == 0
+    (row,) = read_csv(out / "two" / "summary.csv")
+    assert row["status"] == "TERMINATED" and len(read_csv(out / "two" / "history.csv")) == STEPS
+
+
+def test_a_crashed_worker_is_retried_from_the_checkpoint_with_the_same_history(sweeps):
+    out, codes = sweeps
+    assert codes["crash"] == 0
+    (row,) = read_csv(out / "crash" / "summary.csv")
+    assert row["status"] == "TERMINATED" and row["steps"] == str(STEPS)
+    assert f"simulated crash at step {FAIL_AT}" in (trial_dir(out / "crash") / "error.txt").read_text()
+    crashed = read_csv(out / "crash" / "history.csv")
+    assert [int(r["step"]) for r in crashed] == list(range(1, STEPS + 1))
+    assert_close(numeric(crashed), numeric(read_csv(out / "two" / "history.csv")))
+
+
+def test_worker_flags_are_checked_before_ray(tmp_path, capsys):
+    assert cli.main(argv(tmp_path, "bad", "--workers-per-trial", "0")) == 2
+    assert "--workers-per-trial: must be >= 1" in capsys.readouterr().err
+    assert cli.main(argv(tmp_path, "bad", "--set", "train.num_workers=2")) == 2
+    assert "use --workers-per-trial 2" in capsys.readouterr().err
+    assert cli.main(argv(tmp_path, "bad", "--workers-per-trial", "2", "--set", "train.num_workers=3")) == 2
+    assert "set by --workers-per-trial" in capsys.readouterr().err
