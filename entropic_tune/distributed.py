@@ -103,6 +103,16 @@ class Collective:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` with rank 0's, in place (one flat bucket)."""
+        with torch.no_grad():
+            flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+            dist.broadcast(flat, src=0, group=self.group)
+            offset = 0
+            for t in tensors:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
     def barrier(self) -> None:
         dist.barrier(group=self.group)
 

@@ -70,6 +70,8 @@ class Trainer:
         self.policy: Policy = load_policy(config.model, config.task, self.task)
         if dist is not None and dist.rank == 0:
             dist.barrier()
+        if dist is not None:  # replicas start equal (they are loaded alike; this makes sure)
+            dist.broadcast_(list(self.policy.model.parameters()))
         self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
         torch.manual_seed(config.train.seed)
         self.optimizer = torch.optim.AdamW(
