@@ -43,7 +43,7 @@ from .spaces import (
     search_base,
 )
 from .sweep_callbacks import logger_callbacks, progress_reporter
-from .sweep_layout import ray_dir
+from .sweep_layout import WORKERS_DIR, drop_worker_runs, ray_dir
 from .sweep_plan import (
     STATE_GLOB,
     STATES_BEFORE,
@@ -367,7 +367,9 @@ def make_trainable(opts: SweepOptions) -> Any:
     if opts.workers_per_trial > 1:  # Ray Train inside the trial: the trial reserves nothing itself
         from .trainable_workers import train_workers_trial, trial_resources
 
-        fn = tune.with_parameters(train_workers_trial, checkpoint_every=opts.checkpoint_every,
+        storage = (opts.exp_dir / WORKERS_DIR).resolve()
+        fn = tune.with_parameters(train_workers_trial, train_storage=str(storage),
+                                  checkpoint_every=opts.checkpoint_every,
                                   threads=max(1, int(opts.cpus_per_trial)), workers=opts.workers_per_trial,
                                   cpus_per_worker=opts.cpus_per_trial, gpus_per_worker=opts.gpus_per_trial)
         return tune.with_resources(fn, trial_resources())
@@ -466,6 +468,7 @@ def run_plan(plan: Plan, opts: SweepOptions, total_steps: int) -> Path:
         )
         fault("after_tuner_pkl")  # Tuner() has written tuner.pkl; Ray saves its first state in fit()
         finished = _fit(tuner)
+    drop_worker_runs(exp_dir)
     collect_and_write(exp_dir, plan.meta, finished, delete_checkpoints=opts.delete_checkpoints)
     return exp_dir
 
@@ -497,6 +500,7 @@ def resume(opts: SweepOptions) -> Path:
         quiet_loggers()
         tuner = Tuner.restore(str(ray_dir(exp_dir)), trainable=make_trainable(opts), resume_errored=True)
         finished = _fit(tuner)
+    drop_worker_runs(exp_dir)
     collect_and_write(exp_dir, meta, finished, delete_checkpoints=opts.delete_checkpoints)
     return exp_dir
 

@@ -6,6 +6,8 @@ The experiment folder ``OUT/NAME`` holds what a user reads at its top (``summary
 level down, in ``ray/``: Ray's experiment ``ray`` under the storage path ``OUT/NAME`` (``RunConfig(
 storage_path=OUT/NAME, name="ray")``), so ``tuner.pkl``, ``experiment_state-*.json``,
 ``basic-variant-state-*.json``, ``search_gen_state-*.json`` and the trial folders stay out of sight.
+A sweep with ``--workers-per-trial`` also has, while it runs, Ray Train's run folders in ``workers/``
+(transient: every trial attempt deletes its own, and the sweep the folder when the Tuner returns).
 
 Folders written before this layout have Ray's files at the top; :func:`ray_dir` finds them there, so
 ``--resume`` and a search adding trials keep working on them. No Ray here.
@@ -22,6 +24,8 @@ from typing import Any
 RAY_DIR = "ray"
 """Ray Tune's experiment name inside the experiment folder (its storage path)."""
 CHECKPOINT_GLOB = "checkpoint_*"
+WORKERS_DIR = "workers"
+"""Ray Train's run folders of a sweep with workers per trial, ``OUT/NAME/workers/<trial>-<id>/``."""
 HISTORY_FILE = "history.json"
 """The trial's per-step rows so far, as a JSON list, in every checkpoint folder (beside the trainer
 state) and, once its checkpoints are deleted, in the trial folder itself: see :func:`saved_history`."""
@@ -34,6 +38,12 @@ def ray_dir(exp_dir: Path) -> Path:
     nested = exp_dir / RAY_DIR
     legacy = (exp_dir / "tuner.pkl").is_file() or any(exp_dir.glob("experiment_state*.json"))
     return exp_dir if legacy and not nested.is_dir() else nested
+
+
+def drop_worker_runs(exp_dir: Path) -> None:
+    """Remove ``exp_dir/workers`` (Ray Train's run folders are never reused: each trial attempt starts
+    a new one, and Tune holds the checkpoints)."""
+    shutil.rmtree(Path(exp_dir) / WORKERS_DIR, ignore_errors=True)
 
 
 def saved_history(trial_dir: Path | None) -> list[dict[str, Any]] | None:
@@ -71,9 +81,8 @@ def delete_checkpoints(trial_dirs: Iterable[Path]) -> int:
         rows = saved_history(trial)
         if rows is not None and not (Path(trial) / HISTORY_FILE).is_file():
             (Path(trial) / HISTORY_FILE).write_text(json.dumps(rows))
-        # rglob: a trial with workers also has Ray Train's run folders (workers-*/) with checkpoints
-        for checkpoint in sorted(Path(trial).rglob(CHECKPOINT_GLOB), reverse=True):
-            if checkpoint.is_dir() and checkpoint.exists():
+        for checkpoint in Path(trial).glob(CHECKPOINT_GLOB):
+            if checkpoint.is_dir():
                 freed += folder_size(checkpoint)
                 shutil.rmtree(checkpoint, ignore_errors=True)
     return freed

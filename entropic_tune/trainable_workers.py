@@ -18,8 +18,12 @@ checkpoint folder every ``checkpoint_every`` steps, written as a single-process 
 checkpoint's path to this trial process through a Ray queue, and the trial reports them to Tune with
 ``tune.report(..., checkpoint=...)``, so Tune keeps the trial's checkpoints in the trial folder
 (``checkpoint_*``) exactly as for one worker: ``--resume``, ``--max-failures``, PBT and the history
-fill-in (``sweep_layout.saved_history``) work unchanged. Ray Train's own copy (in ``workers-*/`` under
-the trial folder) is deleted once Tune holds its copy. A worker that fails fails the Train run
+fill-in (``sweep_layout.saved_history``) work unchanged. Ray Train's own run folder of an attempt
+(``OUT/NAME/workers/<trial>-<id>/``, beside Tune's ``ray/``, on the storage every node shares) is
+transient: each checkpoint in it is deleted once Tune holds its copy, and the folder when the attempt
+ends. It is not inside the trial's working directory, because Ray Tune copies that directory's files
+into the trial folder when a checkpoint is reported, and would keep a copy of a checkpoint deleted
+just after. A worker that fails fails the Train run
 (``FailureConfig(max_failures=0)``), which fails the Tune trial, which Tune retries from its last
 checkpoint like any trial.
 """
@@ -46,8 +50,6 @@ from ray.util.queue import Queue
 from .distributed import Collective
 from .trainable import load_checkpoint, run_trial
 
-WORKERS_DIR_PREFIX = "workers-"
-"""Ray Train's run folders inside a trial folder (one per attempt; their checkpoints are transient)."""
 _DONE = "__entropic_workers_done__"
 
 
@@ -86,13 +88,17 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     run_trial(loop_config["config"], report, state, int(loop_config["checkpoint_every"]), dist=group)
 
 
-def train_workers_trial(config: dict[str, Any], checkpoint_every: int = 25, threads: int = 1,
-                        workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0) -> None:
+def train_workers_trial(config: dict[str, Any], train_storage: str, checkpoint_every: int = 25,
+                        threads: int = 1, workers: int = 2, cpus_per_worker: float = 1.0,
+                        gpus_per_worker: float = 0.0) -> None:
     """Ray Tune function trainable of a ``workers``-worker trial (wrap with ``tune.with_parameters``
-    and ``tune.with_resources(fn, trial_resources())``)."""
+    and ``tune.with_resources(fn, trial_resources())``). ``train_storage``: the absolute folder of Ray
+    Train's run folders (``OUT/NAME/workers``)."""
     restored = tune.get_checkpoint()
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_name = Path(tune.get_context().get_trial_dir()).name  # the trial folder's name
+    run_name = f"{trial_name}-{uuid.uuid4().hex[:8]}"
+    run_dir = Path(train_storage) / run_name
     use_gpu = gpus_per_worker > 0
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -101,7 +107,7 @@ def train_workers_trial(config: dict[str, Any], checkpoint_every: int = 25, thre
                            "restore": restored},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=TrainRunConfig(
-            name=f"{WORKERS_DIR_PREFIX}{uuid.uuid4().hex[:8]}", storage_path=str(trial_dir.resolve()),
+            name=run_name, storage_path=str(train_storage),
             callbacks=[_ToTune(queue)], failure_config=TrainFailureConfig(max_failures=0),
             checkpoint_config=CheckpointConfig(num_to_keep=None)),
     )
@@ -132,8 +138,7 @@ def train_workers_trial(config: dict[str, Any], checkpoint_every: int = 25, thre
                 shutil.rmtree(path, ignore_errors=True)
     finally:
         runner.join(timeout=5)
-        for leftover in trial_dir.glob(f"{WORKERS_DIR_PREFIX}*/checkpoint_*"):  # Tune keeps its own copies
-            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)  # this attempt's Ray Train folder (Tune keeps its copies)
     if errors:
         raise RuntimeError(f"a worker of this trial failed: {_first_line(errors[0])}") from errors[0]
 
