@@ -35,6 +35,7 @@ from . import metrics as M
 from .config import load_config, to_flat
 from .errors import UserError
 from .spaces import (
+    TRIAL_INDEX,
     ParamSpec,
     SearchOptions,
     SearchSpace,
@@ -400,7 +401,8 @@ def trial_dirname(trial: Any) -> str:
     cell = config.get("__cell__")
     label = str(cell).replace("=", "-") if isinstance(cell, str) else str(config.get("method", "t"))
     label = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label)
-    return f"{label}-s{config.get('train.seed', 0)}-{trial.trial_id}"[:80]
+    seed = int(config.get("train.seed", 0) or 0) + int(config.get(TRIAL_INDEX) or 0)  # --repeat adds its index
+    return f"{label}-s{seed}-{trial.trial_id}"[:80]
 
 
 def _run_config(opts: SweepOptions, meta: dict[str, Any], total_steps: int) -> RunConfig:

@@ -224,6 +224,17 @@ def test_every_search_objective_is_a_metric_a_trial_reports(tmp_path):
     assert (plan.metric, plan.mode) == (M.LATE_ACCURACY, "max") and plan.num_samples == 24
 
 
+def test_trial_folders_name_the_seed_a_trial_runs_with():
+    from types import SimpleNamespace
+
+    from entropic_tune import sweep
+
+    name = lambda config: sweep.trial_dirname(SimpleNamespace(config=config, trial_id="abc_00001"))  # noqa: E731
+    assert name({"method": "grpo", "train.seed": 3}) == "grpo-s3-abc_00001"
+    assert name({"method": "grpo", "train.seed": 0, "__trial_index__": 1}) == "grpo-s1-abc_00001"  # --repeat 2
+    assert name({"__cell__": "tau=0.5", "train.seed": 2}) == "tau-0.5-s2-abc_00001"
+
+
 ABLATE_SMOKE = """kind: ablate
 method: entropic
 base: {model.hidden_size: 32, model.num_layers: 1, model.num_heads: 2, model.warmstart_steps: 30,
