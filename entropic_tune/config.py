@@ -358,6 +358,11 @@ class TrainConfig:
     strategy: str = "ddp"
     """How the workers hold the model: 'ddp' (every worker a full replica, gradients all-reduced). 'fsdp'
     (torch's fully_shard) is refused: torch runs it on the CPU, this trainer does not yet (METHOD.md 7.4)."""
+    selection: str = "global"
+    """Top-k token selections of Clip-Cov, KL-Cov and forking tokens with several workers: 'global'
+    (over the global batch: the one-worker tokens) or 'worker' (each worker picks its own share of its
+    own tokens, Cui et al.'s per-GPU selection; the budget's rounding then differs from one worker's).
+    No effect with one worker (METHOD.md 7.3)."""
     sampling_seed: str = "auto"
     """The random stream of the rollout's sampling: 'batch' (one stream for the whole batch, as before),
     'prompt' (one stream per prompt, seeded by (seed, step, prompt index): the same samples however the
@@ -378,6 +383,7 @@ class TrainConfig:
                "'fsdp' is not supported yet (sharded weights need lockstep decoding and gathered "
                "checkpoints, METHOD.md 7.4); allowed: ddp")
         _choice("train.sampling_seed", self.sampling_seed, ("auto", "batch", "prompt"))
+        _choice("train.selection", self.selection, ("global", "worker"))
         _check(self.num_workers == 1 or self.sampling_seed != "batch", "train.sampling_seed",
                f"'batch' draws one stream for the whole batch, which {self.num_workers} workers cannot share; "
                "allowed with train.num_workers > 1: auto, prompt")

@@ -79,6 +79,7 @@ class LossInputs:
     generator: torch.Generator | None  # random source for clip_cov's token choice
     dist: Collective | None = None  # the data-parallel group (None: this batch is the whole batch)
     rows: int | None = None  # rows of this worker's part of the global batch (default all: B)
+    worker_selection: bool = False  # top-k selections over this worker's tokens only (train.selection)
 
     def agg(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """This worker's share of the global token-mean ``sum(m x) / N`` (``N`` all-reduced): summed
@@ -97,13 +98,15 @@ class LossInputs:
         return sums[0] / sums[1].clamp_min(1.0)
 
     def count(self, mask: torch.Tensor) -> torch.Tensor:
-        """Response tokens of the global batch, 0-dim."""
-        return mask.sum() if self.dist is None else self.dist.sum(mask.sum())
+        """Response tokens a selection budget is a share of, 0-dim: the global batch's, or this
+        worker's own with ``worker_selection``."""
+        return mask.sum() if self.dist is None or self.worker_selection else self.dist.sum(mask.sum())
 
     def top_k(self, score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """:func:`top_k_mask` over the global batch: the scores are gathered in global row order, every
-        worker selects from the same tensor and keeps its own rows. ``score`` (B, T)."""
-        if self.dist is None:
+        worker selects from the same tensor and keeps its own rows. With ``worker_selection`` each worker
+        selects among its own rows (``k`` from :meth:`count`, its own tokens). ``score`` (B, T)."""
+        if self.dist is None or self.worker_selection:
             return top_k_mask(score, k)
         rows = score.shape[0] if self.rows is None else self.rows
         full, offset = self.dist.gather_rows(score, rows)
@@ -308,6 +311,7 @@ def build_inputs(
     generator: torch.Generator | None,
     dist: Collective | None = None,
     rows: int | None = None,
+    worker_selection: bool = False,
 ) -> LossInputs:
     """Check shapes, broadcast ``(B,)`` advantages over T and sanitise masked positions."""
     if old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
@@ -339,6 +343,7 @@ def build_inputs(
         generator=generator,
         dist=dist,
         rows=rows,
+        worker_selection=worker_selection,
     )
 
 
@@ -355,6 +360,7 @@ def compute_policy_loss(
     generator: torch.Generator | None = None,
     dist: Collective | None = None,
     rows: int | None = None,
+    worker_selection: bool = False,
     **hparams: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar token-mean policy loss of ``method`` and every ``metrics.LOSS_KEYS`` value as a float.
@@ -368,7 +374,10 @@ def compute_policy_loss(
     ``dist`` (several workers, METHOD.md 7): the inputs are this worker's first ``rows`` rows of the
     global batch (further rows are all-masked padding); the returned loss is this worker's share
     ``sum_{t in r} m_t l_t / N`` (summed over workers: the global loss) and the metrics are the global
-    batch's (all-reduced). Every token-mean, count and top-k is over the global batch.
+    batch's (all-reduced). Every token-mean, count and top-k is over the global batch, except that
+    ``worker_selection`` (``train.selection: worker``) makes the top-k selections of Clip-Cov, KL-Cov
+    and forking tokens per worker: ``k_r`` from worker r's own token count, chosen among its own tokens
+    (Cui et al.'s per-GPU selection; the means inside ``cov_t`` stay global).
     """
     name, hp = resolve_loss(method)
     for key, value in hparams.items():
@@ -386,6 +395,7 @@ def compute_policy_loss(
         generator=generator,
         dist=dist,
         rows=rows,
+        worker_selection=worker_selection,
     )
     loss, out = LOSSES[name](inp)
     if bonus != 0.0:  # 0 (every actuator but entropy_bonus) skips the op: the loss keeps its bits

@@ -261,7 +261,8 @@ class Trainer:
         act = self._actuate(alpha)
         loss, loss_metrics = compute_policy_loss(
             cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
-            bonus=act.bonus, generator=self.generator, dist=self.dist, rows=rows, **act.params,
+            bonus=act.bonus, generator=self.generator, dist=self.dist, rows=rows,
+            worker_selection=cfg.train.selection == "worker", **act.params,
         )
         if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step and not self.restored:
             loss = loss * float("nan")

@@ -7,7 +7,11 @@ process); the Ray Train path (``--workers-per-trial``) is in test_sweep_workers.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -107,11 +111,63 @@ def test_per_prompt_streams_do_not_depend_on_the_split():
     assert [list(shard(5, 2, r)) for r in range(2)] == [[0, 1, 2], [3, 4]]
 
 
+# One KL-Cov loss on two gloo processes, each holding 2 x 5 response tokens of a 4 x 5 batch (ratio
+# 0.15: the global budget is floor(0.15 * 20) = 3 tokens; per worker floor(0.15 * 10) = 1 each).
+_KL_COV_WORKER = textwrap.dedent("""
+    import json, sys
+    import torch
+    import torch.distributed as dist
+    from entropic_tune.distributed import Collective
+    from entropic_tune.losses import compute_policy_loss
+    rank, init, selection = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    gen = torch.Generator().manual_seed(7)
+    logp = -torch.rand(4, 5, generator=gen) * 3
+    old = logp + 0.05 * torch.randn(4, 5, generator=gen)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    mask = torch.ones(4, 5)
+    args = dict(kl_cov_ratio=0.15)
+    if selection == "one":  # the whole batch in one process
+        _, out = compute_policy_loss("kl_cov", logp, old, adv, mask, **args)
+    else:
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+        rows = slice(2 * rank, 2 * rank + 2)
+        _, out = compute_policy_loss("kl_cov", logp[rows], old[rows], adv[rows], mask[rows], dist=Collective(),
+                                     worker_selection=selection == "worker", **args)
+        dist.destroy_process_group()
+    print(json.dumps(out))
+""")
+
+
+def _kl_cov(tmp_path, selection: str) -> list[dict[str, float]]:
+    script = tmp_path / "kl_cov_worker.py"
+    script.write_text(_KL_COV_WORKER)
+    init = f"file://{tmp_path / f'rendezvous-{selection}'}"
+    ranks = [0] if selection == "one" else [0, 1]
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), init, selection], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in ranks]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+def test_selections_are_global_or_per_worker_as_configured(tmp_path):
+    (one,) = _kl_cov(tmp_path, "one")
+    global_ = _kl_cov(tmp_path, "global")
+    worker = _kl_cov(tmp_path, "worker")
+    assert one[M.PENALISED_FRAC] == pytest.approx(3 / 20)  # floor(0.15 * 20) of 20 tokens
+    for rank in global_:  # the one-process selection and metrics, on every worker
+        assert all(close(rank[k], one[k]) for k in M.LOSS_KEYS), (rank, one)
+    # per worker: floor(0.15 * 10) = 1 token each, 2 of 20 in all, so the loss differs from one process
+    assert all(rank[M.PENALISED_FRAC] == pytest.approx(2 / 20) for rank in worker)
+    assert not close(worker[0][M.PG_LOSS], one[M.PG_LOSS])
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ({"train.num_workers": 0}, "train.num_workers: must be >= 1"),
     ({"train.num_workers": 5}, "train.num_workers: (5) must be <= rollout.prompts_per_step (4)"),
     ({"train.strategy": "fsdp"}, "train.strategy: 'fsdp' is not supported"),
     ({"train.strategy": "zero"}, "train.strategy: 'zero' is not allowed"),
+    ({"train.selection": "gpu"}, "train.selection: 'gpu' is not allowed"),
     ({"train.num_workers": 2, "train.sampling_seed": "batch"}, "train.sampling_seed: 'batch'"),
     ({"train.num_workers": 2, "model.compile": "on"}, "model.compile: 'on'"),
 ])
