@@ -380,7 +380,9 @@ def _print_estimate(flats: list[dict[str, Any]], options: dict[str, Any]) -> Non
     from . import estimate
 
     threads = max(1, int(options["cpus_per_trial"]))
-    concurrent = options["max_concurrent"] or int((os.cpu_count() or 1) // options["cpus_per_trial"]) or 1
+    workers = int(options.get("workers_per_trial") or 1)
+    per_trial = options["cpus_per_trial"] * workers  # CPUs one trial reserves
+    concurrent = options["max_concurrent"] or int((os.cpu_count() or 1) // per_trial) or 1
     where = "" if options["address"] is None else (
         f" (for this machine; on the cluster {options['address']} the trials that run at once and "
         "their speed differ)")
@@ -390,6 +392,12 @@ def _print_estimate(flats: list[dict[str, Any]], options: dict[str, Any]) -> Non
         print(f"no time estimate: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return
     print(text + where)
+    if workers > 1:
+        print(f"  (each trial on {workers} workers x {options['cpus_per_trial']:g} CPU: timed as one worker, so the "
+              "estimate leaves out the split's gain and the collectives' cost; BENCHMARKS.md has both)")
+        if options["address"] is None and per_trial > (os.cpu_count() or 1):
+            print(f"  note: a trial needs {per_trial:g} CPUs and this machine has {os.cpu_count()}; the run will "
+                  "refuse it unless --address names a cluster that has them")
     if options["scheduler"] != "none":
         print(f"  (an upper bound: --scheduler {options['scheduler']} stops or changes trials early)")
 

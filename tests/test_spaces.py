@@ -164,6 +164,12 @@ def test_dry_run_lists_only_the_settings_each_method_uses(capsys):
     code, again, _ = run_cli(capsys, "compare", "--dry-run", "--steps", "3", "--seeds", "1", *SMALL)
     assert code == 0 and "3 read from" in again and "step_times.json" in again
     assert "timed now" not in again
+    # workers per trial: fewer trials at once, and the estimate says what it leaves out
+    code, workers, _ = run_cli(capsys, "compare", "--dry-run", "--steps", "3", "--seeds", "1",
+                               "--workers-per-trial", "2", *SMALL)
+    at_once = lambda text: int(text.split(" at once")[0].rsplit(" ", 1)[-1])  # noqa: E731
+    assert code == 0 and "each trial on 2 workers" in workers
+    assert at_once(workers) == max(1, at_once(again) // 2)
 
 
 @pytest.mark.parametrize("argv", [
