@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from . import metrics as M
+
 PROMPT_SEED_STRIDE = 1_000_003
 """Seeds of the per-prompt streams: ``seed * STRIDE^2 + step * STRIDE + prompt index`` (distinct for
 prompt indices and steps below the stride)."""
@@ -115,6 +117,17 @@ class Collective:
 
     def barrier(self) -> None:
         dist.barrier(group=self.group)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor, group: Collective | None) -> torch.Tensor:
+    """Token-mean over the global batch, ``sum_r sum_t m x / sum_r sum_t m`` (one all-reduce of the
+    pair; detached), on every worker; ``metrics.aggregate`` of this batch when ``group`` is None.
+    ``values``, ``mask`` (B, T) -> 0-dim."""
+    if group is None:
+        return M.aggregate(values, mask)
+    mask = mask.to(values.dtype)
+    sums = group.sum(torch.stack([(values * mask).sum(), mask.sum()]))
+    return sums[0] / sums[1].clamp_min(1.0)
 
 
 def pad_columns(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:

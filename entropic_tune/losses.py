@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from . import metrics as M
-from .distributed import Collective
+from .distributed import Collective, token_mean
 from .errors import unknown
 from .methods import LOSS_DEFAULTS, METHODS, loss_defaults, method_preset
 
@@ -91,11 +91,7 @@ class LossInputs:
 
     def mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The global token-mean itself on every worker (detached when ``dist``)."""
-        if self.dist is None:
-            return M.aggregate(values, mask)
-        mask = mask.to(values.dtype)
-        sums = self.dist.sum(torch.stack([(values * mask).sum(), mask.sum()]))
-        return sums[0] / sums[1].clamp_min(1.0)
+        return token_mean(values, mask, self.dist)
 
     def count(self, mask: torch.Tensor) -> torch.Tensor:
         """Response tokens a selection budget is a share of, 0-dim: the global batch's, or this

@@ -27,7 +27,7 @@ from . import metrics as M
 from .actuators import Actuation, actuate
 from .config import Config
 from .controllers import build_controller
-from .distributed import Collective, pad_columns, prompt_generators, shard
+from .distributed import Collective, pad_columns, prompt_generators, shard, token_mean
 from .losses import compute_policy_loss, resolve_loss
 from .policy import Policy, load_policy
 from .rollout import (
@@ -308,11 +308,7 @@ class Trainer:
 
     def _mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Token-mean over the global batch: ``sum_r sum(m h) / sum_r sum(m)`` (``M.aggregate`` alone)."""
-        if self.dist is None:
-            return M.aggregate(values, mask)
-        mask = mask.to(values.dtype)
-        sums = self.dist.sum(torch.stack([(values * mask).sum(), mask.sum()]))
-        return sums[0] / sums[1].clamp_min(1.0)
+        return token_mean(values, mask, self.dist)
 
     def _entropy_stderr(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``M.entropy_stderr`` of the global batch (the per-group sums gathered from the workers)."""
