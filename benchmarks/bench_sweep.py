@@ -62,7 +62,7 @@ def plain_processes(trials: list[dict]) -> float:
 
 
 def through_tune(space, out: str, name: str, max_concurrent: int) -> float:
-    from entropic_tune import sweep
+    from entropic_tune.tune import sweep
 
     opts = sweep.SweepOptions(out=out, name=name, max_concurrent=max_concurrent, verbose=0)
     plan = sweep.plan_grid(space)
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from entropic_tune import spaces
+    from entropic_tune.tune import spaces
 
     # No large base/final evaluation (issue 13): the plain loop runs only the Trainer, so both sides
     # must do the same work for the ratio to be Tune's overhead
@@ -106,7 +106,7 @@ def main() -> None:
     trials = [spaces.trial_config(t) for t in spaces.expand_trials(space)]
     out = tempfile.mkdtemp(prefix="bench-sweep-")
     plain_loop(trials[:1])  # warm the warm-start cache and the imports
-    from entropic_tune import sweep
+    from entropic_tune.tune import sweep
 
     session = sweep.ray_session(None)  # a local Ray as `entropic-tune compare` starts it (2 CPUs here)
     session.__enter__()

@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--skip-knobs", action="store_true", help="only the --eps-sweep runs")
     args = parser.parse_args()
     set_threads(args.threads)
-    from entropic_tune import spaces
+    from entropic_tune.tune import spaces
 
     space = spaces.load_space("actuators")
     base = {**space.base, "method": space.method, "rollout.eval_every": 0, "task.eval_size": 8,

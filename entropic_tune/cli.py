@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _autotune_parser(sub)
     try:
-        from .sweep_cli import add_sweep_parsers
+        from .tune.cli import add_sweep_parsers
     except ImportError:  # pragma: no cover - the Ray layer is optional for the core
         add_sweep_parsers = None
     if add_sweep_parsers is not None:

@@ -1,7 +1,7 @@
 """Experiment tracking (``--log tensorboard | mlflow``): the checks of the flags, before any compute,
 and what a tracker gets from a step's report. No Ray and no mlflow import at module level.
 
-A sweep logs through Ray Tune's callbacks (:mod:`entropic_tune.sweep_callbacks`); ``train`` (no Ray)
+A sweep logs through Ray Tune's callbacks (:mod:`entropic_tune.tune.callbacks`); ``train`` (no Ray)
 logs to MLflow with the same names through :class:`TrainRun`. MLflow's default store is local, in the
 experiment folder: the runs in ``OUT/NAME/mlflow.db`` (SQLite), artifacts (none are logged) under
 ``OUT/NAME/mlruns/``; ``mlflow ui --backend-store-uri sqlite:///OUT/NAME/mlflow.db`` shows them. (MLflow
@@ -101,7 +101,7 @@ def tracked_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def run_params(config: dict[str, Any]) -> dict[str, Any]:
     """Every config value a trial runs with (dotted keys, defaults filled in), and its ablation labels."""
-    from .spaces import flat_trial_config
+    from .tune.spaces import flat_trial_config
 
     flat = flat_trial_config(config)
     return {**flat, **{k: config[k] for k in ("factor", "variant") if k in config}}

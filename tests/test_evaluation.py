@@ -11,8 +11,8 @@ from entropic_tune import metrics as M
 from entropic_tune.config import load_config
 from entropic_tune.evaluation import final_evaluation, pass_at_k_curve
 from entropic_tune.runner import run_single
-from entropic_tune.trainable import run_trial
 from entropic_tune.trainer import Trainer
+from entropic_tune.tune.trainable import run_trial
 
 
 def test_pass_at_k_curve_is_the_mean_over_problems():

@@ -1,7 +1,7 @@
 """No silent wrong results (issue 18), without Ray: the folder lock between real processes, damaged
 results files and Optuna stores refused by ``report``, the end-of-run check against the plan of
 trials, and the size bounds that follow from the model (``results_check``, ``folder_lock``,
-``sweep_plan``, ``limits``). The Ray ends of the same promises (a driver killed before Ray's first
+``tune.plan``, ``limits``). The Ray ends of the same promises (a driver killed before Ray's first
 state, two drivers started together) are in test_reliability.py."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune import spaces
 from entropic_tune.cli import main
 from entropic_tune.errors import UserError
 from entropic_tune.folder_lock import LOCK_FILE, FolderLock, hold
 from entropic_tune.results_check import DamagedResults, check_results
-from entropic_tune.sweep_plan import check_plan, grid_plan, search_plan
-from entropic_tune.sweep_results import TrialRecord
+from entropic_tune.tune import spaces
+from entropic_tune.tune.collect import TrialRecord
+from entropic_tune.tune.plan import check_plan, grid_plan, search_plan
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from entropic_tune.progress import (
+from entropic_tune.tune.progress import (
     Counts,
     count_trials,
     eta_seconds,
@@ -54,7 +54,7 @@ def test_the_progress_line_says_done_failed_running_left_and_the_time_to_go():
 def test_rays_table_shows_the_line_with_the_rate_since_its_first_table(monkeypatch):
     """ProgressTable (a CLIReporter): 2 trials planned of 6 steps; at its first table 2 steps are done
     (e.g. a resumed run); 60 s later 8: 6 steps a minute, 4 left -> 40 s to go."""
-    from entropic_tune import sweep_callbacks
+    from entropic_tune.tune import callbacks as sweep_callbacks
 
     clock = iter([1000.0, 1060.0])
     monkeypatch.setattr(sweep_callbacks, "_now", lambda: next(clock))

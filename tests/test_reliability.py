@@ -30,8 +30,9 @@ import pytest
 import torch
 import yaml
 
-from entropic_tune import cli, sweep_cli
+from entropic_tune import cli
 from entropic_tune import metrics as M
+from entropic_tune.tune import cli as sweep_cli
 
 # A warm-start strong enough that some groups get mixed rewards (non-zero gradients, so restoring the
 # model and optimizer matters) and a target near the measured entropy (the PI integral moves, unclamped).
@@ -68,7 +69,7 @@ def driver(argv: list[str], address: str, extra_env: dict | None = None, **popen
 
 
 def trial_dirs(exp: Path) -> list[Path]:
-    """Ray's trial folders, under the experiment folder's ray/ (sweep_layout)."""
+    """Ray's trial folders, under the experiment folder's ray/ (entropic_tune.tune.layout)."""
     return [p for p in (exp / "ray").iterdir() if p.is_dir() and (p / "params.json").is_file()]
 
 
@@ -152,7 +153,7 @@ def test_the_same_seed_gives_the_same_history_through_the_platform(three_sweeps)
 def test_finished_trials_lose_their_checkpoints_unless_keep_checkpoints_keeps_n(three_sweeps):
     """'one' and 'crash' (no --keep-checkpoints): their finished trials' checkpoints are deleted at the
     end; 'two' (--keep-checkpoints 1, a checkpoint at every step) keeps exactly its last one."""
-    from entropic_tune.sweep_layout import folder_size
+    from entropic_tune.tune.layout import folder_size
 
     out, _ = three_sweeps
     for name in ("one", "crash"):
@@ -175,7 +176,7 @@ def test_steps_missing_from_rays_progress_file_come_from_the_trials_saved_rows(t
     rows (history.json): with the last rows cut from progress.csv, the history is still whole."""
     import shutil
 
-    from entropic_tune.sweep_results import collect_and_write, read_meta
+    from entropic_tune.tune.collect import collect_and_write, read_meta
 
     out, _ = three_sweeps
     exp = tmp_path / "one"
@@ -368,7 +369,7 @@ class _Payload:
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
-    from entropic_tune.trainable import CHECKPOINT_FILE, load_checkpoint
+    from entropic_tune.tune.trainable import CHECKPOINT_FILE, load_checkpoint
 
     marker = tmp_path / "code-ran"
     torch.save({"trainer": {"step": 1, "evil": _Payload(marker)}, "history": []}, tmp_path / CHECKPOINT_FILE)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune import cli, spaces
+from entropic_tune import cli
 from entropic_tune.config import load_config
 from entropic_tune.errors import UserError
 from entropic_tune.methods import MAIN_KNOBS, METHODS
+from entropic_tune.tune import spaces
 
 BUNDLED = spaces.available()
 
@@ -129,7 +130,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 # The smoke space's sizes, for dry runs of the other spaces: their time estimate times a step of each
-# distinct trial config on this machine (estimate.py), which is quick at these sizes.
+# distinct trial config on this machine (tune/estimate.py), which is quick at these sizes.
 SMALL = [a for key, value in (("model.hidden_size", 32), ("model.num_layers", 1), ("model.num_heads", 2),
                               ("model.warmstart_steps", 30), ("rollout.prompts_per_step", 4),
                               ("rollout.group_size", 4), ("rollout.max_new_tokens", 16),

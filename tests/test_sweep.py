@@ -21,7 +21,7 @@ import yaml
 from entropic_tune import cli
 from entropic_tune import metrics as M
 from entropic_tune.results import history_columns
-from entropic_tune.sweep_layout import folder_size
+from entropic_tune.tune.layout import folder_size
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
 
@@ -194,8 +194,8 @@ def test_an_interrupted_sweep_resumes_with_every_trial_once(tmp_path, capsys, ra
 
 
 def test_every_bundled_space_builds_a_plan(tmp_path):
-    from entropic_tune import spaces, sweep
-    from entropic_tune.spaces import SearchOptions
+    from entropic_tune.tune import spaces, sweep
+    from entropic_tune.tune.spaces import SearchOptions
 
     for name in spaces.available():
         space = spaces.load_space(name)
@@ -212,8 +212,8 @@ def test_every_bundled_space_builds_a_plan(tmp_path):
 
 def test_every_search_objective_is_a_metric_a_trial_reports(tmp_path):
     from entropic_tune import metrics as M
-    from entropic_tune import spaces, sweep
-    from entropic_tune.spaces import SearchOptions
+    from entropic_tune.tune import spaces, sweep
+    from entropic_tune.tune.spaces import SearchOptions
 
     assert set(sweep.OBJECTIVES) == set(spaces.OBJECTIVES)
     for metrics, modes in sweep.OBJECTIVES.values():
@@ -227,7 +227,7 @@ def test_every_search_objective_is_a_metric_a_trial_reports(tmp_path):
 def test_trial_folders_name_the_seed_a_trial_runs_with():
     from types import SimpleNamespace
 
-    from entropic_tune import sweep
+    from entropic_tune.tune import sweep
 
     name = lambda config: sweep.trial_dirname(SimpleNamespace(config=config, trial_id="abc_00001"))  # noqa: E731
     assert name({"method": "grpo", "train.seed": 3}) == "grpo-s3-abc_00001"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from entropic_tune import metrics as M
-from entropic_tune.sweep_layout import (
+from entropic_tune.tune.layout import (
     HISTORY_FILE,
     delete_checkpoints,
     folder_size,
@@ -74,7 +74,7 @@ def test_the_saved_rows_are_the_newest_checkpoints_and_survive_its_deletion(tmp_
 def test_rays_rows_and_the_saved_rows_merge_by_step_with_the_saved_ones_winning():
     import pandas as pd
 
-    from entropic_tune.sweep_results import _history
+    from entropic_tune.tune.collect import _history
 
     ray_rows = pd.DataFrame({M.STEP: [1, 2, 2, 5], M.ENTROPY: [9.0, 8.0, 2.5, 0.2]})  # step 2 twice
     assert [r[M.STEP] for r in _history(ray_rows)] == [1, 2, 5]

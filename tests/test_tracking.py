@@ -58,7 +58,7 @@ def test_trackers_get_the_documented_metrics_with_names_mlflow_accepts():
 def test_the_tensorboard_logger_is_rays_tbx_callback(tmp_path):
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    from entropic_tune.sweep_callbacks import MLflowTrials, logger_callbacks
+    from entropic_tune.tune.callbacks import MLflowTrials, logger_callbacks
 
     kinds = [type(c) for c in logger_callbacks("tensorboard", None, tmp_path)]
     assert kinds == [CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune import cli, sweep_cli
-from entropic_tune.trainable import run_trial
+from entropic_tune import cli
+from entropic_tune.tune import cli as sweep_cli
+from entropic_tune.tune.trainable import run_trial
 
 
 def comparable(rows: list[dict]) -> list[dict]:
@@ -34,7 +35,7 @@ def test_a_trial_after_another_in_one_process_has_its_history_alone(fast_config,
     first, second = _configs(fast_config)
     script = textwrap.dedent(f"""
         import json
-        from entropic_tune.trainable import run_trial
+        from entropic_tune.tune.trainable import run_trial
         print(json.dumps(run_trial({second!r}, lambda m, c: None)))
     """)
     alone = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
@@ -84,7 +85,7 @@ def test_trials_of_a_platform_started_ray_run_at_the_drivers_priority():
     script = textwrap.dedent("""
         import os
         import ray
-        from entropic_tune.sweep import ray_session
+        from entropic_tune.tune.sweep import ray_session
         with ray_session(None):
             print(os.nice(0), ray.get(ray.remote(lambda: os.nice(0)).remote()))
     """)

@@ -52,7 +52,7 @@ def saved_history(trial_dir: Path | None) -> list[dict[str, Any]] | None:
     Ray writes ``progress.csv`` on the driver and copies it to the experiment folder only when it saves
     its experiment state, while checkpoints go to the folder directly. A driver killed during such a
     copy can leave a ``progress.csv`` some steps older than the checkpoint Ray restores from, and those
-    steps are never reported again; the checkpoint's own rows fill them in (:mod:`sweep_results`).
+    steps are never reported again; the checkpoint's own rows fill them in (:mod:`entropic_tune.tune.collect`).
     A trial folder whose checkpoints were deleted keeps the newest rows as ``trial_dir/history.json``."""
     if trial_dir is None:
         return None

@@ -2,7 +2,7 @@
 the Optuna study free of stale RUNNING trials).
 
 After (or instead of, for an interrupted driver) a Tuner run, the trials are read back from every
-``experiment_state*.json`` of the experiment's Ray folder (``ray/``, :mod:`entropic_tune.sweep_layout`) and written as ``summary.csv`` / ``history.csv``
+``experiment_state*.json`` of the experiment's Ray folder (``ray/``, :mod:`entropic_tune.tune.layout`) and written as ``summary.csv`` / ``history.csv``
 (see ``docs/ARCHITECTURE.md``), with ``experiment.yaml`` updated. Every file is written atomically.
 Ray is imported only inside :func:`load_trials`, so the metadata helpers (``read_meta``,
 ``check_new``) stay cheap for the CLI's checks before Ray starts.
@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from . import metrics as M
-from .errors import UserError
-from .results import (
+from .. import metrics as M
+from ..errors import UserError
+from ..results import (
     atomic_write_text,
     history_columns,
     history_rows,
@@ -29,10 +29,10 @@ from .results import (
     varying_keys,
     write_csv,
 )
+from .layout import delete_checkpoints as delete_trial_checkpoints
+from .layout import ray_dir, saved_history
+from .plan import STATE_GLOB, STATES_BEFORE, check_plan
 from .spaces import SAME_AS, flat_trial_config, trial_config
-from .sweep_layout import delete_checkpoints as delete_trial_checkpoints
-from .sweep_layout import ray_dir, saved_history
-from .sweep_plan import STATE_GLOB, STATES_BEFORE, check_plan
 
 META_FILE = "experiment.yaml"
 
@@ -86,7 +86,7 @@ def _folder(trial: Any, state: Path) -> Path | None:
 def _history(frame: Any, saved: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
     """Per-step rows: Ray's reports (``progress.csv``; after a restore a step can appear twice: the last
     report of a step wins), with the steps up to the trial's newest checkpoint taken from the rows it
-    saved there (``saved``, :func:`~entropic_tune.sweep_layout.saved_history`): the trial continued from
+    saved there (``saved``, :func:`~entropic_tune.tune.layout.saved_history`): the trial continued from
     that checkpoint, and Ray's copy of its reports can lag behind it after a killed driver."""
     rows: dict[int, dict[str, float]] = {}
     if frame is not None and not frame.empty and M.STEP in frame:

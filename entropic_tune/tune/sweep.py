@@ -3,9 +3,9 @@
 ``compare`` and ``ablate`` are grids (``tune.grid_search`` over method or factor level, and seed);
 ``search`` is an :class:`OptunaSearch` with a seeded sampler whose study lives in ``optuna.db`` in the
 experiment folder, so ``optuna.load_study`` reopens it and a later run with the same name adds trials
-to it. Every trial runs :func:`entropic_tune.trainable.train_trial`. After the Tuner, the trials are
+to it. Every trial runs :func:`entropic_tune.tune.trainable.train_trial`. After the Tuner, the trials are
 read back from Ray's experiment state and written as ``summary.csv`` / ``history.csv`` by
-:mod:`entropic_tune.sweep_results`. Ray is started here only when it is not already (tests share one).
+:mod:`entropic_tune.tune.collect`. Ray is started here only when it is not already (tests share one).
 """
 
 from __future__ import annotations
@@ -31,21 +31,13 @@ from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
 
-from . import metrics as M
-from .config import load_config, to_flat
-from .errors import UserError
-from .spaces import (
-    TRIAL_INDEX,
-    ParamSpec,
-    SearchOptions,
-    SearchSpace,
-    flat_trial_config,
-    grid_cells,
-    search_base,
-)
-from .sweep_callbacks import logger_callbacks, progress_reporter
-from .sweep_layout import WORKERS_DIR, drop_worker_runs, ray_dir
-from .sweep_plan import (
+from .. import metrics as M
+from ..config import load_config, to_flat
+from ..errors import UserError
+from .callbacks import logger_callbacks, progress_reporter
+from .collect import collect_and_write, existing_trials, fail_orphans, read_meta, write_meta
+from .layout import WORKERS_DIR, drop_worker_runs, ray_dir
+from .plan import (
     STATE_GLOB,
     STATES_BEFORE,
     grid_plan,
@@ -54,7 +46,16 @@ from .sweep_plan import (
     search_plan,
     states_now,
 )
-from .sweep_results import collect_and_write, existing_trials, fail_orphans, read_meta, write_meta
+from .spaces import (
+    SPACES_DIR,
+    TRIAL_INDEX,
+    ParamSpec,
+    SearchOptions,
+    SearchSpace,
+    flat_trial_config,
+    grid_cells,
+    search_base,
+)
 from .trainable import train_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,7 +86,7 @@ class SweepOptions:
     """GPUs of a trial; with ``workers_per_trial`` > 1, of each of its workers."""
     workers_per_trial: int = 1
     """Data-parallel workers per trial (``train.num_workers``): > 1 runs each trial as a Ray Train
-    ``TorchTrainer`` from inside the Tune trial (:mod:`entropic_tune.trainable_workers`)."""
+    ``TorchTrainer`` from inside the Tune trial (:mod:`entropic_tune.tune.trainable_workers`)."""
     checkpoint_every: int = 25
     max_failures: int = 0
     keep_checkpoints: int = 2
@@ -205,8 +206,7 @@ def _full_base(base: dict[str, Any]) -> dict[str, Any]:
 
 
 def _meta(space: SearchSpace) -> dict[str, Any]:
-    bundled = space.path.parent.name == "search_spaces" and space.path.parent.parent == Path(
-        __file__).resolve().parent.parent
+    bundled = space.path.resolve().parent == SPACES_DIR
     meta = {"kind": space.kind, "name": None, "space": space.name if bundled else str(space.path),
             "description": space.description, "base": _full_base(space.base), "methods": list(space.methods),
             "seeds": list(space.seeds)}
@@ -406,7 +406,7 @@ def trial_dirname(trial: Any) -> str:
 
 
 def _run_config(opts: SweepOptions, meta: dict[str, Any], total_steps: int) -> RunConfig:
-    """Ray's experiment is ``ray/`` inside the experiment folder (:mod:`entropic_tune.sweep_layout`):
+    """Ray's experiment is ``ray/`` inside the experiment folder (:mod:`entropic_tune.tune.layout`):
     storage path ``OUT/NAME``, name ``ray``, so the user's files stay at the top."""
     quiet_loggers()
     ray_exp = ray_dir(opts.exp_dir)
@@ -423,7 +423,7 @@ def quiet_loggers() -> None:
     """Results need Ray's CSV and JSON logs (``ExperimentAnalysis`` reads them), not its TensorBoard
     ones: without this, Tune adds a TensorBoard logger whenever tensorboardX is installed (~3 s to import
     in the driver and ~9 ms of driver CPU per reported step on this 2-core machine). The loggers are
-    passed explicitly (:func:`entropic_tune.sweep_callbacks.logger_callbacks`; TensorBoard with
+    passed explicitly (:func:`entropic_tune.tune.callbacks.logger_callbacks`; TensorBoard with
     ``--log tensorboard``)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 

@@ -1,6 +1,6 @@
 """Progress of a sweep: trials done, running and left, and an estimated time to finish.
 
-Shown as the first line under Ray's ``== Status ==`` header (:class:`entropic_tune.sweep_callbacks.
+Shown as the first line under Ray's ``== Status ==`` header (:class:`entropic_tune.tune.callbacks.
 ProgressTable`). The estimate is the rollout steps still to run divided by the rate at which this
 driver has seen steps finish so far (all trials together, so concurrency is counted): it needs no
 model of a step's cost, covers trials of different lengths, and is shown once some steps have been

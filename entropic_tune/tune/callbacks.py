@@ -22,16 +22,16 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune import Callback, CLIReporter
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from . import metrics as M
+from .. import metrics as M
+from ..tracking import ensure_experiment, log_params, mlflow_store, run_params, tracked_metrics
 from .progress import count_trials, eta_seconds, progress_line, steps_done
-from .tracking import ensure_experiment, log_params, mlflow_store, run_params, tracked_metrics
 
 PROGRESS_METRICS = (M.ENTROPY, M.ALPHA, M.REWARD_MEAN, M.EVAL_ACCURACY)
 
 
 class ProgressTable(CLIReporter):
     """Ray's table with one more line under ``== Status ==``: trials done/running/left and the time to
-    go (:mod:`entropic_tune.progress`), over the ``planned`` trials of ``total_steps`` steps each."""
+    go (:mod:`entropic_tune.tune.progress`), over the ``planned`` trials of ``total_steps`` steps each."""
 
     def __init__(self, planned: int, total_steps: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config, normalize, read_yaml, to_flat, valid_keys
-from .errors import UserError, closest, unknown
-from .methods import METHODS
+from ..config import load_config, normalize, read_yaml, to_flat, valid_keys
+from ..errors import UserError, closest, unknown
+from ..methods import METHODS
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("compare", "search", "ablate")
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = ("tracking", "accuracy", "late_accuracy", "both")
@@ -41,7 +41,7 @@ TRIAL_INDEX = "__trial_index__"
 """Set by Ray's ``Repeater``: the repeat index of a trial, added to ``train.seed``."""
 SAME_AS = "same_as"
 """Ablate: ``factor=level`` labels of other cells whose config is identical to this cell's (run once;
-the results are reported under each label, see ``sweep_results.collect_and_write``)."""
+the results are reported under each label, see ``collect.collect_and_write``)."""
 BOOKKEEPING = ("factor", "variant", "__cell__", SAME_AS, TRIAL_INDEX)
 """Keys of a trial config dict that are labels, not config keys; stripped before ``load_config``."""
 
@@ -280,7 +280,7 @@ def _check_config(data: dict[str, Any], where: str, space: SearchSpace) -> None:
 
 
 def check_trial(data: dict[str, Any]) -> None:
-    from .limits import check_limits
+    from ..limits import check_limits
 
     check_limits(load_config(data))
 

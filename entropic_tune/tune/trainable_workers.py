@@ -11,14 +11,14 @@ costs ``N x (cpus, gpus)`` and nothing is reserved twice; Ray Train's controller
 either. Concurrency is capped by the sweep (``sweep.worker_concurrency``), since Tune no longer sees
 what a trial will take.
 
-Data flow per step: every worker runs :func:`entropic_tune.trainable.run_trial` with the group Ray
+Data flow per step: every worker runs :func:`entropic_tune.tune.trainable.run_trial` with the group Ray
 Train set up (gloo on the CPU, NCCL on GPUs); every worker calls ``ray.train.report`` (rank 0 with a
 checkpoint folder every ``checkpoint_every`` steps, written as a single-process trial writes it:
 ``trainer.pt`` + ``history.json``); a Train callback on the controller hands rank 0's metrics and the
 checkpoint's path to this trial process through a Ray queue, and the trial reports them to Tune with
 ``tune.report(..., checkpoint=...)``, so Tune keeps the trial's checkpoints in the trial folder
 (``checkpoint_*``) exactly as for one worker: ``--resume``, ``--max-failures``, PBT and the history
-fill-in (``sweep_layout.saved_history``) work unchanged. Ray Train's own run folder of an attempt
+fill-in (``layout.saved_history``) work unchanged. Ray Train's own run folder of an attempt
 (``OUT/NAME/workers/<trial>-<id>/``, beside Tune's ``ray/``, on the storage every node shares) is
 transient: each checkpoint in it is deleted once Tune holds its copy, and the folder when the attempt
 ends. It is not inside the trial's working directory, because Ray Tune copies that directory's files
@@ -47,7 +47,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Queue
 
-from .distributed import Collective
+from ..distributed import Collective
 from .trainable import load_checkpoint, run_trial
 
 _DONE = "__entropic_workers_done__"

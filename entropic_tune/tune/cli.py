@@ -1,7 +1,7 @@
 """``entropic-tune compare | search | ablate``: run a search space through Ray Tune.
 
 Parsing, ``--dry-run``, the checks of the input and the end-of-run table need no Ray; Ray
-(``entropic_tune.sweep``) is imported only after those checks, and only the resource check (GPUs,
+(``entropic_tune.tune.sweep``) is imported only after those checks, and only the resource check (GPUs,
 CPUs) waits for Ray to start. Nothing is written before all checks pass. Every user error is a :class:`UserError`
 (one line, exit status 2); argparse errors of these commands are one line too.
 """
@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import parse_override
+from ..errors import UserError
+from ..folder_lock import check_writable, hold
+from ..methods import METHODS, used_keys
+from ..tracking import LOGGERS, check_tracking
 from . import spaces
-from .config import parse_override
-from .errors import UserError
-from .folder_lock import check_writable, hold
-from .methods import METHODS, used_keys
-from .tracking import LOGGERS, check_tracking
 
 DEFAULT_OUT = "entropic_results"
 DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
@@ -159,7 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.SearchOptions | None,
              options: dict[str, Any], exp_dir: Path) -> int:
-    from .sweep_results import check_new
+    from .collect import check_new
 
     continuing = check_new(exp_dir, args.kind)
     _check_folder(exp_dir, args.kind)
@@ -188,7 +188,7 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
 def _check_folder(exp_dir: Path, kind: str) -> None:
     """A folder a run continues must be intact (checked before anything is written): its results
     consistent, its Optuna store readable."""
-    from .results_check import DamagedResults, check_results, study_problem
+    from ..results_check import DamagedResults, check_results, study_problem
 
     if (exp_dir / "summary.csv").is_file() or (exp_dir / "history.csv").is_file():
         try:
@@ -209,7 +209,7 @@ def plan_trial(space: spaces.SearchSpace) -> dict[str, Any]:
 def _resume(args: argparse.Namespace, out: Path) -> int:
     if not args.name:
         raise UserError("--resume: give the experiment's --name (and --out if not the default)")
-    from .sweep_results import read_meta
+    from .collect import read_meta
 
     exp_dir = out / _name(args.name)
     read_meta(exp_dir)  # before the lock: a folder without an experiment is not made a lock file
@@ -353,7 +353,7 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None, o
         return
     trials = spaces.expand_trials(space)
     flats = [spaces.flat_trial_config(t) for t in trials]
-    from .results import varying_keys
+    from ..results import varying_keys
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each (listed: the settings that "
@@ -423,7 +423,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     for path in [*files, *([report] if report else [])]:
         if path.exists():
             print(f"  {path}")
-    from .sweep_layout import size_line
+    from .layout import size_line
 
     print(size_line(exp_dir, deleted=(meta.get("options") or {}).get("delete_checkpoints", False)))
     rows = list({r["trial_id"]: r for r in rows}.values())  # an ablation run shared by factors: once
@@ -487,7 +487,7 @@ def _write_report(exp_dir: Path) -> Path | None:
     """The report is optional: a failure there never fails the sweep. Its baseline is the one recorded
     in experiment.yaml (``--baseline``), else grpo."""
     try:
-        from .report import write_report
+        from ..report import write_report
 
         return Path(write_report([exp_dir]))
     except Exception as exc:  # noqa: BLE001 - any report problem is only a warning here

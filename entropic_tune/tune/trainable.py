@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from ray import tune
 
-from . import metrics as M
-from .config import Config, load_config
-from .distributed import Collective
-from .evaluation import final_evaluation
+from .. import metrics as M
+from ..config import Config, load_config
+from ..distributed import Collective
+from ..evaluation import final_evaluation
+from ..trainer import NonFiniteError, Trainer
+from .layout import HISTORY_FILE
 from .spaces import trial_config
-from .sweep_layout import HISTORY_FILE
-from .trainer import NonFiniteError, Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
 Report = Callable[[dict[str, float], "str | None"], None]
@@ -42,7 +42,7 @@ def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory
                     base: dict[str, float] | None = None) -> Path:
     """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``,
     and the history alone to ``directory/history.json`` (read without loading the model:
-    :func:`entropic_tune.sweep_layout.saved_history`)."""
+    :func:`entropic_tune.tune.layout.saved_history`)."""
     path = Path(directory) / CHECKPOINT_FILE
     torch.save({"trainer": trainer.state_dict(), "history": history, "base": dict(base or {})}, path)
     (Path(directory) / HISTORY_FILE).write_text(json.dumps(history))
@@ -70,7 +70,7 @@ def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any]
     Tune's driver (a function trainable's report blocks until the driver has processed the result,
     ~10-30 ms per step on a busy 2-core machine); see :class:`_Prefetch`.
 
-    ``dist``: this is one worker of a data-parallel trial (:mod:`entropic_tune.trainable_workers`);
+    ``dist``: this is one worker of a data-parallel trial (:mod:`entropic_tune.tune.trainable_workers`);
     every worker reports every step, and only rank 0 writes checkpoints and runs the large evaluations
     (which need no other worker).
     """

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import UserError
+from ..errors import UserError
+from .layout import ray_dir
 from .spaces import TRIAL_INDEX, flat_trial_config
-from .sweep_layout import ray_dir
 
 STATE_GLOB = "experiment_state*.json"
 STATES_BEFORE = "ray_states_before"
