@@ -146,28 +146,45 @@ def _probe_entropy(trainer: Trainer, probe) -> float:
 
 
 @pytest.mark.parametrize("actuator", list(ACTUATED))
-def test_each_actuator_moves_entropy_in_its_documented_direction(fast_config, actuator):
-    # u > 0 (entropy too high) must give lower entropy than u < 0, measured on one fixed batch sampled
-    # from the starting policy, so the comparison does not depend on what each run samples later.
+def test_each_actuator_sets_its_knob_through_the_trainer(fast_config, actuator):
+    # The knob a fixed output u = +-0.5 sets, as the trainer logs it. The direction of each knob's
+    # effect on entropy is tested exactly on a tabular policy (tests/test_actuators.py): through this
+    # tiny model, 5 steps move entropy by less than the run-to-run noise for three of the four.
     method, extra = ACTUATED[actuator]
-    entropies, values = {}, {}
+    values = {}
+    for u in (0.5, -0.5):
+        cfg = load_config({**fast_config, **extra, "method": method, "train.total_steps": 1,
+                           "controller.name": "constant", "controller.value": u,
+                           "controller.actuator": actuator})
+        values[u] = Trainer(cfg).step()[M.ACTUATOR_VALUE]
+    expected = {"entropic": (0.5, -0.5), "entropy_bonus": (-0.2, 0.2), "clip_high": (0.2, 0.78),
+                "positive_weight": (2.0, 0.0)}[actuator]
+    assert (values[0.5], values[-0.5]) == pytest.approx(expected)
+
+
+def test_the_entropy_bonus_actuator_moves_entropy_through_the_trainer(fast_config):
+    # End to end: u > 0 (entropy too high) must give lower entropy than u < 0, measured on one fixed
+    # batch sampled from the starting policy, so the comparison does not depend on what each run
+    # samples later. Only the bonus is tested this way: its 5-step effect on this model (H(-0.5) -
+    # H(+0.5) = +0.025..+0.049 over seeds 0-3, measured on an Intel Xeon) stands clear of the noise,
+    # while alpha, eps_high and lambda move it by -0.02..+0.03 there, with signs that differ between
+    # seeds and machines (they passed on seeds 0-1 on an AMD EPYC and failed on the Xeon).
+    method, extra = ACTUATED["entropy_bonus"]
+    entropies = {}
     for seed in (0, 1):
         for u in (0.5, -0.5):
             cfg = load_config({**fast_config, **LEARNED, **extra, "method": method, "train.seed": seed,
                                "controller.name": "constant", "controller.value": u,
-                               "controller.actuator": actuator})
+                               "controller.actuator": "entropy_bonus"})
             trainer = Trainer(cfg)
             problems = trainer.task.sample_train(random.Random(99), 16)
             probe = collect_rollout(trainer.policy, trainer.task, problems, 8, 1.0, 32,
                                     torch.Generator().manual_seed(99))
-            rows = [trainer.step() for _ in range(cfg.train.total_steps)]
+            for _ in range(cfg.train.total_steps):
+                trainer.step()
             entropies[seed, u] = _probe_entropy(trainer, probe)
-            values[u] = rows[-1][M.ACTUATOR_VALUE]
     for seed in (0, 1):
-        assert entropies[seed, 0.5] < entropies[seed, -0.5], (actuator, seed, entropies)
-    expected = {"entropic": (0.5, -0.5), "entropy_bonus": (-0.2, 0.2), "clip_high": (0.2, 0.78),
-                "positive_weight": (2.0, 0.0)}[actuator]
-    assert (values[0.5], values[-0.5]) == pytest.approx(expected)
+        assert entropies[seed, 0.5] < entropies[seed, -0.5], (seed, entropies)
 
 
 def test_default_actuator_and_bonus_actuator_agree_for_adaptive_entropy(fast_config):
