@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from entropic_tune import cli
 from entropic_tune.config import load_config
@@ -159,8 +160,9 @@ def test_dry_run_lists_only_the_settings_each_method_uses(capsys):
     assert set(lines) == {"grpo", "entropy_bonus", "entropic"}
     assert "controller." not in lines["grpo"] and "controller." not in lines["entropy_bonus"]
     assert "loss.beta=" in lines["entropy_bonus"] and "loss.beta=" not in lines["entropic"]
-    for key in ("controller.kp=11.19", "controller.ki=0.5259", "controller.target_entropy=0.06007"):
-        assert key in lines["entropic"]
+    tuned = yaml.safe_load((spaces.SPACES_DIR / "compare.yaml").read_text())["method_overrides"]["entropic"]
+    for key in ("controller.kp", "controller.ki", "controller.target_entropy"):
+        assert f"{key}={tuned[key]:g}" in lines["entropic"]
     assert "estimated wall time: ~" in out and "  how: " in out and "timed" in out
     code, again, _ = run_cli(capsys, "compare", "--dry-run", "--steps", "3", "--seeds", "1", *SMALL)
     assert code == 0 and "3 read from" in again and "step_times.json" in again
