@@ -28,11 +28,11 @@ DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "abl
 # Run options: (default, type). None in argparse means "not given", so --resume keeps the stored value.
 RUN_DEFAULTS: dict[str, Any] = {
     "scheduler": "none", "max_concurrent": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "workers_per_trial": 1,
-    "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": 2, "delete_checkpoints": True,
+    "checkpoint_every": 25, "max_failures": 0, "keep_checkpoints": None, "delete_checkpoints": True,
     "log": "none", "mlflow_uri": None,
 }
 KEEP = object()  # a bare --keep-checkpoints: keep them, as many per trial as before (not a str: argparse
-# would pass a str const through type=int)
+# would pass a str const through type=int). keep_checkpoints None: Ray deletes none while the run goes.
 TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
                  ("summary/entropy_drop", "entropy drop"),
                  ("summary/entropy_tracking_rmse", "tracking RMSE"))
@@ -106,8 +106,8 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--max-failures", type=int, default=None, help="Retries of a failed trial (default 0).")
     p.add_argument("--keep-checkpoints", type=int, nargs="?", const=KEEP, default=None, metavar="N",
                    help="Keep the checkpoints of finished trials (by default they are deleted at the end of "
-                        "the run; unfinished and errored trials always keep theirs for --resume), N per trial "
-                        "(default 2, also while running).")
+                        "the run; unfinished and errored trials always keep theirs for --resume); with N, only "
+                        "the last N per trial, also while running (default: all while running).")
     p.add_argument("--log", choices=LOGGERS, default=None,
                    help="Also log every trial to TensorBoard (event files in OUT/NAME/ray/, needs tensorboardX) "
                         "or MLflow (one run per trial: config, per-step metrics, summary; default store "
@@ -319,7 +319,7 @@ def _validate(options: dict[str, Any], kind: str, sopts: spaces.SearchOptions | 
               ("--workers-per-trial", "workers_per_trial", ">= 1", lambda v: v >= 1),
               ("--checkpoint-every", "checkpoint_every", ">= 1", lambda v: v >= 1),
               ("--max-failures", "max_failures", ">= -1 (-1: retry forever)", lambda v: v >= -1),
-              ("--keep-checkpoints", "keep_checkpoints", ">= 1", lambda v: v >= 1),
+              ("--keep-checkpoints", "keep_checkpoints", ">= 1", lambda v: v is None or v >= 1),
               ("--max-concurrent", "max_concurrent", ">= 0 (0: as the CPUs allow)", lambda v: v >= 0))
     for flag, key, allowed, ok in checks:
         if not ok(options[key]):

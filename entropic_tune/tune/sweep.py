@@ -89,7 +89,11 @@ class SweepOptions:
     ``TorchTrainer`` from inside the Tune trial (:mod:`entropic_tune.tune.trainable_workers`)."""
     checkpoint_every: int = 25
     max_failures: int = 0
-    keep_checkpoints: int = 2
+    keep_checkpoints: int | None = None
+    """Checkpoints Ray keeps per trial while the run goes (``num_to_keep``); None: all. Ray deletes the
+    older ones as new ones arrive, before its next experiment-state snapshot, so a driver killed at that
+    moment can leave the state naming a deleted checkpoint and that trial cannot resume (Ray's restore
+    raises "does not exist on storage anymore"); keeping all while running avoids that window."""
     delete_checkpoints: bool = True
     """At the end, delete the checkpoints of finished trials (``--keep-checkpoints`` keeps them)."""
     log: str = "none"
