@@ -259,8 +259,10 @@ class Trainer:
             self._check_finite(mb_entropy, "minibatch entropy")
             alpha = self.controller.update(mb_entropy)
         act = self._actuate(alpha)
+        # The loss is the configured `loss.name` (the method is a preset that sets it; an explicit
+        # `--set loss.name=...` wins, as config.yaml records). Every hparam comes from the config.
         loss, loss_metrics = compute_policy_loss(
-            cfg.method, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
+            cfg.loss.name, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
             bonus=act.bonus, generator=self.generator, dist=self.dist, rows=rows,
             worker_selection=cfg.train.selection == "worker", **act.params,
         )
@@ -284,7 +286,7 @@ class Trainer:
         """The loss inputs the controller ``output`` sets through ``controller.actuator``."""
         c = self.config.controller
         return actuate(c.actuator, output, controller=c.name, scale=c.actuator_scale,
-                       params=self.loss_params, loss=resolve_loss(self.config.method)[0])
+                       params=self.loss_params, loss=resolve_loss(self.config.loss.name)[0])
 
     def _rollout_metrics(self, batch: RolloutBatch, n_tokens: float) -> dict[str, float]:
         solved = batch.rewards.view(-1, batch.group_size).mean(-1)  # (B,)

@@ -209,3 +209,24 @@ def test_actuator_value_is_the_knob_of_the_step(fast_config):
     assert row[M.ACTUATOR_VALUE] == pytest.approx(max(0.2 - 0.5 * row[M.ALPHA], 0.2))
     default = Trainer(load_config({**fast_config, "method": "entropic"})).step()
     assert default[M.ACTUATOR_VALUE] == default[M.ALPHA]
+
+
+def test_the_loss_is_loss_name_not_the_method(fast_config, monkeypatch):
+    # `method` is a preset that sets loss.name; an explicit loss.name wins and is what runs (config.yaml
+    # records loss.name). entropic's preset is loss.name=entropic + controller.name=pi, so with
+    # loss.name=grpo it is the same run as grpo under a PI controller, step for step.
+    from entropic_tune import losses
+
+    called: list[str] = []
+    for name, fn in list(losses.LOSSES.items()):
+        monkeypatch.setitem(losses.LOSSES, name, lambda inp, _n=name, _f=fn: called.append(_n) or _f(inp))
+    mixed = load_config({**fast_config, "method": "entropic"}, overrides=["loss.name=grpo"])
+    assert mixed.loss.name == "grpo"
+    rows = [_no_perf(row) for row in _steps(Trainer(mixed), 2)]
+    assert set(called) == {"grpo"}
+    same = load_config({**fast_config, "method": "grpo", "controller.name": "pi"})
+    assert rows == [_no_perf(row) for row in _steps(Trainer(same), 2)]
+
+
+def _steps(trainer: Trainer, n: int) -> list[dict]:
+    return [trainer.step() for _ in range(n)]
