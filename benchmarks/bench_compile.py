@@ -39,10 +39,10 @@ def compile_cost(args: argparse.Namespace) -> None:
 
     import torch
 
-    from entropic_tune import compiling, decoding
+    from entropic_tune.model import compiling, decoding
     from entropic_tune.config import load_config
-    from entropic_tune.policy import load_policy
-    from entropic_tune.rollout import generate
+    from entropic_tune.model.loading import load_policy
+    from entropic_tune.engines.native.rollout import generate
     from entropic_tune.tasks import build_task
 
     C.set_threads(args.threads)
@@ -79,7 +79,7 @@ def run_child(args: argparse.Namespace, cache_dir: str) -> dict[str, float]:
 
 def saving_per_step(args: argparse.Namespace) -> dict[str, object]:
     from entropic_tune.config import load_config
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.trainer import Trainer
 
     C.set_threads(args.threads)
     base = {"rollout.eval_every": 0, "train.total_steps": 1_000_000, "train.threads": args.threads}
@@ -132,7 +132,7 @@ def main() -> None:
         print(f"{key:<22} off {C.fmt_s(row['off'])}  compiled {C.fmt_s(row['auto'])}  saving {C.fmt_s(row['saving'])}"
               f"  off/compiled {ratio}")
     if per_step > 0:
-        from entropic_tune.compiling import AUTO_DECODE_MIN_STEPS
+        from entropic_tune.model.compiling import AUTO_DECODE_MIN_STEPS
 
         print(f"break-even run length: {even['cold']:.0f} rollout steps with a cold cache, {even['warm']:.0f} warm "
               f"(auto compiles from {AUTO_DECODE_MIN_STEPS} steps)")

@@ -25,7 +25,7 @@ def run_one(args: tuple[str, int, int | None, list[str]]) -> dict:
 
     from entropic_tune import metrics as M
     from entropic_tune.config import load_config
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.trainer import Trainer
 
     method, seed, steps, overrides = args
     torch.set_num_threads(1)

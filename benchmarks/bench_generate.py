@@ -40,7 +40,7 @@ import _common as C  # noqa: E402
 
 def load(args: argparse.Namespace) -> tuple[object, object]:
     from entropic_tune.config import load_config
-    from entropic_tune.policy import load_policy
+    from entropic_tune.model.loading import load_policy
     from entropic_tune.tasks import build_task
 
     cfg = load_config({"model.device": "auto"}, args.set)
@@ -54,7 +54,7 @@ def samplers(policy: object, args: argparse.Namespace) -> dict[str, object]:
     """Two callables ``(prompt_rows, seed) -> Generation`` doing the same work."""
     import torch
 
-    from entropic_tune.rollout import Generation, generate, left_pad
+    from entropic_tune.engines.native.rollout import Generation, generate, left_pad
 
     def ours(prompts: list[list[int]], seed: int) -> Generation:
         gen = torch.Generator(device=policy.device).manual_seed(seed)
@@ -84,7 +84,7 @@ def samplers(policy: object, args: argparse.Namespace) -> dict[str, object]:
     if args.compiled:  # model.compile: the static-cache sampler with the compiled decoding step
         import tempfile
 
-        from entropic_tune import compiling, decoding
+        from entropic_tune.model import compiling, decoding
         from entropic_tune.config import load_config
 
         if args.warm:
@@ -223,7 +223,7 @@ def sequence_stats(
 ) -> dict:
     import torch
 
-    from entropic_tune.rollout import decode_responses, score, sequence_logprobs
+    from entropic_tune.engines.native.rollout import decode_responses, score, sequence_logprobs
 
     with torch.no_grad():
         logp, ent = sequence_logprobs(policy, gen, args.temperature)

@@ -59,7 +59,7 @@ def force_full_length(trainer: object) -> None:
 
 def build(key: str, value: int, extra: dict[str, object], threads: int) -> object:
     from entropic_tune.config import load_config
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.trainer import Trainer
 
     trainer = Trainer(load_config({**BASE, **extra, key: value, "train.threads": threads}))
     trainer.last_eval = {"eval/accuracy": 0.0, "eval/pass@k": 0.0, "eval/entropy": 0.0}

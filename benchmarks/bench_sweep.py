@@ -35,7 +35,7 @@ def plain_loop(trials: list[dict]) -> float:
     import torch
 
     from entropic_tune.config import load_config
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.trainer import Trainer
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def default_compare(out: str, package_dir: str | None = None, name: str = "defau
     if package_dir:
         env["PYTHONPATH"] = package_dir + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "entropic_tune.cli", "compare", "--out", out, "--name", name, "--quiet"],
+    subprocess.run([sys.executable, "-m", "entropic_tune.commands.main", "compare", "--out", out, "--name", name, "--quiet"],
                    check=True, stdout=subprocess.DEVNULL, env=env, cwd=package_dir or None)
     return time.perf_counter() - start
 

@@ -68,8 +68,8 @@ KEYS = (
 
 
 def run_project(args: argparse.Namespace) -> dict[str, object]:
-    import entropic_tune.trainer as trainer_mod
-    from entropic_tune.trainer import Trainer
+    import entropic_tune.engines.native.trainer as trainer_mod
+    from entropic_tune.engines.native.trainer import Trainer
 
     trainer = Trainer(project_config(args))
     responses: list[tuple[float, float]] = []  # (reward, length in tokens) of every sampled response
@@ -273,7 +273,7 @@ def main() -> None:
     except ImportError:
         sys.exit("bench_trl: TRL is not installed (pip install trl); nothing measured")
     C.set_threads(args.threads)
-    from entropic_tune.policy import warmstart_model
+    from entropic_tune.model.warmstarts import warmstart_model
     from entropic_tune.tasks import build_task
 
     cfg = project_config(args)

@@ -6,7 +6,7 @@
 Three setups, the same config and global batch, 1 torch thread per worker, evaluation off in the
 measured steps: ``one`` (1 worker, the default batch-seeded sampler), ``one-prompt`` (1 worker,
 per-prompt sampling: what N workers do, so this isolates the sampler's own cost) and ``two`` (2 local
-gloo workers, :mod:`entropic_tune.local_workers`; rank 0 in this process). Reported: the wall time of a
+gloo workers, :mod:`entropic_tune.engines.native.local_workers`; rank 0 in this process). Reported: the wall time of a
 rollout step (median and minimum over the measured steps, after ``--warmup`` steps) and rank 0's CPU
 time per step (the work one worker does, less disturbed by other processes than the wall time); the
 time spent waiting in collectives is not separated. On a 2-core machine the 2 workers share the 2 cores with whatever
@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from entropic_tune.config import load_config
-    from entropic_tune.local_workers import run_local
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.local_workers import run_local
+    from entropic_tune.engines.native.trainer import Trainer
 
     C.set_threads(1)
     total = args.steps + args.warmup

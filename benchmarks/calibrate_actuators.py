@@ -38,7 +38,7 @@ def probe_entropy(trainer, probe) -> float:
     import torch
 
     from entropic_tune import metrics as M
-    from entropic_tune.rollout import sequence_logprobs
+    from entropic_tune.engines.native.rollout import sequence_logprobs
 
     with torch.no_grad():
         _, ent = sequence_logprobs(trainer.policy, probe.gen, trainer.config.rollout.temperature)
@@ -50,8 +50,8 @@ def run(base: dict, keys: dict, seed: int, steps: int, probe_prompts: int) -> tu
     import torch
 
     from entropic_tune.config import load_config
-    from entropic_tune.rollout import collect_rollout
-    from entropic_tune.trainer import Trainer
+    from entropic_tune.engines.native.rollout import collect_rollout
+    from entropic_tune.engines.native.trainer import Trainer
 
     cfg = load_config({**base, "controller.name": "constant", "controller.value": 0.0, **keys,
                        "train.seed": seed, "train.total_steps": steps})  # fmt: skip

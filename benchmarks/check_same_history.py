@@ -46,7 +46,13 @@ def worker(extra: dict[str, object]) -> None:
 
     import entropic_tune
     from entropic_tune.config import load_config
-    from entropic_tune.trainer import Trainer
+    # A tree from before the layout move (issue 26) has the trainer at the package root. Decided by
+    # the files of the package imported: an editable install can resolve the new path from the
+    # other tree too.
+    if os.path.isdir(os.path.join(os.path.dirname(entropic_tune.__file__), "engines")):
+        from entropic_tune.engines.native.trainer import Trainer
+    else:
+        from entropic_tune.trainer import Trainer  # type: ignore[no-redef]
 
     out: dict[str, object] = {"package": os.path.dirname(entropic_tune.__file__)}
     for name, data in CASES.items():

@@ -1,7 +1,9 @@
 """entropic-tune: entropy control (EntroPIC and baselines) in GRPO-style RL of language models.
 
-Core (config, losses, controllers, rollout, trainer) at the top level, the Ray Tune layer in
-``entropic_tune.tune``, the report in ``entropic_tune.report`` (docs/ARCHITECTURE.md).
+Rooms, lowest first (docs/ARCHITECTURE.md): what every layer shares at the top level (config,
+errors, names, methods, losses, actuators, metrics), ``controllers``, ``tasks``, ``results`` (the
+results contract), ``model``, ``engines``, the Ray Tune layer ``tune``, the ``report``, and the
+command-line front-ends in ``commands``.
 """
 
 from .tune._moved import install as _install_moved_paths

@@ -15,7 +15,7 @@ of the other workers goes through :class:`Collective`:
   tensor.
 
 No global state: a :class:`Collective` wraps a ``torch.distributed`` process group set up by the caller
-(Ray Train's ``TorchTrainer`` in a sweep, :func:`entropic_tune.local_workers.run_local` for
+(Ray Train's ``TorchTrainer`` in a sweep, :func:`entropic_tune.engines.native.local_workers.run_local` for
 ``entropic-tune train --workers N``). No Ray here.
 """
 

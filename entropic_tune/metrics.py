@@ -1,8 +1,10 @@
-"""Metric names, the one entropy definition, token-mean aggregation and run summaries.
+"""The one entropy definition, token-mean aggregation, pass@k and run summaries; the metric names.
 
-Every metric key the trainer emits is defined here once (METHOD.md section 5). ``token_entropy`` is
-the only entropy in the project: the full-vocabulary entropy of ``softmax(logits / T)``, never the
-sampled-token NLL. The summary functions are plain Python over a history (list of step dicts).
+Every metric key the trainer emits is defined once, in :mod:`entropic_tune.names` (METHOD.md section
+5), and re-exported here (``metrics.ENTROPY`` is ``names.ENTROPY``). ``token_entropy`` is the only
+entropy in the project: the full-vocabulary entropy of ``softmax(logits / T)``, never the
+sampled-token NLL. The summary functions are plain Python over a history (list of step dicts). The
+tensor functions use only tensor methods, so importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -10,86 +12,15 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-# --- per-step metric names (METHOD.md section 5) -------------------------------------------------
-ENTROPY = "actor/entropy"
-ENTROPY_STDERR = "actor/entropy_stderr"
-PG_LOSS = "actor/pg_loss"
-PG_CLIPFRAC = "actor/pg_clipfrac"
-PG_CLIPFRAC_LOWER = "actor/pg_clipfrac_lower"
-PPO_KL = "actor/ppo_kl"
-GRAD_NORM = "actor/grad_norm"
-HIGH_PROB_FRAC = "actor/high_prob_frac"
-ALPHA = "control/alpha"
-ERROR = "control/error"
-INTEGRAL = "control/integral"
-COEF = "control/coef"
-ACTUATOR_VALUE = "control/actuator_value"
-KP = "control/kp"
-KI = "control/ki"
-PLANT_GAIN = "control/plant_gain"
-PLANT_DRIFT = "control/plant_drift"
-PHASE = "control/phase"
-DETACHED_FRAC = "cov/detached_frac"
-PENALISED_FRAC = "cov/penalised_frac"
-REWARD_MEAN = "rollout/reward_mean"
-RESPONSE_LENGTH_MEAN = "rollout/response_length_mean"
-SOLVE_NONE_FRAC = "rollout/solve_none_frac"
-SOLVE_ALL_FRAC = "rollout/solve_all_frac"
-EVAL_ACCURACY = "eval/accuracy"
-EVAL_PASS_AT_K = "eval/pass@k"
-EVAL_ENTROPY = "eval/entropy"
-STEP_S = "perf/step_s"
-ROLLOUT_TOKENS_PER_S = "perf/rollout_tokens_per_s"
-UPDATE_TOKENS_PER_S = "perf/update_tokens_per_s"
+from .names import *  # noqa: F403 - the names, re-exported: metrics.ENTROPY is names.ENTROPY
 
-# Loss-side metrics: every loss returns all of these (zeros where a mechanism is absent), so the
-# per-step dict has the same keys whatever the method.
-LOSS_KEYS = (PG_LOSS, PG_CLIPFRAC, PG_CLIPFRAC_LOWER, PPO_KL, HIGH_PROB_FRAC, DETACHED_FRAC, PENALISED_FRAC)
-ACTUATOR_KEYS = (ACTUATOR_VALUE,)
-"""Set by the trainer from the controller output and ``controller.actuator`` (not by the controller)."""
-CONTROL_KEYS = (ALPHA, ERROR, INTEGRAL, COEF, KP, KI, PLANT_GAIN, PLANT_DRIFT, PHASE)
-ROLLOUT_KEYS = (REWARD_MEAN, RESPONSE_LENGTH_MEAN, SOLVE_NONE_FRAC, SOLVE_ALL_FRAC)
-EVAL_KEYS = (EVAL_ACCURACY, EVAL_PASS_AT_K, EVAL_ENTROPY)
-PERF_KEYS = (STEP_S, ROLLOUT_TOKENS_PER_S, UPDATE_TOKENS_PER_S)
-STEP = "step"
-"""1-based rollout step index; present in every step dict."""
-
-STEP_KEYS: tuple[str, ...] = (
-    (STEP, ENTROPY, ENTROPY_STDERR) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS
-    + EVAL_KEYS + PERF_KEYS
-)
-"""Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
-
-# --- run summaries --------------------------------------------------------------------------------
-TRACKING_RMSE = "summary/entropy_tracking_rmse"
-TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
-SETTLE_STEP = "summary/settle_step"
-FINAL_ACCURACY = "summary/final_accuracy"
-ENTROPY_DROP = "summary/entropy_drop"
-LATE_ACCURACY = "summary/late_accuracy"
-SUMMARY_KEYS = (TRACKING_RMSE, TRACKING_RMSE_DENOISED, SETTLE_STEP, FINAL_ACCURACY, ENTROPY_DROP, LATE_ACCURACY)
 LATE_EVALS = 3
 """Evaluations averaged by ``summary/late_accuracy`` (the last ones of the run)."""
-
-# --- final evaluation (summary values, not per-step; METHOD.md section 5) ----------------------------
-FINAL = "final"
-"""Prefix of the large evaluation after the last step: ``final/accuracy``, ``final/pass@1``, ..."""
-BASE = "base"
-"""Prefix of the same evaluation of the base (warm-start) model before step 1: ``base/pass@k``."""
-
-
-def pass_at_k_ks(n: int) -> list[int]:
-    """The k of a final evaluation with ``n`` samples per problem: 1, 2, 4, ... up to n, and n itself."""
-    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
-    return ks if not ks or ks[-1] == n else [*ks, n]
-
-
-def final_keys(n: int, prefix: str = FINAL) -> list[str]:
-    """``<prefix>/accuracy`` (greedy) then ``<prefix>/pass@k`` for each k of :func:`pass_at_k_ks`."""
-    return [f"{prefix}/accuracy", *(f"{prefix}/pass@{k}" for k in pass_at_k_ks(n))]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -125,8 +56,8 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     """
     z = logits.float() / temperature  # (..., V)
     z = z - z.detach().amax(dim=-1, keepdim=True)  # (..., V), max 0
-    logz = torch.logsumexp(z, dim=-1, keepdim=True)  # (..., 1)
-    p = torch.exp(z - logz)  # (..., V)
+    logz = z.logsumexp(dim=-1, keepdim=True)  # (..., 1); the tensor methods are torch.logsumexp/exp
+    p = (z - logz).exp()  # (..., V)
     return logz.squeeze(-1) - (p * z).sum(dim=-1)
 
 

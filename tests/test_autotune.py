@@ -24,7 +24,7 @@ from entropic_tune.controllers import (
 )
 from entropic_tune.controllers.autotune import PHASES, square_wave
 from entropic_tune.errors import UserError
-from entropic_tune.trainer import Trainer
+from entropic_tune.engines.native.trainer import Trainer
 
 
 def controller(**keys) -> AutotunedPIController:

@@ -10,8 +10,8 @@ import pytest
 from test_plant import Plant  # tests/ is on sys.path: the simulated plant of the real noise level
 
 from entropic_tune import metrics as M
-from entropic_tune import trainer
-from entropic_tune.cli import main
+from entropic_tune.engines.native import trainer
+from entropic_tune.commands.main import main
 from entropic_tune.config import load_config
 from entropic_tune.controllers import identify_plant, pi_gains
 

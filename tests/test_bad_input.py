@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune.cli import main
+from entropic_tune.commands.main import main
 
 
 def _hf_without_tokenizer(tmp: Path) -> str:
@@ -116,10 +116,10 @@ _PROBE = """
 import json, sys, time
 start = time.perf_counter()
 if sys.argv[1] == "warmstarts":
-    from entropic_tune.warmstarts import main
+    from entropic_tune.commands.warmstarts import main
     rc = main(sys.argv[2:])
 else:
-    from entropic_tune.cli import main
+    from entropic_tune.commands.main import main
     rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "seconds": time.perf_counter() - start,
                   "heavy": [m for m in HEAVY if m in sys.modules]}))

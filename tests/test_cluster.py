@@ -68,7 +68,7 @@ def ray_head(warmstart_cache):
 
 def test_compare_runs_on_an_existing_cluster(tmp_path, ray_head):
     port, env = ray_head
-    cmd = [sys.executable, "-m", "entropic_tune.cli", "compare", "--space", "smoke",
+    cmd = [sys.executable, "-m", "entropic_tune.commands.main", "compare", "--space", "smoke",
            "--address", f"127.0.0.1:{port}", "--out", str(tmp_path), "--name", "cluster", "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,7 +1,7 @@
 """Data-parallel runs (issue 17, METHOD.md 7): N workers give the 1-worker history of the same global
 batch, the controller sees the global entropy, and the config refuses what cannot work.
 
-The workers here are local gloo processes (:mod:`entropic_tune.local_workers`, rank 0 in the test
+The workers here are local gloo processes (:mod:`entropic_tune.engines.native.local_workers`, rank 0 in the test
 process); the Ray Train path (``--workers-per-trial``) is in test_sweep_workers.py.
 """
 
@@ -20,8 +20,8 @@ from entropic_tune import metrics as M
 from entropic_tune.config import load_config
 from entropic_tune.distributed import prompt_generators, shard
 from entropic_tune.errors import UserError
-from entropic_tune.local_workers import run_local
-from entropic_tune.trainer import Trainer
+from entropic_tune.engines.native.local_workers import run_local
+from entropic_tune.engines.native.trainer import Trainer
 
 COMPARED = [k for k in M.STEP_KEYS if not k.startswith("perf/")]
 

@@ -18,8 +18,8 @@ def _loaded(module: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["entropic_tune.trainer", "entropic_tune.runner", "entropic_tune.losses",
-                                    "entropic_tune.autotune_cli"])
+@pytest.mark.parametrize("module", ["entropic_tune.engines.native.trainer", "entropic_tune.commands.train", "entropic_tune.losses",
+                                    "entropic_tune.commands.autotune"])
 def test_core_does_not_import_ray_optuna_pandas(module):
     loaded = _loaded(module)
     assert not {"ray", "optuna", "pandas", "matplotlib"} & loaded
@@ -35,11 +35,11 @@ def test_pure_units_do_not_import_torch(module):
 
 def test_report_does_not_import_trainer_torch_or_ray():
     loaded = _loaded("entropic_tune.report")
-    assert not {"torch", "ray", "entropic_tune.trainer", "entropic_tune.rollout"} & loaded
+    assert not {"torch", "ray", "entropic_tune.engines.native.trainer", "entropic_tune.engines.native.rollout"} & loaded
 
 
 def test_cli_help_is_light():
-    loaded = _loaded("entropic_tune.cli")
+    loaded = _loaded("entropic_tune.commands.main")
     assert not {"torch", "ray", "optuna"} & loaded
 
 
@@ -47,7 +47,7 @@ def test_notebooks_only_use_the_report_layer():
     for nb in (ROOT / "analysis").glob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        for banned in ("entropic_tune.trainer", "import torch", "import ray", "entropic_tune.losses"):
+        for banned in ("entropic_tune.engines.native.trainer", "import torch", "import ray", "entropic_tune.losses"):
             assert banned not in source, f"{nb.name} uses {banned}"
 
 

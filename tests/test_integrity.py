@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune.cli import main
+from entropic_tune.commands.main import main
 from entropic_tune.errors import UserError
 from entropic_tune.folder_lock import LOCK_FILE, FolderLock, hold
-from entropic_tune.results_check import DamagedResults, check_results
+from entropic_tune.results.check import DamagedResults, check_results
 from entropic_tune.tune import spaces
 from entropic_tune.tune.collect import TrialRecord
 from entropic_tune.tune.plan import check_plan, grid_plan, search_plan
@@ -299,8 +299,8 @@ def test_a_search_run_is_checked_against_its_base_bounds_and_count():
 
 def test_the_built_in_context_is_the_built_in_models():
     from entropic_tune.config import load_config
-    from entropic_tune.limits import BUILTIN_POSITIONS
-    from entropic_tune.policy import build_tiny_model
+    from entropic_tune.model.limits import BUILTIN_POSITIONS
+    from entropic_tune.model.policy import build_tiny_model
 
     cfg = load_config({"model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 2})
     assert build_tiny_model(cfg.model, 20).config.max_position_embeddings == BUILTIN_POSITIONS
@@ -308,8 +308,8 @@ def test_the_built_in_context_is_the_built_in_models():
 
 def test_a_local_models_context_comes_from_its_config_json_with_exact_prompt_tokens(tmp_path):
     from entropic_tune.config import load_config
-    from entropic_tune.limits import check_limits, prompt_tokens
-    from entropic_tune.policy import Policy, build_char_tokenizer, build_tiny_model, resolve_device
+    from entropic_tune.model.limits import check_limits, prompt_tokens
+    from entropic_tune.model.policy import Policy, build_char_tokenizer, build_tiny_model, resolve_device
     from entropic_tune.tasks import build_task
 
     small = {"model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 2}

@@ -37,7 +37,7 @@ def test_committed_notebook_is_clean_and_parameterised(name: str) -> None:
     assert "../entropic_results/" in first.source
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "from entropic_tune import report" in code
-    assert not any(bad in code for bad in ("import torch", "import ray", "entropic_tune.trainer"))
+    assert not any(bad in code for bad in ("import torch", "import ray", "entropic_tune.engines.native.trainer"))
 
 
 @pytest.mark.parametrize(("name", "folder", "figures"), RUNS, ids=[f"{n}-{f}" for n, f, _ in RUNS])

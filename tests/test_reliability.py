@@ -30,9 +30,9 @@ import pytest
 import torch
 import yaml
 
-from entropic_tune import cli
+from entropic_tune.commands import main as cli
 from entropic_tune import metrics as M
-from entropic_tune.tune import cli as sweep_cli
+from entropic_tune.commands import sweep as sweep_cli
 
 # A warm-start strong enough that some groups get mixed rewards (non-zero gradients, so restoring the
 # model and optimizer matters) and a target near the measured entropy (the PI integral moves, unclamped).
@@ -64,7 +64,7 @@ def compare_args(out: Path, name: str, *extra: str, overrides: dict | None = Non
 def driver(argv: list[str], address: str, extra_env: dict | None = None, **popen) -> subprocess.Popen:
     """A sweep driver in its own process, attached to the session's Ray."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1", **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "entropic_tune.cli", *argv, "--address", address], env=env,
+    return subprocess.Popen([sys.executable, "-m", "entropic_tune.commands.main", *argv, "--address", address], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
 
@@ -304,7 +304,7 @@ WARMSTART_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     import torch
-    from entropic_tune import policy
+    from entropic_tune.model import loading, warmstarts
     from entropic_tune.config import load_config
     from entropic_tune.tasks import build_task
 
@@ -313,7 +313,7 @@ WARMSTART_SCRIPT = textwrap.dedent("""
     cfg = load_config({"model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2,
                        "model.warmstart_steps": 20, "model.cache_dir": cache})
     task = build_task(cfg.task)
-    train = policy.train_warmstart
+    train = warmstarts.train_warmstart
 
     def counted(*args, **kwargs):
         with open(marker, "a") as handle:
@@ -321,12 +321,12 @@ WARMSTART_SCRIPT = textwrap.dedent("""
         time.sleep(1.0)  # hold the lock long enough for the other process to queue behind it
         return train(*args, **kwargs)
 
-    policy.train_warmstart = counted
+    warmstarts.train_warmstart = counted
     Path(ready).touch()
     while not Path(go).exists():
         time.sleep(0.005)
-    path = policy.warmstart_model(cfg.model, cfg.task, task)
-    model, tokenizer = policy._load_hf(path, cfg.model)
+    path = warmstarts.warmstart_model(cfg.model, cfg.task, task)
+    model, tokenizer = loading._load_hf(path, cfg.model)
     assert sum(p.numel() for p in model.parameters()) > 0 and tokenizer.eos_token_id is not None
     print(path)
 """)
@@ -387,7 +387,7 @@ def test_every_torch_load_in_the_package_is_weights_only():
 
 
 def test_hf_models_load_without_remote_code_unless_asked(tmp_path, monkeypatch):
-    from entropic_tune import policy
+    from entropic_tune.model import loading, policy
     from entropic_tune.config import load_config
     from entropic_tune.tasks import build_task
 
@@ -399,7 +399,7 @@ def test_hf_models_load_without_remote_code_unless_asked(tmp_path, monkeypatch):
     policy.build_tiny_model(cfg.model, len(tokenizer)).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     seen: list[tuple[str, object]] = []
-    for cls in (policy.AutoModelForCausalLM, policy.AutoTokenizer):
+    for cls in (loading.AutoModelForCausalLM, loading.AutoTokenizer):
         original = cls.from_pretrained
 
         def capture(*args, _original=original, _name=cls.__name__, **kwargs):
@@ -411,7 +411,7 @@ def test_hf_models_load_without_remote_code_unless_asked(tmp_path, monkeypatch):
         seen.clear()
         cfg = load_config({**small, "model.path": str(tmp_path / "m"), "model.device": "cpu",
                            **({"model.trust_remote_code": True} if flag else {})})
-        policy.load_policy(cfg.model, cfg.task, task)
+        loading.load_policy(cfg.model, cfg.task, task)
         assert sorted(seen) == [("AutoModelForCausalLM", flag), ("AutoTokenizer", flag)]
 
 

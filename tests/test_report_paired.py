@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from entropic_tune import cli, report
+from entropic_tune import report
+from entropic_tune.commands import main as cli
 from entropic_tune.report import paired
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

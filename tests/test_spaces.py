@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from entropic_tune import cli
+from entropic_tune.commands import main as cli
 from entropic_tune.config import load_config
 from entropic_tune.errors import UserError
 from entropic_tune.methods import MAIN_KNOBS, METHODS

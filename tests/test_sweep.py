@@ -18,9 +18,9 @@ import optuna
 import pytest
 import yaml
 
-from entropic_tune import cli
+from entropic_tune.commands import main as cli
 from entropic_tune import metrics as M
-from entropic_tune.results import history_columns
+from entropic_tune.results.writers import history_columns
 from entropic_tune.tune.layout import folder_size
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_local")]
@@ -172,7 +172,7 @@ def _first_report(exp: Path, proc: subprocess.Popen, timeout: float = 150) -> No
 
 def test_an_interrupted_sweep_resumes_with_every_trial_once(tmp_path, capsys, ray_local):
     steps = 25
-    cmd = [sys.executable, "-m", "entropic_tune.cli", "compare", "--space", "smoke", "--steps", str(steps),
+    cmd = [sys.executable, "-m", "entropic_tune.commands.main", "compare", "--space", "smoke", "--steps", str(steps),
            "--checkpoint-every", "2", "--address", ray_local.get_runtime_context().gcs_address,
            "--out", str(tmp_path), "--name", "cut", "--quiet"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune.cli import main
+from entropic_tune.commands.main import main
 
 SMOKE = ["--space", "smoke"]
 SEARCH = ["search", "--space", "smoke_search"]

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from entropic_tune import metrics as M
-from entropic_tune.cli import main
+from entropic_tune.commands.main import main
 from entropic_tune.errors import UserError
 from entropic_tune.tracking import check_tracking, mlflow_name, mlflow_store, tracked_metrics
 

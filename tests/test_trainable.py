@@ -7,7 +7,7 @@ import math
 import pytest
 
 from entropic_tune import metrics as M
-from entropic_tune.trainer import NonFiniteError
+from entropic_tune.engines.native.trainer import NonFiniteError
 from entropic_tune.tune.trainable import load_checkpoint, run_trial
 
 

@@ -10,8 +10,8 @@ import torch
 
 from entropic_tune import metrics as M
 from entropic_tune.config import load_config
-from entropic_tune.rollout import collect_rollout, sequence_logprobs
-from entropic_tune.trainer import NonFiniteError, SimulatedFailure, Trainer
+from entropic_tune.engines.native.rollout import collect_rollout, sequence_logprobs
+from entropic_tune.engines.native.trainer import NonFiniteError, SimulatedFailure, Trainer
 
 
 def _no_perf(row: dict) -> dict:

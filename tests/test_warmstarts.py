@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from entropic_tune import policy, warmstarts
+from entropic_tune.model import loading, warmstarts
 from entropic_tune.config import ModelConfig, TaskConfig, load_config
 from entropic_tune.errors import UserError
 from entropic_tune.tasks import build_task
@@ -70,11 +70,11 @@ def test_the_default_config_loads_the_committed_weights_without_training(monkeyp
     def refuse(*args, **kwargs):
         raise AssertionError("the default warm-start must come from the committed weights")
 
-    monkeypatch.setattr(policy, "train_warmstart", refuse)
+    monkeypatch.setattr(warmstarts, "train_warmstart", refuse)
     cfg, task_cfg = ModelConfig(), TaskConfig()
-    path = policy.warmstart_model(cfg, task_cfg, build_task(task_cfg))
+    path = warmstarts.warmstart_model(cfg, task_cfg, build_task(task_cfg))
     assert path.parent == warmstarts.STORE and (path / "model.safetensors").is_file()
-    model, tokenizer = policy._load_hf(path, cfg)
+    model, tokenizer = loading._load_hf(path, cfg)
     assert sum(p.numel() for p in model.parameters()) > 100_000 and tokenizer.eos_token_id == 1
 
 
@@ -93,7 +93,7 @@ def test_every_committed_warmstart_is_intact_and_rebuildable_from_its_recipe():
 def test_a_rebuild_on_the_same_machine_is_bit_identical_and_can_adopt_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(warmstarts, "STORE", tmp_path / "store")
     config = load_config(overrides=TINY)
-    cached = policy.warmstart_model(config.model, config.task, build_task(config.task))  # trains + caches
+    cached = warmstarts.warmstart_model(config.model, config.task, build_task(config.task))  # trains + caches
     adopted = warmstarts.build(config, tmp_path / "store" / "a", TINY, from_cache=True)
     assert adopted == warmstarts.sha256(cached / "model.safetensors")
     trained = warmstarts.build(config, tmp_path / "store" / "b", TINY)  # trained again, here
@@ -104,5 +104,5 @@ def test_a_ten_step_warm_start_trains(tmp_path):
     """OneCycleLR's warm-up phase is 0 steps long at 10 steps x 10 % (a ZeroDivisionError before)."""
     config = load_config({o.split("=")[0]: o.split("=")[1] for o in TINY} | {"model.warmstart_steps": 10})
     task = build_task(config.task)
-    model, _ = policy.train_warmstart(config.model, task)
+    model, _ = warmstarts.train_warmstart(config.model, task)
     assert all(bool(p.isfinite().all()) for p in model.parameters())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune import cli
-from entropic_tune.tune import cli as sweep_cli
+from entropic_tune.commands import main as cli
+from entropic_tune.commands import sweep as sweep_cli
 from entropic_tune.tune.trainable import run_trial
 
 

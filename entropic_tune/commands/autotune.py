@@ -17,11 +17,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import Config
-from .controllers import EntropyPlant, identify_plant
-from .controllers.gains import effective_delay
-from .errors import UserError
-from .folder_lock import check_writable
+from ..config import Config
+from ..controllers import EntropyPlant, identify_plant
+from ..controllers.gains import effective_delay
+from ..errors import UserError
+from ..folder_lock import check_writable
 
 
 def output_paths(out: str | Path) -> tuple[Path, Path]:
@@ -41,10 +41,10 @@ def run_autotune(config: Config, out: str | Path, quiet: bool = False) -> int:
     """Probe ``config``'s setup, print the identified plant and gains, write the snippet to ``out``."""
     yaml_path, history_path = output_paths(out)
     # torch and transformers: imported here, so `autotune` checks its input before it loads them
-    from . import metrics as M
-    from .results import atomic_write_text, history_columns, history_rows, write_csv
-    from .runner import progress_line
-    from .trainer import NonFiniteError, Trainer
+    from .. import metrics as M
+    from ..engines.native.trainer import NonFiniteError, Trainer
+    from ..results.writers import atomic_write_text, history_columns, history_rows, write_csv
+    from .train import progress_line
 
     trainer = Trainer(config)  # validates model, task and data before anything is written
     cfg = config.controller

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 EXIT_USER_ERROR = 2
 DEFAULT_OUT = "entropic_results"
@@ -34,7 +34,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     p = sub.add_parser(
         "train", help="Run one trial without Ray and write its history and summary.",
@@ -84,7 +84,7 @@ def _autotune_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_autotune(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     data: dict[str, object] = {**_explicit(args.config), "method": args.method}
     if args.steps is not None:
@@ -99,7 +99,7 @@ def _run_autotune(args: argparse.Namespace) -> int:
     # The probe is what this command runs: autotune probe, for the probe and the step that measures it.
     config = _train_config({**data, "controller.autotune": "probe", "train.total_steps": steps + 1},
                            [*args.overrides, "controller.autotune=probe", f"train.total_steps={steps + 1}"])
-    from .autotune_cli import output_paths, run_autotune  # torch-free until run_autotune starts
+    from .autotune import output_paths, run_autotune  # torch-free until run_autotune starts
 
     output_paths(args.out)  # refuse a bad --out before the model loads
     return run_autotune(config, args.out, quiet=args.quiet)
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _autotune_parser(sub)
     try:
-        from .tune.cli import add_sweep_parsers
+        from .sweep import add_sweep_parsers
     except ImportError:  # pragma: no cover - the Ray layer is optional for the core
         add_sweep_parsers = None
     if add_sweep_parsers is not None:
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .folder_lock import check_run_dir, hold
+    from ..folder_lock import check_run_dir, hold
 
     data: dict[str, object] = {}
     if args.method:
@@ -151,7 +151,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.workers is not None:
         data["train.num_workers"] = args.workers
     # Precedence: config files < --method/--steps/--seed < --set.
-    from .tracking import check_tracking
+    from ..tracking import check_tracking
 
     uri = check_tracking(args.log, args.mlflow_uri)
     config = _train_config({**_explicit(args.config), **data}, args.overrides)
@@ -159,7 +159,7 @@ def _run_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out).expanduser().resolve() / name
     check_run_dir(run_dir)
     with hold(run_dir):
-        from .runner import run_single  # torch and transformers: only once the input is checked
+        from .train import run_single  # torch and transformers: only once the input is checked
 
         return run_single(config, run_dir, quiet=args.quiet, log=args.log, mlflow_uri=uri)
 
@@ -167,8 +167,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _train_config(data: dict[str, object], overrides: list[str]) -> Config:
     """The run's config, with its sizes checked against the model and machine; an error that only a
     ``--set`` value causes names that ``--set``."""
-    from .config import load_config, parse_override
-    from .limits import check_limits
+    from ..config import load_config, parse_override
+    from ..model.limits import check_limits
 
     try:
         config = load_config(data, overrides=overrides)
@@ -187,7 +187,7 @@ def _train_config(data: dict[str, object], overrides: list[str]) -> Config:
 
 
 def _explicit(files: Sequence[str]) -> dict[str, object]:
-    from .config import normalize, read_yaml
+    from ..config import normalize, read_yaml
 
     merged: dict[str, object] = {}
     for path in files:
@@ -196,8 +196,8 @@ def _explicit(files: Sequence[str]) -> dict[str, object]:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .folder_lock import holder, is_locked
-    from .results_check import check_experiment_folder, study_problem
+    from ..folder_lock import holder, is_locked
+    from ..results.check import check_experiment_folder, study_problem
 
     for d in args.dirs:
         if not Path(d).is_dir():
@@ -212,7 +212,7 @@ def _run_report(args: argparse.Namespace) -> int:
         problem = study_problem(Path(d) / "optuna.db")
         if problem:
             print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
-    from .report import write_report  # pandas, matplotlib: once the folders are checked
+    from ..report import write_report  # pandas, matplotlib: once the folders are checked
 
     try:
         path = write_report([Path(d) for d in args.dirs], fmt=args.format, baseline=args.baseline)

@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..folder_lock import check_writable, hold
 from ..methods import METHODS, used_keys
 from ..tracking import LOGGERS, check_tracking
-from . import spaces
+from ..tune import spaces
 
 DEFAULT_OUT = "entropic_results"
 DEFAULT_SPACE = {"compare": "compare", "search": "tune_entropic", "ablate": "ablations"}
@@ -159,11 +159,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.SearchOptions | None,
              options: dict[str, Any], exp_dir: Path) -> int:
-    from .collect import check_new
+    from ..tune.collect import check_new
 
     continuing = check_new(exp_dir, args.kind)
     _check_folder(exp_dir, args.kind)
-    from . import sweep
+    from ..tune import sweep
 
     opts = sweep.SweepOptions(out=str(exp_dir.parent), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
     if sopts is not None and options["scheduler"] != "pbt":
@@ -188,7 +188,7 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
 def _check_folder(exp_dir: Path, kind: str) -> None:
     """A folder a run continues must be intact (checked before anything is written): its results
     consistent, its Optuna store readable."""
-    from ..results_check import DamagedResults, check_results, study_problem
+    from ..results.check import DamagedResults, check_results, study_problem
 
     if (exp_dir / "summary.csv").is_file() or (exp_dir / "history.csv").is_file():
         try:
@@ -209,7 +209,7 @@ def plan_trial(space: spaces.SearchSpace) -> dict[str, Any]:
 def _resume(args: argparse.Namespace, out: Path) -> int:
     if not args.name:
         raise UserError("--resume: give the experiment's --name (and --out if not the default)")
-    from .collect import read_meta
+    from ..tune.collect import read_meta
 
     exp_dir = out / _name(args.name)
     read_meta(exp_dir)  # before the lock: a folder without an experiment is not made a lock file
@@ -223,7 +223,7 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
         _validate(options, args.kind, None)
         check_writable(exp_dir)
         _check_folder(exp_dir, args.kind)
-        from . import sweep
+        from ..tune import sweep
 
         opts = sweep.SweepOptions(out=str(out), name=exp_dir.name, verbose=0 if args.quiet else 1, **options)
         sweep.check_address(opts.address)
@@ -353,7 +353,7 @@ def _print_plan(space: spaces.SearchSpace, sopts: spaces.SearchOptions | None, o
         return
     trials = spaces.expand_trials(space)
     flats = [spaces.flat_trial_config(t) for t in trials]
-    from ..results import varying_keys
+    from ..results.writers import varying_keys
 
     varying = [k for k in varying_keys(flats) if k not in ("method", "train.seed")]
     print(f"{len(trials)} trials, {flats[0]['train.total_steps']} steps each (listed: the settings that "
@@ -377,7 +377,7 @@ def _print_estimate(flats: list[dict[str, Any]], options: dict[str, Any]) -> Non
     """The wall-time estimate from step times measured here; concurrency as Ray's local default."""
     import os
 
-    from . import estimate
+    from ..tune import estimate
 
     threads = max(1, int(options["cpus_per_trial"]))
     workers = int(options.get("workers_per_trial") or 1)
@@ -423,7 +423,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     for path in [*files, *([report] if report else [])]:
         if path.exists():
             print(f"  {path}")
-    from .layout import size_line
+    from ..tune.layout import size_line
 
     print(size_line(exp_dir, deleted=(meta.get("options") or {}).get("delete_checkpoints", False)))
     rows = list({r["trial_id"]: r for r in rows}.values())  # an ablation run shared by factors: once

@@ -15,13 +15,14 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from . import metrics as M
-from .config import Config, to_dict, to_flat
-from .distributed import Collective
-from .errors import UserError
-from .evaluation import final_evaluation
-from .folder_lock import check_run_dir
-from .results import (
+from .. import metrics as M
+from ..config import Config, to_dict, to_flat
+from ..distributed import Collective
+from ..engines.native.evaluation import final_evaluation
+from ..engines.native.trainer import NonFiniteError, Trainer
+from ..errors import UserError
+from ..folder_lock import check_run_dir
+from ..results.writers import (
     atomic_write_text,
     history_columns,
     history_rows,
@@ -29,7 +30,6 @@ from .results import (
     summary_row,
     write_csv,
 )
-from .trainer import NonFiniteError, Trainer
 
 
 def progress_line(row: dict[str, float], total: int) -> str:
@@ -45,10 +45,10 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
     ``log``: ``mlflow`` or ``tensorboard`` also logs the run there (:mod:`entropic_tune.tracking`).
 
     ``train.num_workers`` > 1: this process is rank 0 of that many local gloo workers
-    (:func:`entropic_tune.local_workers.run_local`); it alone writes files and runs the large evaluations.
+    (:func:`entropic_tune.engines.native.local_workers.run_local`); it alone writes files and runs the large evaluations.
     """
     if config.train.num_workers > 1 and dist is None:
-        from .local_workers import run_local
+        from ..engines.native.local_workers import run_local
 
         return run_local(config, lambda group: run_single(config, run_dir, quiet, log, mlflow_uri, group))
     check_run_dir(run_dir)
@@ -69,7 +69,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
         {"kind": "train", "name": run_dir.name, "base": flat, "methods": [config.method],
          "seeds": [config.train.seed]}, sort_keys=False))
     trial_id = run_dir.name
-    from .tracking import train_tracker
+    from ..tracking import train_tracker
 
     tracker = train_tracker(log, mlflow_uri, run_dir, flat, {"trial_id": trial_id, "method": config.method,
                                                             "seed": str(config.train.seed)})

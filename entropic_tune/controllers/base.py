@@ -37,18 +37,7 @@ from collections.abc import Callable
 
 from ..config import ControllerConfig
 from ..errors import UserError, unknown
-
-# The same strings as metrics.ALPHA etc. (metrics imports torch; this module must not). A test asserts
-# they are equal.
-ALPHA = "control/alpha"
-ERROR = "control/error"
-INTEGRAL = "control/integral"
-COEF = "control/coef"
-KP = "control/kp"
-KI = "control/ki"
-PLANT_GAIN = "control/plant_gain"
-PLANT_DRIFT = "control/plant_drift"
-PHASE = "control/phase"
+from ..names import ALPHA, COEF, ERROR, INTEGRAL, KI, KP, PHASE, PLANT_DRIFT, PLANT_GAIN
 
 
 def _clip(x: float, lo: float, hi: float) -> float:

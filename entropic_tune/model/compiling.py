@@ -1,9 +1,9 @@
 """``model.compile``: which parts of a run are compiled, and where the compiled artefacts live.
 
 Two parts can be compiled (both give the same tokens and metrics as eager up to float rounding):
-- decoding (:mod:`entropic_tune.decoding`): a static KV cache and one compiled step per token,
+- decoding (:mod:`entropic_tune.model.decoding`): a static KV cache and one compiled step per token,
   for Qwen2/Llama-style decoders; on CUDA as a CUDA graph (``mode="reduce-overhead"``);
-- the update's forward (:func:`entropic_tune.rollout.logprobs_and_entropy`: the model, the
+- the update's forward (:func:`entropic_tune.model.policy.logprobs_and_entropy`: the model, the
   log-softmax and the full-vocabulary entropy at T, compiled whole with dynamic shapes, so inductor
   fuses the elementwise work and the (n, R, V) softmax temporaries; its backward is compiled too).
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import Config
+from ..errors import UserError
 from . import decoding
-from .config import Config
-from .errors import UserError
-from .policy import Policy, cache_root
-from .rollout import logprobs_and_entropy
+from .policy import Policy, logprobs_and_entropy
+from .warmstarts import cache_root
 
 AUTO_DECODE_MIN_STEPS = 100
 """``auto`` on the CPU compiles decoding for runs of at least this many rollout steps (BENCHMARKS.md:

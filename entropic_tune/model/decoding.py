@@ -1,6 +1,6 @@
 """Compiled decoding (``model.compile``): a static KV cache and one compiled function per token.
 
-The eager sampler (:func:`entropic_tune.rollout.generate`) calls transformers' forward once per new
+The eager sampler (:func:`entropic_tune.engines.native.rollout.generate`) calls transformers' forward once per new
 token; at the built-in model's size that forward is mostly per-op overhead (dozens of small kernels,
 a ``torch.cat`` of the KV cache per layer, the CPU flash-attention kernel for a single query row).
 Here the decoding step of a Qwen2/Llama-style decoder is written as one pure function of the weights
@@ -171,7 +171,7 @@ def decode_step(weights: tuple, rope: torch.Tensor, kv: torch.Tensor, token: tor
 
 def token_statistics(z: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log softmax(z)[token], entropy of softmax(z))`` for z = logits / T (N, V) fp32, as
-    :func:`~entropic_tune.rollout.logprobs_and_entropy` computes them (``logsumexp(z) - sum p z``)."""
+    :func:`~entropic_tune.model.policy.logprobs_and_entropy` computes them (``logsumexp(z) - sum p z``)."""
     logp = torch.log_softmax(z, -1).gather(-1, token[:, None]).squeeze(-1)
     logz = torch.logsumexp(z, dim=-1, keepdim=True)
     return logp, logz.squeeze(-1) - (torch.exp(z - logz) * z).sum(dim=-1)

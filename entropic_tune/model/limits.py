@@ -28,9 +28,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .errors import UserError
-from .tasks import build_task
+from ..config import Config
+from ..errors import UserError
+from ..tasks import build_task
 
 BUILTIN_POSITIONS = 256
 """Positions of the built-in model (``policy.build_tiny_model``'s default; a test keeps them equal)."""

@@ -1,53 +1,65 @@
-"""Committed warm-start weights: the built-in model's base weights, the same on every machine.
+"""The built-in model's warm-start: supervised training, the on-disk cache, the committed weights.
 
-The warm-start (``policy.train_warmstart``) is deterministic on one machine with one torch and
-transformers version, but CPU kernels differ between machines (vector width, reduction order):
-two machines trained two different base models, and every result differed from step 1 on (issue 13:
-first-step entropy 0.0849 here, 0.0909 there). So the base models of the shipped configurations are
-committed under ``entropic_tune/data/warmstarts/<name>/``: a Hugging Face folder (``config.json``,
+:func:`warmstart_model` gives the base model of a run of the built-in model: the committed folder
+whose recipe matches the config, else the cached one, trained (:func:`train_warmstart`) and saved on
+first use. The warm-start is deterministic on one machine with one torch and transformers version,
+but CPU kernels differ between machines (vector width, reduction order): two machines trained two
+different base models, and every result differed from step 1 on (issue 13: first-step entropy
+0.0849 here, 0.0909 there). So the base models of the shipped configurations are committed under
+``entropic_tune/data/warmstarts/<name>/``: a Hugging Face folder (``config.json``,
 ``model.safetensors``, tokenizer files) with ``recipe.json`` (everything that determines the
-weights, the versions they were built with, the command) and ``SHA256SUMS``.
-``policy.warmstart_model`` returns a committed folder whenever its recipe matches the run's config,
-after checking the checksums; any other config is trained and cached as before.
+weights, the versions they were built with, the command) and ``SHA256SUMS``; any other config is
+trained and cached under a hash of everything that determines it, written atomically under a file
+lock, so a sweep trains it once even when trials start together.
 
 A recipe matches a config when every recorded model/task field has the config's value and every
 field the recipe does not record (added to the config later) is at its default, so a new option
 left at its default keeps using the committed weights.
 
-Rebuilt only on request::
+Rebuilt only on request (:mod:`entropic_tune.commands.warmstarts`)::
 
-    python -m entropic_tune.warmstarts --list
-    python -m entropic_tune.warmstarts --name arithmetic-default            # default config
-    python -m entropic_tune.warmstarts --name paths --set task.name=paths   # any config keys
-    python -m entropic_tune.warmstarts --check    # rebuild each one here and compare checksums
+    python -m entropic_tune.commands.warmstarts --list
+    python -m entropic_tune.commands.warmstarts --name arithmetic-default            # default config
+    python -m entropic_tune.commands.warmstarts --name paths --set task.name=paths   # any config keys
+    python -m entropic_tune.commands.warmstarts --check    # rebuild each one here and compare checksums
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ModelConfig, TaskConfig, load_config
-from .errors import UserError
+import torch
+import transformers
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-STORE = Path(__file__).resolve().parent / "data" / "warmstarts"
+from ..config import Config, ModelConfig, TaskConfig
+from ..errors import UserError
+from ..metrics import aggregate
+from ..tasks import Task, build_task
+from .policy import Policy, build_char_tokenizer, build_tiny_model
+
+WARMSTART_SEED = 1234
+WARMSTART_BATCH = 64
+CACHE_VERSION = 1  # bump when the warm-start recipe changes
+STORE = Path(__file__).resolve().parents[1] / "data" / "warmstarts"
 RECIPE, SUMS = "recipe.json", "SHA256SUMS"
 UNRECORDED = ("path", "device", "dtype", "cache_dir", "trust_remote_code")
-"""Model fields that do not change the warm-started weights (as in ``policy.warmstart_key``)."""
+"""Model fields that do not change the warm-started weights (as in :func:`warmstart_key`)."""
 
 
 def recipe(cfg: ModelConfig, task_cfg: TaskConfig, alphabet: str) -> dict[str, Any]:
     """Everything that determines the warm-started weights, without software versions."""
-    from .policy import CACHE_VERSION, WARMSTART_BATCH, WARMSTART_SEED
-
     model = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in UNRECORDED}
     return {
         "version": CACHE_VERSION,
@@ -107,7 +119,7 @@ def verify(folder: Path) -> None:
         if not path.is_file() or sha256(path) != digest:
             raise UserError(
                 f"{path}: missing or its sha256 differs from {folder / SUMS} (damaged or edited); "
-                f"restore it with git, or rebuild it: python -m entropic_tune.warmstarts "
+                f"restore it with git, or rebuild it: python -m entropic_tune.commands.warmstarts "
                 f"--name {folder.name} (with the recipe's --set keys)"
             )
 
@@ -119,12 +131,6 @@ def build(config: Config, folder: Path, overrides: list[str], from_cache: bool =
     ``from_cache``: copy this machine's cached warm-start of the same recipe and versions (the
     cache key includes both) instead of training it again, when there is one.
     """
-    import torch
-    import transformers
-
-    from .policy import cache_root, train_warmstart, warmstart_key
-    from .tasks import build_task
-
     transformers.utils.logging.disable_progress_bar()
     task = build_task(config.task)
     cached = (
@@ -145,7 +151,7 @@ def build(config: Config, folder: Path, overrides: list[str], from_cache: bool =
         (tmp / SUMS).write_text("".join(f"{sha256(tmp / name)}  {name}\n" for name in files))
         command = " ".join(
             [
-                "python -m entropic_tune.warmstarts",
+                "python -m entropic_tune.commands.warmstarts",
                 f"--name {folder.name}",
                 *(f"--set {o}" for o in overrides),
             ]
@@ -170,68 +176,107 @@ def build(config: Config, folder: Path, overrides: list[str], from_cache: bool =
     return sha256(folder / "model.safetensors")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m entropic_tune.warmstarts",
-        description="List, rebuild or check the committed warm-start weights.",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Config keys of the warm-start to build (model.* and task.* matter).",
-    )
-    parser.add_argument(
-        "--name", default=None, help="Folder name under entropic_tune/data/warmstarts/."
-    )
-    parser.add_argument(
-        "--list", action="store_true", help="List the committed warm-starts and exit."
-    )
-    parser.add_argument(
-        "--from-cache",
-        action="store_true",
-        help="Copy this machine's cached warm-start of the same recipe instead of training it.",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="Rebuild every committed warm-start in a temporary folder and compare checksums.",
-    )
-    args = parser.parse_args(argv)
+# --- training and the on-disk cache -----------------------------------------------------------------------------------
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    return cfg.cache_root
+
+
+def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
+    """Hash of everything that determines the warm-started weights."""
+    model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
+                                                                     "trust_remote_code", "compile")}
+    payload = {
+        "version": CACHE_VERSION, "model": model_part, "task": asdict(task_cfg),
+        "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,
+        "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
+    """Path of the warm-started model for (cfg, task): the committed one when its recipe matches
+    (``entropic_tune.model.warmstarts``), else the cached one, trained and saved on first use.
+
+    Safe under concurrency: an exclusive file lock serialises builders, and the folder appears by an
+    atomic rename only once complete, so a reader never sees a partial model.
+    """
+    committed = find_committed(cfg, task_cfg, task.alphabet())
+    if committed is not None:  # the shipped base weights, the same on every machine (warmstarts.py)
+        return committed
+    root = cache_root(cfg)
     try:
-        if args.list or args.check:
-            return _list_or_check(args.check)
-        if not args.name:
-            raise UserError("--name: give the folder name of the warm-start to (re)build")
-        if Path(args.name).name != args.name or args.name in (".", ".."):
-            raise UserError(f"--name: '{args.name}' must be a plain folder name (no '/', not '.' or '..')")
-        config = load_config(overrides=args.overrides)  # checked before build() imports torch
-        digest = build(config, STORE / args.name, args.overrides, args.from_cache)
-        print(f"{STORE / args.name}: model.safetensors sha256 {digest}")
-        return 0
-    except UserError as exc:
-        print(f"entropic_tune.warmstarts: error: {exc}", file=sys.stderr)
-        return 2
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"model.cache_dir: cannot create '{root}': {exc.strerror}") from None
+    final = root / f"warmstart-{warmstart_key(cfg, task_cfg, task)}"
+    if (final / "config.json").is_file():
+        return final
+    with open(root / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "config.json").is_file():  # another process built it while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=root))
+        try:
+            model, tokenizer = train_warmstart(cfg, task)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
-def _list_or_check(check: bool) -> int:
-    differ = 0
-    for folder, _ in entries():
-        info = json.loads((folder / RECIPE).read_text())
-        print(f"{folder.name}: {info['command']}  (built with {info['built_with']})")
-        if not check:
-            continue
-        verify(folder)
-        keys = info["overrides"]
-        with tempfile.TemporaryDirectory() as tmp:
-            digest = build(load_config(overrides=keys), Path(tmp) / folder.name, keys)
-        same = digest == sha256(folder / "model.safetensors")
-        differ += not same
-        print(f"  rebuilt here: {'bit-identical' if same else 'DIFFERENT weights'} ({digest[:16]})")
-    return 1 if differ else 0
+def train_warmstart(cfg: ModelConfig, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Supervised training of a fresh tiny model on worked solutions (cross-entropy on response tokens).
+
+    A share ``cfg.warmstart_corrupt_prob`` of examples carry one wrong step, so the model learns the
+    format and most steps but stays uncertain at the few tokens that decide correctness.
+    """
+    torch.manual_seed(WARMSTART_SEED)
+    rng = random.Random(WARMSTART_SEED)
+    tokenizer = build_char_tokenizer(task.alphabet())
+    model = build_tiny_model(cfg, len(tokenizer))
+    policy = Policy(model=model, tokenizer=tokenizer, device=torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.warmstart_lr, weight_decay=0.0)
+    total = max(cfg.warmstart_steps, 1)
+    # OneCycleLR's warm-up phase ends at step pct_start * total - 1 and divides by that length, which
+    # is 0 at exactly 10 steps with 10 %: move the boundary there (every other count is unchanged)
+    pct_start = 0.1 if total != 10 else 0.15
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.warmstart_lr, total_steps=total, pct_start=pct_start
+    )
+    model.train()
+    for _ in range(cfg.warmstart_steps):
+        pairs = [task.warmstart_example(rng, rng.random() < cfg.warmstart_corrupt_prob)
+                 for _ in range(WARMSTART_BATCH)]
+        ids, labels_mask = _sft_batch(policy, pairs)  # (N, L), (N, L)
+        logits = model(input_ids=ids, attention_mask=(ids != policy.pad_id).long()).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (N, L-1, V)
+        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (N, L-1)
+        loss = aggregate(nll, labels_mask[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    return model, tokenizer
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _sft_batch(policy: Policy, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``prompt + response + EOS`` ids and the mask of response tokens (EOS included)."""
+    rows, masks = [], []
+    for prompt, response in pairs:
+        p_ids = policy.encode_prompt(prompt)
+        r_ids = list(policy.tokenizer(response, add_special_tokens=False)["input_ids"]) + [policy.eos_id]
+        rows.append(p_ids + r_ids)
+        masks.append([0] * len(p_ids) + [1] * len(r_ids))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), policy.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (row, m) in enumerate(zip(rows, masks, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
+    return ids, mask

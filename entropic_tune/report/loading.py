@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
-from ..results_check import check_experiment_folder
+from ..results.check import check_experiment_folder
 from .names import TERMINATED
 
 # Only these spellings mean "missing": a variant literally named "None" stays a string.

@@ -1,34 +1,31 @@
-"""Metric and column names the report reads, as plain strings.
-
-They mirror ``entropic_tune.metrics`` (METHOD.md section 5), which cannot be imported here because it
-imports torch; ``tests/test_report.py`` checks that the two stay equal.
+"""What the report adds to the metric names of :mod:`entropic_tune.names` (imported from there, the one
+list): the pass@k columns present in a table, the statistics summarised over seeds, the settling band,
+the methods' colours.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-ENTROPY = "actor/entropy"
-ALPHA = "control/alpha"
-ERROR = "control/error"
-INTEGRAL = "control/integral"
-REWARD_MEAN = "rollout/reward_mean"
-EVAL_ACCURACY = "eval/accuracy"
-EVAL_PASS_AT_K = "eval/pass@k"
+from ..names import (  # noqa: F401 - re-exported to the report's modules
+    ALPHA,
+    BASE,
+    ENTROPY,
+    ENTROPY_DROP,
+    ERROR,
+    EVAL_ACCURACY,
+    EVAL_PASS_AT_K,
+    FINAL,
+    FINAL_ACCURACY,
+    INTEGRAL,
+    LATE_ACCURACY,
+    REWARD_MEAN,
+    SETTLE_STEP,
+    STEP,
+    TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
+)
 
-TRACKING_RMSE = "summary/entropy_tracking_rmse"
-TRACKING_RMSE_DENOISED = "summary/entropy_tracking_rmse_denoised"
-SETTLE_STEP = "summary/settle_step"
-FINAL_ACCURACY = "summary/final_accuracy"
-ENTROPY_DROP = "summary/entropy_drop"
-LATE_ACCURACY = "summary/late_accuracy"
-
-FINAL = "final"
-"""Prefix of the large evaluation after the last step (``final/accuracy``, ``final/pass@k``)."""
-BASE = "base"
-"""Prefix of the same evaluation of the base model before step 1 (``base/pass@k``)."""
-
-STEP = "step"
 TERMINATED = "TERMINATED"
 
 

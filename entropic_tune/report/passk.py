@@ -1,6 +1,6 @@
 """pass@k curves per method against the base model's, and where they cross (RLVR narrowing).
 
-The large evaluation (``entropic_tune.evaluation``) gives every trial ``final/pass@k`` for
+The large evaluation (``entropic_tune.engines.native.evaluation``) gives every trial ``final/pass@k`` for
 k = 1, 2, 4, ..., n and ``base/pass@k``, the same evaluation of the base model before step 1. A
 curve is the mean over a method's completed seeds with a 95% t interval; the base curve is the mean
 over all completed trials (its values are the same in every trial of an experiment, so its interval

@@ -57,7 +57,7 @@ def study_path(exp: Experiment) -> Path:
 
 def study_problem(exp: Experiment) -> str | None:
     """Why the search's Optuna store cannot be read (absent, damaged), or None when it can."""
-    from ..results_check import study_problem as problem
+    from ..results.check import study_problem as problem
 
     path = study_path(exp)
     if not path.is_file():

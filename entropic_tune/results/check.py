@@ -1,6 +1,6 @@
 """Integrity of an experiment folder's results (``summary.csv`` against ``history.csv``).
 
-The writers (:mod:`entropic_tune.results`) replace each file atomically and end every row with a
+The writers (:mod:`entropic_tune.results.writers`) replace each file atomically and end every row with a
 newline, so a file that is cut mid-row, a header without the rows ``summary.csv`` promises, or a
 trial listed twice can only come from a damaged file (a disk problem, a copy cut short, an edit) or
 from two drivers writing one folder. Such a folder is refused in one line naming the file and what
@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 SUMMARY, HISTORY = "summary.csv", "history.csv"
 _NUMERIC = {"steps", "step", "target_entropy", "temperature"}
@@ -162,7 +162,7 @@ def _describe(steps: list[int]) -> str:
 def describe_unfinished(folder: Path) -> str | None:
     """Why a folder has no results yet, when it is an experiment that has not written them (a
     driver running now, or one that was killed); None when it is no experiment at all."""
-    from .folder_lock import holder, is_locked
+    from ..folder_lock import holder, is_locked
 
     folder = Path(folder)
     if not (folder / "experiment.yaml").is_file() or (folder / SUMMARY).is_file():

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import metrics as M
+from .. import metrics as M
 
 ID_COLUMNS = ("trial_id", "method", "seed")
 SUMMARY_FIXED = ("trial_id", "method", "seed", "status", "error", "steps", "target_entropy", "temperature")

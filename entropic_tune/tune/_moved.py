@@ -19,7 +19,7 @@ MOVED = {
     "entropic_tune.trainable_workers": "entropic_tune.tune.trainable_workers",
     "entropic_tune.sweep": "entropic_tune.tune.sweep",
     "entropic_tune.sweep_callbacks": "entropic_tune.tune.callbacks",
-    "entropic_tune.sweep_cli": "entropic_tune.tune.cli",
+    "entropic_tune.sweep_cli": "entropic_tune.commands.sweep",
     "entropic_tune.sweep_layout": "entropic_tune.tune.layout",
     "entropic_tune.sweep_plan": "entropic_tune.tune.plan",
     "entropic_tune.sweep_results": "entropic_tune.tune.collect",

@@ -20,7 +20,7 @@ import yaml
 
 from .. import metrics as M
 from ..errors import UserError
-from ..results import (
+from ..results.writers import (
     atomic_write_text,
     history_columns,
     history_rows,

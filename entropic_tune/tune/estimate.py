@@ -77,8 +77,8 @@ def _digest(flat: Mapping[str, Any], threads: int) -> str:
 def measure(flat: Mapping[str, Any], threads: int) -> StepTimes:
     """Time a warm-up step, :data:`TIMED_STEPS` steps, one evaluation and a reduced large evaluation
     of the trial config ``flat`` with ``threads`` torch threads."""
-    from ..evaluation import CPU_ROWS, final_evaluation
-    from ..trainer import Trainer
+    from ..engines.native.evaluation import CPU_ROWS, final_evaluation
+    from ..engines.native.trainer import Trainer
 
     # At least 10 steps, so no timed step is the last one (which also evaluates); below 100 steps
     # either way, so model.compile's 'auto' decides as for the trial itself.

@@ -280,7 +280,7 @@ def _check_config(data: dict[str, Any], where: str, space: SearchSpace) -> None:
 
 
 def check_trial(data: dict[str, Any]) -> None:
-    from ..limits import check_limits
+    from ..model.limits import check_limits
 
     check_limits(load_config(data))
 

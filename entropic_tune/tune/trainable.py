@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: one trial = one :class:`~entropic_tune.trainer.Trainer` run.
+"""The Ray Tune function trainable: one trial = one :class:`~entropic_tune.engines.native.trainer.Trainer` run.
 
 Per rollout step the trial reports one flat metrics dict: the trainer's step dict plus the running
 ``summary/*`` statistics of the history so far (finite values only, so a search objective such as
@@ -28,8 +28,8 @@ from ray import tune
 from .. import metrics as M
 from ..config import Config, load_config
 from ..distributed import Collective
-from ..evaluation import final_evaluation
-from ..trainer import NonFiniteError, Trainer
+from ..engines.native.evaluation import final_evaluation
+from ..engines.native.trainer import NonFiniteError, Trainer
 from .layout import HISTORY_FILE
 from .spaces import trial_config
 

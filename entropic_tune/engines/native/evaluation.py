@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import metrics as M
-from .config import Config
-from .policy import Policy
+from ... import metrics as M
+from ...config import Config
+from ...model.policy import Policy
+from ...tasks import Task
 from .rollout import decode_responses, generate, score
-from .tasks import Task
 
 SEED_OFFSET = 50_021
 """Keeps the final evaluation's random stream apart from ``Trainer.evaluate``'s."""

@@ -24,8 +24,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from .config import Config
-from .distributed import Collective
+from ...config import Config
+from ...distributed import Collective
 
 T = TypeVar("T")
 TIMEOUT = datetime.timedelta(minutes=30)

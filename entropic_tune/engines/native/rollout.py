@@ -21,10 +21,9 @@ try:  # the per-layer cache API of transformers >= 4.56; older versions use the 
 except ImportError:  # pragma: no cover
     DynamicCache = DynamicLayer = None
 
-from . import decoding
-from .metrics import token_entropy
-from .policy import Policy, model_call_kwargs, output_cache
-from .tasks import Problem, Task
+from ...model import decoding
+from ...model.policy import Policy, logprobs_and_entropy, model_call_kwargs, output_cache, positions
+from ...tasks import Problem, Task
 
 
 @dataclass
@@ -68,11 +67,6 @@ def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[
     ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
     attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
     return ids.to(device), attn.to(device)
-
-
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 at each row's first real token (left padding)."""
-    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
 STOP_CHECK_EVERY_CUDA = 8  # tokens between end-of-generation checks on an accelerator (each is a host sync)
@@ -252,20 +246,6 @@ def sequence_logprobs(policy: Policy, gen: Generation, temperature: float,
         logps.append(logp)
         ents.append(ent)
     return torch.cat(logps), torch.cat(ents)
-
-
-def logprobs_and_entropy(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, prompt_len: int,
-                         temperature: float, device_type: str, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over ``ids`` (n, P + R): the response tokens' log-probs and entropies (n, R) at T.
-
-    ``amp``: bf16 autocast around the model call (as :attr:`Policy.autocast`); the log-softmax and the
-    entropy run in fp32. A pure function of its inputs, so ``model.compile`` can compile it whole.
-    """
-    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
-    logits = logits[:, prompt_len - 1 : -1].float() / temperature  # (n, R, V)
-    target = ids[:, prompt_len:]  # (n, R)
-    return torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1), token_entropy(logits)
 
 
 def compute_group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:

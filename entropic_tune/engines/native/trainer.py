@@ -22,14 +22,16 @@ import time
 
 import torch
 
-from . import compiling
-from . import metrics as M
-from .actuators import Actuation, actuate
-from .config import Config
-from .controllers import build_controller
-from .distributed import Collective, pad_columns, prompt_generators, shard, token_mean
-from .losses import compute_policy_loss, resolve_loss
-from .policy import Policy, load_policy
+from ... import metrics as M
+from ...actuators import Actuation, actuate
+from ...config import Config
+from ...controllers import build_controller
+from ...distributed import Collective, pad_columns, prompt_generators, shard, token_mean
+from ...losses import compute_policy_loss, resolve_loss
+from ...model import compiling
+from ...model.loading import load_policy
+from ...model.policy import Policy
+from ...tasks import build_task
 from .rollout import (
     Generation,
     RolloutBatch,
@@ -39,7 +41,6 @@ from .rollout import (
     score,
     sequence_logprobs,
 )
-from .tasks import build_task
 
 
 class NonFiniteError(RuntimeError):

@@ -1,0 +1,89 @@
+"""The policy of a run: a local Hugging Face model, or the warm-started built-in model.
+
+A model folder is read from disk once per process (:func:`load_hf_cached`, at most
+:data:`LOADED_MODELS_KEPT` pristine models kept); every policy gets its own deep copy, so trials
+that share a worker process never share weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from ..config import ModelConfig, TaskConfig
+from ..errors import UserError
+from ..tasks import Task
+from .limits import check_model_folder
+from .policy import Policy, resolve_device
+from .warmstarts import warmstart_model
+
+
+def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
+    """The policy for a run: a local HF model when ``cfg.path`` is set, else the warm-started tiny model."""
+    transformers.utils.logging.disable_progress_bar()  # one bar per shard is noise in a sweep log
+    device = resolve_device(cfg.device)
+    if cfg.path:
+        model_dir = Path(cfg.path).expanduser()
+        model, tokenizer = load_hf_cached(model_dir, cfg)
+        chat = getattr(tokenizer, "chat_template", None) is not None
+    else:
+        model_dir = warmstart_model(cfg, task_cfg, task)
+        model, tokenizer = load_hf_cached(model_dir, cfg)
+        chat = False
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    model.to(device=device, dtype=dtype)
+    model.config.use_cache = True
+    return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat)
+
+
+_LOADED: OrderedDict[tuple, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = OrderedDict()
+LOADED_MODELS_KEPT = 2  # pristine models kept per process (one per model folder in use)
+
+
+def load_hf_cached(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`_load_hf`, read from disk once per process: later calls get a deep copy of the pristine
+    model (never one another trainer holds, so trials sharing a worker process cannot see each other's
+    weights) and the shared, read-only tokenizer. The key holds the folder's file sizes and
+    modification times, so a folder rewritten in place is read again."""
+    key = (_folder_key(model_dir), cfg.trust_remote_code)
+    if key not in _LOADED:
+        _LOADED[key] = _load_hf(model_dir, cfg)
+        while len(_LOADED) > LOADED_MODELS_KEPT:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    model, tokenizer = _LOADED[key]
+    return copy.deepcopy(model), tokenizer
+
+
+def _folder_key(model_dir: Path) -> tuple:
+    try:
+        files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(model_dir) if e.is_file())
+    except OSError:
+        files = []  # _load_hf reports the missing folder
+    return (str(model_dir.resolve()), tuple(files))
+
+
+def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    check_model_folder(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model.path: cannot load '{model_dir}': {first}") from None
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"model.path: the tokenizer in '{model_dir}' defines no eos_token")
+    return model, tokenizer
