@@ -39,10 +39,10 @@ def compile_cost(args: argparse.Namespace) -> None:
 
     import torch
 
-    from entropic_tune.model import compiling, decoding
     from entropic_tune.config import load_config
-    from entropic_tune.model.loading import load_policy
     from entropic_tune.engines.native.rollout import generate
+    from entropic_tune.model import compiling, decoding
+    from entropic_tune.model.loading import load_policy
     from entropic_tune.tasks import build_task
 
     C.set_threads(args.threads)

@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     C.set_threads(args.threads)
-    from entropic_tune.engines.native import evaluation
     from entropic_tune.config import load_config
+    from entropic_tune.engines.native import evaluation
     from entropic_tune.engines.native.trainer import Trainer
 
     config = load_config({"rollout.final_samples": args.samples, "train.threads": args.threads})

@@ -84,8 +84,8 @@ def samplers(policy: object, args: argparse.Namespace) -> dict[str, object]:
     if args.compiled:  # model.compile: the static-cache sampler with the compiled decoding step
         import tempfile
 
-        from entropic_tune.model import compiling, decoding
         from entropic_tune.config import load_config
+        from entropic_tune.model import compiling, decoding
 
         if args.warm:
             compiling.use_shared_cache(load_config({}, args.set))

@@ -27,6 +27,7 @@ LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptiv
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
 TASKS = ("arithmetic", "jsonl", "paths")
+ENGINES = ("native",)  # train.engine: what runs the steps (engines.base.build_engine)
 ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
 
@@ -367,6 +368,9 @@ class TrainConfig:
     """The random stream of the rollout's sampling: 'batch' (one stream for the whole batch, as before),
     'prompt' (one stream per prompt, seeded by (seed, step, prompt index): the same samples however the
     batch is split across workers) or 'auto' (batch with one worker, prompt with more)."""
+    engine: str = "native"
+    """What runs the steps (`entropic_tune.engines.base.build_engine`): 'native', the trainer written here
+    over transformers models (engines/native/)."""
 
     @property
     def per_prompt_sampling(self) -> bool:
@@ -384,6 +388,7 @@ class TrainConfig:
                "checkpoints, METHOD.md 7.4); allowed: ddp")
         _choice("train.sampling_seed", self.sampling_seed, ("auto", "batch", "prompt"))
         _choice("train.selection", self.selection, ("global", "worker"))
+        _choice("train.engine", self.engine, ENGINES)
         _check(self.num_workers == 1 or self.sampling_seed != "batch", "train.sampling_seed",
                f"'batch' draws one stream for the whole batch, which {self.num_workers} workers cannot share; "
                "allowed with train.num_workers > 1: auto, prompt")

@@ -23,8 +23,8 @@ from entropic_tune.controllers import (
     pi_gains,
 )
 from entropic_tune.controllers.autotune import PHASES, square_wave
-from entropic_tune.errors import UserError
 from entropic_tune.engines.native.trainer import Trainer
+from entropic_tune.errors import UserError
 
 
 def controller(**keys) -> AutotunedPIController:

@@ -10,10 +10,10 @@ import pytest
 from test_plant import Plant  # tests/ is on sys.path: the simulated plant of the real noise level
 
 from entropic_tune import metrics as M
-from entropic_tune.engines.native import trainer
 from entropic_tune.commands.main import main
 from entropic_tune.config import load_config
 from entropic_tune.controllers import identify_plant, pi_gains
+from entropic_tune.engines.native import trainer
 
 
 def _existing(tmp: Path) -> str:
@@ -52,12 +52,15 @@ def test_autotune_bad_input(name, make_args, expected, tmp_path, capsys, monkeyp
 
 
 class SimulatedTrainer:
-    """Stands in for the Trainer: the real autotuned controller drives a simulated plant (gain, drift)."""
+    """Stands in for the native engine: the real autotuned controller drives a simulated plant (gain,
+    drift); the run loop drives it as it drives the Trainer."""
 
     gain = -2e-3
 
-    def __init__(self, config):
+    def __init__(self, config, dist=None):
         from entropic_tune.controllers import build_controller
+
+        self.config = config
 
         self.controller = build_controller(config.controller)
         self.plant = Plant(self.gain, 1.75 * self.gain, lag=5.0, seed=0)
@@ -75,7 +78,7 @@ class SimulatedTrainer:
 
 
 def test_autotune_prints_the_plant_and_writes_a_snippet_for_config(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(trainer, "Trainer", SimulatedTrainer)  # run_autotune imports it when it runs
+    monkeypatch.setattr(trainer, "Trainer", SimulatedTrainer)  # build_engine imports it when it runs
     out = tmp_path / "gains.yaml"
     assert main(["autotune", "--out", str(out), "--quiet", "--set", "controller.closed_loop_steps=15"]) == 0
     printed = capsys.readouterr().out

@@ -14,16 +14,15 @@ import pytest
 import torch
 import transformers
 
-from entropic_tune.engines.native import rollout
-from entropic_tune.model import compiling, decoding
 from entropic_tune.config import load_config
-from entropic_tune.errors import UserError
-from entropic_tune.model.loading import load_policy
-from entropic_tune.model.policy import Policy, model_call_kwargs, output_cache
+from entropic_tune.engines.native import rollout
 from entropic_tune.engines.native.rollout import generate, left_pad
-from entropic_tune.model.policy import positions
-from entropic_tune.tasks import build_task
 from entropic_tune.engines.native.trainer import Trainer
+from entropic_tune.errors import UserError
+from entropic_tune.model import compiling, decoding
+from entropic_tune.model.loading import load_policy
+from entropic_tune.model.policy import Policy, model_call_kwargs, output_cache, positions
+from entropic_tune.tasks import build_task
 
 
 def tiny(arch: str, kv_heads: int) -> torch.nn.Module:

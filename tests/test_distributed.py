@@ -19,9 +19,9 @@ import torch
 from entropic_tune import metrics as M
 from entropic_tune.config import load_config
 from entropic_tune.distributed import prompt_generators, shard
-from entropic_tune.errors import UserError
 from entropic_tune.engines.native.local_workers import run_local
 from entropic_tune.engines.native.trainer import Trainer
+from entropic_tune.errors import UserError
 
 COMPARED = [k for k in M.STEP_KEYS if not k.startswith("perf/")]
 

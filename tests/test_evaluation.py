@@ -8,9 +8,9 @@ import math
 import pytest
 
 from entropic_tune import metrics as M
+from entropic_tune.commands.train import run_single
 from entropic_tune.config import load_config
 from entropic_tune.engines.native.evaluation import final_evaluation, pass_at_k_curve
-from entropic_tune.commands.train import run_single
 from entropic_tune.engines.native.trainer import Trainer
 from entropic_tune.tune.trainable import run_trial
 

@@ -309,7 +309,12 @@ def test_the_built_in_context_is_the_built_in_models():
 def test_a_local_models_context_comes_from_its_config_json_with_exact_prompt_tokens(tmp_path):
     from entropic_tune.config import load_config
     from entropic_tune.model.limits import check_limits, prompt_tokens
-    from entropic_tune.model.policy import Policy, build_char_tokenizer, build_tiny_model, resolve_device
+    from entropic_tune.model.policy import (
+        Policy,
+        build_char_tokenizer,
+        build_tiny_model,
+        resolve_device,
+    )
     from entropic_tune.tasks import build_task
 
     small = {"model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 2}

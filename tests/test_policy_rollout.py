@@ -10,12 +10,12 @@ import transformers
 
 from entropic_tune import metrics as M
 from entropic_tune.config import load_config
+from entropic_tune.engines.native.rollout import collect_rollout, compute_group_advantages, generate
+from entropic_tune.engines.native.trainer import Trainer
 from entropic_tune.errors import UserError
 from entropic_tune.model.loading import load_policy
 from entropic_tune.model.policy import Policy, build_char_tokenizer
-from entropic_tune.engines.native.rollout import collect_rollout, compute_group_advantages, generate
 from entropic_tune.tasks import build_task
-from entropic_tune.engines.native.trainer import Trainer
 
 
 def _save_tiny_hf(path, pad_is_eos: bool = False) -> None:

@@ -30,8 +30,8 @@ import pytest
 import torch
 import yaml
 
-from entropic_tune.commands import main as cli
 from entropic_tune import metrics as M
+from entropic_tune.commands import main as cli
 from entropic_tune.commands import sweep as sweep_cli
 
 # A warm-start strong enough that some groups get mixed rewards (non-zero gradients, so restoring the
@@ -369,7 +369,8 @@ class _Payload:
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
-    from entropic_tune.tune.trainable import CHECKPOINT_FILE, load_checkpoint
+    from entropic_tune.engines.loop import load_checkpoint
+    from entropic_tune.engines.records import CHECKPOINT_FILE
 
     marker = tmp_path / "code-ran"
     torch.save({"trainer": {"step": 1, "evil": _Payload(marker)}, "history": []}, tmp_path / CHECKPOINT_FILE)
@@ -387,8 +388,8 @@ def test_every_torch_load_in_the_package_is_weights_only():
 
 
 def test_hf_models_load_without_remote_code_unless_asked(tmp_path, monkeypatch):
-    from entropic_tune.model import loading, policy
     from entropic_tune.config import load_config
+    from entropic_tune.model import loading, policy
     from entropic_tune.tasks import build_task
 
     small = {"model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 2}

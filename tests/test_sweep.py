@@ -18,8 +18,8 @@ import optuna
 import pytest
 import yaml
 
-from entropic_tune.commands import main as cli
 from entropic_tune import metrics as M
+from entropic_tune.commands import main as cli
 from entropic_tune.results.writers import history_columns
 from entropic_tune.tune.layout import folder_size
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from entropic_tune.commands import main as cli
 from entropic_tune import metrics as M
+from entropic_tune.commands import main as cli
+from entropic_tune.commands import sweep as sweep_cli
 from entropic_tune.config import load_config
 from entropic_tune.engines.native.trainer import Trainer
-from entropic_tune.commands import sweep as sweep_cli
 from entropic_tune.tune.layout import HISTORY_FILE, WORKERS_DIR
 from entropic_tune.tune.spaces import trial_config
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from entropic_tune.model import loading, warmstarts
 from entropic_tune.config import ModelConfig, TaskConfig, load_config
 from entropic_tune.errors import UserError
+from entropic_tune.model import loading, warmstarts
 from entropic_tune.tasks import build_task
 
 TINY = [

@@ -1,6 +1,6 @@
 """``entropic-tune autotune``: identify the entropy plant of the user's own setup and recommend gains.
 
-Runs the trainer with ``controller.autotune: probe`` for ``probe_steps + 1`` rollout steps (the probe's
+Runs the engine (through the run loop, without large evaluations) with ``controller.autotune: probe`` for ``probe_steps + 1`` rollout steps (the probe's
 square wave of alpha, then the step whose entropy shows the probe's last effect), identifies the plant
 exactly as the autotuned controller does (:func:`entropic_tune.controllers.identify_plant`), and prints
 the plant with its standard errors, the SIMC gains and the alpha bounds. Writes them as a YAML snippet
@@ -42,25 +42,27 @@ def run_autotune(config: Config, out: str | Path, quiet: bool = False) -> int:
     yaml_path, history_path = output_paths(out)
     # torch and transformers: imported here, so `autotune` checks its input before it loads them
     from .. import metrics as M
-    from ..engines.native.trainer import NonFiniteError, Trainer
+    from ..engines.base import build_engine
+    from ..engines.loop import RunLoop
+    from ..engines.records import NonFiniteError
     from ..results.writers import atomic_write_text, history_columns, history_rows, write_csv
     from .train import progress_line
 
-    trainer = Trainer(config)  # validates model, task and data before anything is written
+    engine = build_engine(config)  # validates model, task and data before anything is written
     cfg = config.controller
     total = config.train.total_steps
     if not quiet:
         print(f"entropic-tune autotune: method={config.method} probe={cfg.probe_steps} steps "
               f"(alpha +/-{cfg.probe_amplitude:g}, holds of {cfg.probe_hold}) seed={config.train.seed}",
               file=sys.stderr)
-    history: list[dict[str, float]] = []
+    loop = RunLoop(engine, large_evaluations=False)  # the probe: steps only
+    history = loop.history
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
     try:
-        while trainer.step_count < total:
-            history.append(trainer.step())
+        for row in loop.iter_steps():
             bar.update(1)
-            if not quiet and (trainer.step_count % config.train.log_every == 0 or trainer.step_count == total):
-                tqdm.write(progress_line(history[-1], total), file=sys.stderr)
+            if not quiet and (engine.step_count % config.train.log_every == 0 or engine.step_count == total):
+                tqdm.write(progress_line(row, total), file=sys.stderr)
     except NonFiniteError as exc:
         raise UserError(f"autotune: the probe stopped: {exc}") from None
     finally:
@@ -70,7 +72,7 @@ def run_autotune(config: Config, out: str | Path, quiet: bool = False) -> int:
         write_csv(history_path, rows, history_columns())
     alphas = [row[M.ALPHA] for row in history]
     plant = identify_plant(alphas, [row[M.ENTROPY] for row in history], lag=cfg.plant_lag)
-    ctrl = trainer.controller
+    ctrl = engine.controller
     print(describe_plant(plant))
     if ctrl.plant is None:
         print(f"entropic-tune: the probe did not identify the gain (not negative by 1 standard error); "

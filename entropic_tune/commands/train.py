@@ -18,8 +18,9 @@ from tqdm import tqdm
 from .. import metrics as M
 from ..config import Config, to_dict, to_flat
 from ..distributed import Collective
-from ..engines.native.evaluation import final_evaluation
-from ..engines.native.trainer import NonFiniteError, Trainer
+from ..engines.base import build_engine
+from ..engines.loop import RunLoop
+from ..engines.records import NonFiniteError
 from ..errors import UserError
 from ..folder_lock import check_run_dir
 from ..results.writers import (
@@ -58,7 +59,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
     except OSError as exc:
         raise UserError(f"--out: cannot create '{run_dir}': {exc.strerror}") from None
     try:
-        trainer = Trainer(config, dist)  # validates model, task and data before any result is written
+        engine = build_engine(config, dist)  # validates model, task and data before any result is written
     except BaseException:
         if created and not any(run_dir.iterdir()):
             run_dir.rmdir()
@@ -73,29 +74,26 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
 
     tracker = train_tracker(log, mlflow_uri, run_dir, flat, {"trial_id": trial_id, "method": config.method,
                                                             "seed": str(config.train.seed)})
-    history: list[dict[str, float]] = []
     status, error = "TERMINATED", ""
     total = config.train.total_steps
     if not quiet:
         print(f"entropic-tune train: method={config.method} steps={total} seed={config.train.seed} "
               f"-> {run_dir}", file=sys.stderr)
     bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
-    evaluations: dict[str, float] = {}  # base/* before step 1, final/* after the last step
+    # base/* before step 1, final/* after the last step: the loop's large evaluations
+    loop = RunLoop(engine, describe=lambda line: None if quiet else tqdm.write(line, file=sys.stderr))
+    history = loop.history
     try:
-        _evaluate(trainer, M.BASE, evaluations, quiet)
-        while trainer.step_count < total:
-            row = trainer.step()
-            history.append(row)
+        for row in loop.iter_steps():
             if tracker is not None:
-                tracker.log(row, trainer.step_count)
+                tracker.log(row, engine.step_count)
             bar.update(1)
             bar.set_postfix(H=f"{row[M.ENTROPY]:.3f}", alpha=f"{row[M.ALPHA]:+.3f}",
                             R=f"{row[M.REWARD_MEAN]:.2f}")
-            if trainer.step_count % config.train.log_every == 0 or trainer.step_count == total:
+            if engine.step_count % config.train.log_every == 0 or engine.step_count == total:
                 if not quiet:
                     tqdm.write(progress_line(row, total), file=sys.stderr)
                 _write_history(run_dir, trial_id, config, history)
-        _evaluate(trainer, M.FINAL, evaluations, quiet)
     except NonFiniteError as exc:
         status, error = "ERROR", str(exc)
     except KeyboardInterrupt:
@@ -103,13 +101,13 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
     finally:
         bar.close()
     _write_history(run_dir, trial_id, config, history)
-    summary = summary_row(trial_id, flat, history, status, error, evaluations)
+    summary = summary_row(trial_id, flat, history, status, error, loop.evaluations)
     write_csv(run_dir / "summary.csv", [summary], summary_columns([summary]))
     if tracker is not None:  # the summary and the large evaluations, at the last step
         tracker.log({k: v for k, v in summary.items() if k.startswith(("summary/", f"{M.BASE}/", f"{M.FINAL}/"))},
                     max(len(history), 1))
         tracker.end(status)
-    final = trainer.last_eval or {}
+    final = engine.last_eval or {}
     summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary_json, indent=2, default=str) + "\n")
     if not quiet:
@@ -119,15 +117,6 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
         print(f"entropic-tune: trial failed: {error}", file=sys.stderr)
         return 1
     return 130 if status == "INTERRUPTED" else 0
-
-
-def _evaluate(trainer: Trainer, prefix: str, into: dict[str, float], quiet: bool) -> None:
-    """The large evaluation (``evaluation.final_evaluation``) of the current model, into ``into``."""
-    result = final_evaluation(trainer.policy, trainer.task, trainer.config, trainer.step_count, prefix)
-    if result is not None:
-        into.update(result.metrics)
-        if not quiet:
-            tqdm.write(result.describe(), file=sys.stderr)
 
 
 def _write_history(run_dir: Path, trial_id: str, config: Config, history: list[dict[str, float]]) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
+from ..names import FINAL
 
 TIMED_STEPS = 2
 COST_FREE_SECTIONS = ("debug",)
@@ -77,7 +78,7 @@ def _digest(flat: Mapping[str, Any], threads: int) -> str:
 def measure(flat: Mapping[str, Any], threads: int) -> StepTimes:
     """Time a warm-up step, :data:`TIMED_STEPS` steps, one evaluation and a reduced large evaluation
     of the trial config ``flat`` with ``threads`` torch threads."""
-    from ..engines.native.evaluation import CPU_ROWS, final_evaluation
+    from ..engines.native.evaluation import CPU_ROWS
     from ..engines.native.trainer import Trainer
 
     # At least 10 steps, so no timed step is the last one (which also evaluates); below 100 steps
@@ -101,7 +102,7 @@ def measure(flat: Mapping[str, Any], threads: int) -> StepTimes:
     final = 0.0
     if n:
         start = time.perf_counter()
-        final_evaluation(trainer.policy, trainer.task, config, trainer.step_count)
+        trainer.large_evaluation(FINAL)
         # the greedy pass over the problems plus the sampled responses, scaled to n per problem
         final = (time.perf_counter() - start) * (size + size * n) / (size + size * min(n, small))
     return StepTimes(first, step, evaluate, final)

@@ -21,14 +21,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..engines.records import (
+    HISTORY_FILE,  # in every checkpoint folder; after deletion, in the trial's
+)
+
 RAY_DIR = "ray"
 """Ray Tune's experiment name inside the experiment folder (its storage path)."""
 CHECKPOINT_GLOB = "checkpoint_*"
 WORKERS_DIR = "workers"
 """Ray Train's run folders of a sweep with workers per trial, ``OUT/NAME/workers/<trial>-<id>/``."""
-HISTORY_FILE = "history.json"
-"""The trial's per-step rows so far, as a JSON list, in every checkpoint folder (beside the trainer
-state) and, once its checkpoints are deleted, in the trial folder itself: see :func:`saved_history`."""
 
 
 def ray_dir(exp_dir: Path) -> Path:

@@ -1,10 +1,12 @@
-"""The Ray Tune function trainable: one trial = one :class:`~entropic_tune.engines.native.trainer.Trainer` run.
+"""The Ray Tune function trainable: one trial = one engine run through the run loop
+(:class:`~entropic_tune.engines.loop.RunLoop`); this module only reports.
 
-Per rollout step the trial reports one flat metrics dict: the trainer's step dict plus the running
+Per rollout step the trial reports one flat metrics dict: the engine's step dict plus the running
 ``summary/*`` statistics of the history so far (finite values only, so a search objective such as
 ``summary/entropy_tracking_rmse`` is present at every step). Every ``checkpoint_every`` steps and at
-the last step the report carries a checkpoint holding ``trainer.state_dict()`` and the history, so a
-restored trial (``--resume``, ``--max-failures``, PBT) continues exactly where it stopped.
+the last step the report carries a checkpoint (:meth:`RunLoop.save`: the engine's state, the history
+and the base evaluation), so a restored trial (``--resume``, ``--max-failures``, PBT) continues exactly
+where it stopped.
 
 :func:`run_trial` is the loop without Ray (tests drive it with a fake ``report``); :func:`train_trial`
 wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sweep`` import Ray.
@@ -12,113 +14,75 @@ wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sw
 
 from __future__ import annotations
 
-import json
-import math
 import queue
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
 
-from .. import metrics as M
-from ..config import Config, load_config
+from ..config import load_config
 from ..distributed import Collective
-from ..engines.native.evaluation import final_evaluation
-from ..engines.native.trainer import NonFiniteError, Trainer
-from .layout import HISTORY_FILE
+from ..engines.base import build_engine
+from ..engines.loop import RunLoop, load_checkpoint
+from ..engines.records import NonFiniteError
 from .spaces import trial_config
 
-CHECKPOINT_FILE = "trainer.pt"
 Report = Callable[[dict[str, float], "str | None"], None]
 """``report(metrics, checkpoint_dir_or_None)``; the directory only lives during the call."""
-
-
-def save_checkpoint(trainer: Trainer, history: list[dict[str, float]], directory: str | Path,
-                    base: dict[str, float] | None = None) -> Path:
-    """Write the trainer state, the history so far and the base evaluation to ``directory/trainer.pt``,
-    and the history alone to ``directory/history.json`` (read without loading the model:
-    :func:`entropic_tune.tune.layout.saved_history`)."""
-    path = Path(directory) / CHECKPOINT_FILE
-    torch.save({"trainer": trainer.state_dict(), "history": history, "base": dict(base or {})}, path)
-    (Path(directory) / HISTORY_FILE).write_text(json.dumps(history))
-    return path
-
-
-def load_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """Read a :func:`save_checkpoint` file (tensors and plain Python only: ``weights_only=True``)."""
-    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-
-
-def running_summary(history: list[dict[str, float]], config: Config) -> dict[str, float]:
-    """The ``summary/*`` statistics of the history so far, finite values only."""
-    stats = M.summarize(history, config.controller.target_entropy, config.rollout.eval_every)
-    return {k: float(v) for k, v in stats.items() if v is not None and math.isfinite(v)}
 
 
 def run_trial(config: dict[str, Any], report: Report, checkpoint: dict[str, Any] | None = None,
               checkpoint_every: int = 25, dist: Collective | None = None) -> list[dict[str, float]]:
     """Train a trial config (dotted keys + bookkeeping keys) to the end; returns the history.
 
-    ``checkpoint`` is a :func:`load_checkpoint` dict to continue from. A non-finite value stops the
-    trial with :class:`NonFiniteError` (the trial is ERROR; nothing non-finite is reported).
-    Reporting is pipelined: the next step runs in a worker thread while ``report`` waits for Ray
-    Tune's driver (a function trainable's report blocks until the driver has processed the result,
-    ~10-30 ms per step on a busy 2-core machine); see :class:`_Prefetch`.
+    ``checkpoint`` is a :func:`~entropic_tune.engines.loop.load_checkpoint` dict to continue from. A
+    non-finite value stops the trial with :class:`NonFiniteError` (the trial is ERROR; nothing
+    non-finite is reported). Reporting is pipelined: the next step runs in a worker thread while
+    ``report`` waits for Ray Tune's driver (a function trainable's report blocks until the driver has
+    processed the result, ~10-30 ms per step on a busy 2-core machine); see :class:`_Prefetch`.
 
     ``dist``: this is one worker of a data-parallel trial (:mod:`entropic_tune.tune.trainable_workers`);
     every worker reports every step, and only rank 0 writes checkpoints and runs the large evaluations
     (which need no other worker).
     """
     cfg = load_config(trial_config(config))
-    trainer = Trainer(cfg, dist)
-    lead = dist is None or dist.rank == 0
-    history: list[dict[str, float]] = []
-    base: dict[str, float] = {}
+    loop = RunLoop(build_engine(cfg, dist), lead=dist is None or dist.rank == 0)
     if checkpoint is not None:
-        trainer.load_state_dict(checkpoint["trainer"])
-        history = [dict(row) for row in checkpoint["history"]]
-        base = dict(checkpoint.get("base") or {})
-        for group in trainer.optimizer.param_groups:  # PBT may have changed the learning rate
-            group["lr"] = cfg.optim.lr
-    elif lead and (result := final_evaluation(trainer.policy, trainer.task, cfg, 0, M.BASE)) is not None:
-        print(result.describe())
-        base = result.metrics
-    with _Prefetch(_trial_steps(trainer, history, cfg, checkpoint_every, base, lead)) as steps:
+        loop.restore(checkpoint)
+    with _Prefetch(_trial_steps(loop, checkpoint_every)) as steps:
         for metrics, checkpoint_dir in steps:
             try:
                 report(metrics, checkpoint_dir)
             finally:
                 if checkpoint_dir is not None:
                     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return history
+    return loop.history
 
 
-def _trial_steps(trainer: Trainer, history: list[dict[str, float]], cfg: Config, checkpoint_every: int,
-                 base: dict[str, float], lead: bool = True) -> Iterator[tuple[dict[str, float], str | None]]:
-    """Step to the end: per step the metrics to report and a checkpoint folder (or None), written
-    before the next step changes the trainer; the consumer deletes the folder once reported. The last
-    step's metrics also carry the large evaluations (``base/*`` and ``final/*``)."""
-    total = cfg.train.total_steps
-    while trainer.step_count < total:
+def _trial_steps(loop: RunLoop, checkpoint_every: int) -> Iterator[tuple[dict[str, float], str | None]]:
+    """Per step the metrics to report (the step's row and the running ``summary/*``) and a checkpoint
+    folder (or None), written before the next step changes the engine; the consumer deletes the folder
+    once reported. The last step's metrics also carry the large evaluations (``base/*`` and ``final/*``)."""
+    cfg = loop.config
+    steps = loop.iter_steps()
+    while True:
         try:
-            row = trainer.step()
+            row = next(steps)
+        except StopIteration:
+            return
         except NonFiniteError as exc:
             raise NonFiniteError(f"{exc} [trial: method={cfg.method} seed={cfg.train.seed}]") from None
-        history.append(row)
-        metrics = {**row, **running_summary(history, cfg)}
-        last = trainer.step_count == total
-        if last and lead and (result := final_evaluation(trainer.policy, trainer.task, cfg, total, M.FINAL)):
-            print(result.describe())
-            metrics.update({**base, **result.metrics})
+        metrics = {**row, **loop.running_summary()}
+        if loop.done and loop.final:
+            metrics.update(loop.evaluations)
         checkpoint_dir = None
-        if lead and (last or trainer.step_count % max(checkpoint_every, 1) == 0):
+        if loop.lead and (loop.done or loop.engine.step_count % max(checkpoint_every, 1) == 0):
             checkpoint_dir = tempfile.mkdtemp(prefix="entropic-ckpt-")
-            save_checkpoint(trainer, list(history), checkpoint_dir, base)
+            loop.save(checkpoint_dir)
         yield metrics, checkpoint_dir
 
 

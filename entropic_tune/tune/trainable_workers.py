@@ -48,7 +48,8 @@ from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Queue
 
 from ..distributed import Collective
-from .trainable import load_checkpoint, run_trial
+from ..engines.loop import load_checkpoint
+from .trainable import run_trial
 
 _DONE = "__entropic_workers_done__"
 

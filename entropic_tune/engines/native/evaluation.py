@@ -19,7 +19,6 @@ differences less noisy. It never touches the training RNG streams.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +26,7 @@ from ... import metrics as M
 from ...config import Config
 from ...model.policy import Policy
 from ...tasks import Task
+from ..records import FinalEvaluation
 from .rollout import decode_responses, generate, score
 
 SEED_OFFSET = 50_021
@@ -39,26 +39,6 @@ per device type: changing it changes every base/final number."""
 ACCELERATOR_ROWS = 4096
 """Responses per call on an accelerator: one wide batch, assumed cheapest there (not measured: no GPU
 was lent to this work)."""
-
-
-@dataclass(frozen=True)
-class FinalEvaluation:
-    """The metrics of one large evaluation and what it cost."""
-
-    metrics: dict[str, float]
-    """``<prefix>/accuracy`` (greedy) and ``<prefix>/pass@k`` for k = 1, 2, 4, ..., n."""
-    problems: int
-    samples: int
-    seconds: float
-    prefix: str
-
-    def describe(self) -> str:
-        """One line for the log: size and cost."""
-        return (
-            f"{self.prefix} evaluation: {self.problems} held-out problems x {self.samples} samples "
-            f"= {self.problems * self.samples} responses (+{self.problems} greedy) "
-            f"in {self.seconds:.1f} s"
-        )
 
 
 def pass_at_k_curve(correct: list[int], n: int) -> dict[int, float]:

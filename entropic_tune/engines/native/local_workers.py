@@ -33,17 +33,19 @@ TIMEOUT = datetime.timedelta(minutes=30)
 
 
 def follow(config: Config, group: Collective) -> list[dict[str, float]]:
-    """A worker other than rank 0: the trainer's steps to the end (its rows: the same global values)."""
-    from .trainer import NonFiniteError, Trainer
+    """A worker other than rank 0: the engine's steps to the end through the run loop, without the
+    large evaluations (rank 0's); its rows are the same global values."""
+    from ..base import build_engine
+    from ..loop import RunLoop
+    from ..records import NonFiniteError
 
-    trainer = Trainer(config, group)
-    rows = []
+    loop = RunLoop(build_engine(config, group), lead=False)
     try:
-        while trainer.step_count < config.train.total_steps:
-            rows.append(trainer.step())
+        for _ in loop.iter_steps():
+            pass
     except NonFiniteError:  # the values are global: rank 0 meets the same one, and reports it
         pass
-    return rows
+    return loop.history
 
 
 def _worker(config: Config, rank: int, world: int, init: str,

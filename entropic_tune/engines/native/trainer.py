@@ -32,6 +32,8 @@ from ...model import compiling
 from ...model.loading import load_policy
 from ...model.policy import Policy
 from ...tasks import build_task
+from ..records import FinalEvaluation, NonFiniteError
+from .evaluation import final_evaluation
 from .rollout import (
     Generation,
     RolloutBatch,
@@ -43,16 +45,13 @@ from .rollout import (
 )
 
 
-class NonFiniteError(RuntimeError):
-    """Raised when a loss, entropy or gradient is NaN/Inf; the trial must stop, never report NaN."""
-
-
 class SimulatedFailure(RuntimeError):
     """Raised by ``debug.fail_at_step`` to test crash recovery."""
 
 
 class Trainer:
-    """Owns the model, optimizer, controller, RNG streams and step counter of one run."""
+    """Owns the model, optimizer, controller, RNG streams and step counter of one run: the native
+    :class:`~entropic_tune.engines.base.Engine`."""
 
     def __init__(self, config: Config, dist: Collective | None = None) -> None:
         self.config = config
@@ -172,6 +171,16 @@ class Trainer:
             M.EVAL_ENTROPY: M.aggregate(ent, sampled.response_mask).item(),
             "eval/greedy_accuracy": greedy_acc,
         }
+
+    def large_evaluation(self, prefix: str) -> FinalEvaluation | None:
+        """The large evaluation of the current model (``base`` before step 1, ``final`` after the last
+        step; :func:`~entropic_tune.engines.native.evaluation.final_evaluation`)."""
+        return final_evaluation(self.policy, self.task, self.config, self.step_count, prefix)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """The optimizer's learning rate from now on (PBT changes it between checkpoints)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def state_dict(self) -> dict[str, object]:
         """Everything needed to continue exactly: model, optimizer, controller, RNG streams, step."""
