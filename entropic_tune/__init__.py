@@ -5,7 +5,3 @@ errors, names, methods, losses, actuators, metrics), ``controllers``, ``tasks``,
 results contract), ``model``, ``engines``, the Ray Tune layer ``tune``, the ``report``, and the
 command-line front-ends in ``commands``.
 """
-
-from .tune._moved import install as _install_moved_paths
-
-_install_moved_paths()

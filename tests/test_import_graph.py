@@ -49,24 +49,3 @@ def test_notebooks_only_use_the_report_layer():
         source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         for banned in ("entropic_tune.engines.native.trainer", "import torch", "import ray", "entropic_tune.losses"):
             assert banned not in source, f"{nb.name} uses {banned}"
-
-
-def test_the_old_module_paths_of_the_tune_layer_resolve_to_the_moved_modules():
-    """Folders written before the move pickle ``entropic_tune.sweep`` etc. (ray/tuner.pkl); they must
-    still unpickle, to the very objects of ``entropic_tune.tune``, without importing Ray early."""
-    code = (
-        "import importlib, json, pickle, sys\n"
-        "from entropic_tune.tune._moved import MOVED\n"
-        "ray_before = 'ray' in sys.modules\n"
-        "f = pickle.loads(b'centropic_tune.sweep_layout\\nray_dir\\n.')\n"
-        "from entropic_tune.tune.layout import ray_dir\n"
-        "same = all(importlib.import_module(o) is importlib.import_module(n) for o, n in MOVED.items())\n"
-        "print(json.dumps([ray_before, f is ray_dir, same, sorted(MOVED)]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    ray_before, same_function, same_modules, old = json.loads(out.stdout.strip().splitlines()[-1])
-    assert not ray_before
-    assert same_function and same_modules
-    assert {"entropic_tune.sweep", "entropic_tune.sweep_callbacks"} <= set(old)  # what tuner.pkl names
-    for name in old:  # no old file is left behind to shadow the alias
-        assert not (ROOT / (name.replace(".", "/") + ".py")).exists(), name

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from entropic_tune import metrics as M
+from entropic_tune.errors import UserError
 from entropic_tune.tune.layout import (
     HISTORY_FILE,
     delete_checkpoints,
@@ -16,12 +19,14 @@ from entropic_tune.tune.layout import (
 )
 
 
-def test_rays_folder_is_ray_unless_an_older_folder_has_rays_files_at_the_top(tmp_path):
+def test_rays_folder_is_ray_and_an_older_folder_with_rays_files_at_the_top_is_refused(tmp_path):
     assert ray_dir(tmp_path / "new") == tmp_path / "new" / "ray"  # before anything exists
     old = tmp_path / "old"
     old.mkdir()
     (old / "experiment_state-2026.json").write_text("{}")
-    assert ray_dir(old) == old  # --resume and a search adding trials keep working on old folders
+    with pytest.raises(UserError, match=r"old: Ray's files are at the top of the folder") as info:
+        ray_dir(old)  # not resumed as a new folder (its trials would run again from the start)
+    assert "\n" not in str(info.value)
     (old / "ray").mkdir()
     assert ray_dir(old) == old / "ray"
 

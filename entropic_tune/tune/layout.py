@@ -9,8 +9,8 @@ storage_path=OUT/NAME, name="ray")``), so ``tuner.pkl``, ``experiment_state-*.js
 A sweep with ``--workers-per-trial`` also has, while it runs, Ray Train's run folders in ``workers/``
 (transient: every trial attempt deletes its own, and the sweep the folder when the Tuner returns).
 
-Folders written before this layout have Ray's files at the top; :func:`ray_dir` finds them there, so
-``--resume`` and a search adding trials keep working on them. No Ray here.
+Folders written before this layout (Ray's files at the top) are refused by :func:`ray_dir` in one
+line. No Ray here.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..engines.records import (
-    HISTORY_FILE,  # in every checkpoint folder; after deletion, in the trial's
+    HISTORY_FILE,  # in every checkpoint folder (and a trial's, once deleted)
 )
+from ..errors import UserError
 
 RAY_DIR = "ray"
 """Ray Tune's experiment name inside the experiment folder (its storage path)."""
@@ -33,12 +34,18 @@ WORKERS_DIR = "workers"
 
 
 def ray_dir(exp_dir: Path) -> Path:
-    """Ray Tune's experiment folder of ``exp_dir``: ``exp_dir/ray``, or ``exp_dir`` itself for a folder
-    of the older layout (Ray's ``tuner.pkl`` or states at the top and no ``ray/``)."""
+    """Ray Tune's experiment folder of ``exp_dir``: ``exp_dir/ray``.
+
+    A folder of the layout before ``ray/`` (Ray's ``tuner.pkl`` or states at its top) is refused in
+    one line rather than read: no committed folder has it, and resuming it as a new layout would run
+    its trials again from the start."""
     exp_dir = Path(exp_dir)
     nested = exp_dir / RAY_DIR
-    legacy = (exp_dir / "tuner.pkl").is_file() or any(exp_dir.glob("experiment_state*.json"))
-    return exp_dir if legacy and not nested.is_dir() else nested
+    if not nested.is_dir() and ((exp_dir / "tuner.pkl").is_file() or any(exp_dir.glob("experiment_state*.json"))):
+        raise UserError(f"{exp_dir}: Ray's files are at the top of the folder (the layout before {RAY_DIR}/, "
+                        "2026-11); this version reads them only under OUT/NAME/ray/: use entropic-tune at "
+                        "commit 7b94997 or earlier for this folder")
+    return nested
 
 
 def drop_worker_runs(exp_dir: Path) -> None:
@@ -115,8 +122,7 @@ def size_line(exp_dir: Path, deleted: bool = False) -> str:
     finished trials were deleted."""
     exp_dir = Path(exp_dir)
     line = f"folder size: {format_size(folder_size(exp_dir))}"
-    if ray_dir(exp_dir) != exp_dir:
-        line += f" ({RAY_DIR}/: {format_size(folder_size(ray_dir(exp_dir)))})"
+    line += f" ({RAY_DIR}/: {format_size(folder_size(ray_dir(exp_dir)))})"
     if deleted:
         line += "; checkpoints of finished trials deleted (--keep-checkpoints keeps them)"
     return line
