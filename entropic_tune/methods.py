@@ -135,7 +135,7 @@ CONTROLLER_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 """The ``controller.*`` fields each controller of ``controllers.REGISTRY`` reads (checked by
-``tests/test_controllers.py`` against the registry's builders)."""
+``tests/controllers/test_controllers.py`` against the registry's builders)."""
 
 AUTOTUNE_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {

@@ -3,7 +3,7 @@
 User errors (bad keys, files, ranges) print one line to stderr and exit with status 2, no traceback.
 Every command checks its input (flags, config keys and values, sizes against the model and machine,
 folders) before it imports torch, transformers, Ray or pandas, so a typo is answered at once; the
-heavy imports happen inside the subcommands, after those checks (``tests/test_bad_input.py``).
+heavy imports happen inside the subcommands, after those checks (``tests/commands/test_bad_input.py``).
 """
 
 from __future__ import annotations

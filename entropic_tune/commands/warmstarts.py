@@ -1,7 +1,7 @@
 """``python -m entropic_tune.commands.warmstarts``: list, rebuild or check the committed warm-starts.
 
 The weights, their recipes and the training are :mod:`entropic_tune.model.warmstarts`; this front-end
-checks its flags and the config keys before it imports torch (``tests/test_bad_input.py``).
+checks its flags and the config keys before it imports torch (``tests/commands/test_bad_input.py``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ and the base evaluation), so a restored trial (``--resume``, ``--max-failures``,
 where it stopped.
 
 :func:`run_trial` is the loop without Ray (tests drive it with a fake ``report``); :func:`train_trial`
-wires it to ``tune.report`` / ``tune.get_checkpoint``. Only this module and ``sweep`` import Ray.
+wires it to ``tune.report`` / ``tune.get_checkpoint`` (Ray is imported there, so ``run_trial`` runs
+without it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from ray import tune
 
 from ..config import load_config
 from ..distributed import Collective
@@ -144,6 +144,8 @@ class _Prefetch:
 
 
 def _tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    from ray import tune  # only inside a Ray Tune trial: run_trial itself needs no Ray
+
     checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
     tune.report(metrics, checkpoint=checkpoint)
 
@@ -153,6 +155,8 @@ def train_trial(config: dict[str, Any], checkpoint_every: int = 25, threads: int
 
     ``threads`` caps torch to the trial's CPU share so concurrent trials do not oversubscribe cores.
     """
+    from ray import tune
+
     torch.set_num_threads(max(1, int(threads)))
     state = None
     restored = tune.get_checkpoint()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "tune_study.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "tune_study.py"
 
 
 @pytest.fixture(scope="module")

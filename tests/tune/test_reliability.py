@@ -380,7 +380,7 @@ def test_a_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
 
 
 def test_every_torch_load_in_the_package_is_weights_only():
-    root = Path(__file__).resolve().parents[1] / "entropic_tune"
+    root = Path(__file__).resolve().parents[2] / "entropic_tune"
     calls = [(p.name, line) for p in root.rglob("*.py") for line in p.read_text().splitlines()
              if "torch.load(" in line]
     assert calls, "expected the checkpoint loader"

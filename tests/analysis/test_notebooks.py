@@ -11,9 +11,9 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS = ROOT / "analysis"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 NOTEBOOKS = ("compare_methods.ipynb", "gain_search.ipynb", "ablations.ipynb")
 # (notebook, fixture folder, figures it must show)
 RUNS = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_plant import Plant  # tests/ is on sys.path: the simulated plant of the real noise level
+from simulated_plant import Plant  # tests/ is on sys.path (conftest.py): the real noise level
 
 from entropic_tune import metrics as M
 from entropic_tune.commands.main import main

@@ -20,7 +20,7 @@ from entropic_tune.tasks.arithmetic import final_answer, worked_solution
 from entropic_tune.tasks.jsonl import load_problems
 from entropic_tune.tasks.paths import direct_answer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _hamming(x: str, y: str) -> int:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_plant import Plant  # tests/ is on sys.path (no package): the simulated plant
+from simulated_plant import Plant  # tests/ is on sys.path (conftest.py): the simulated plant
 
 from entropic_tune import metrics as M
 from entropic_tune.config import load_config
