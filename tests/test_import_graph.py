@@ -153,3 +153,15 @@ def test_the_checks_see_the_arrows_they_judge():
     assert ("entropic_tune.model.policy", False) in GRAPH["entropic_tune.model.limits"]  # inside a function
     assert ("entropic_tune.model.decoding", True) in GRAPH["entropic_tune.model.compiling"]  # from . import x
     assert all(t != "entropic_tune.controllers" for t, _ in GRAPH["entropic_tune.engines.base"])  # type-only
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "analysis").glob("*.py")))
+def test_analysis_scripts_load_no_engine_torch_or_ray(script):
+    code = ("import importlib.util, json, sys\n"
+            f"spec = importlib.util.spec_from_file_location('script', {str(ROOT / 'analysis' / script)!r})\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(json.dumps(sorted(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "entropic_tune.report" in loaded or "entropic_tune.metrics" in loaded  # it did import the package
+    assert not {"torch", "ray", "entropic_tune.engines.native.trainer"} & loaded

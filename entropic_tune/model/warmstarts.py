@@ -203,7 +203,7 @@ def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
     atomic rename only once complete, so a reader never sees a partial model.
     """
     committed = find_committed(cfg, task_cfg, task.alphabet())
-    if committed is not None:  # the shipped base weights, the same on every machine (warmstarts.py)
+    if committed is not None:  # the shipped base weights, the same on every machine
         return committed
     root = cache_root(cfg)
     try:

@@ -137,7 +137,7 @@ def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
 def load_experiment(folder: str | Path, name: str | None = None) -> Experiment:
     """Load one experiment folder; raises ``UserError`` (a ``ValueError``) naming the folder when a
     file is missing or the run is unfinished, and naming the file when it is damaged or the run did
-    not match its plan (``results_check``)."""
+    not match its plan (``results.check``)."""
     folder = Path(folder)
     check_experiment_folder(folder)  # a damaged pair of files is refused before it is read into a frame
     meta = read_meta(folder)

@@ -1,6 +1,6 @@
 """Bad input: exit code 2, one line naming the key/file/line and the allowed values, no traceback,
 and nothing already written is lost. Table-driven over the `train` and `report` commands; the sweep
-commands' bad inputs are in tests/test_sweep_bad_input.py."""
+commands' bad inputs are in tests/tune/test_sweep_bad_input.py."""
 
 from __future__ import annotations
 

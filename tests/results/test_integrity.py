@@ -1,6 +1,6 @@
 """No silent wrong results (issue 18), without Ray: the folder lock between real processes, damaged
 results files and Optuna stores refused by ``report``, the end-of-run check against the plan of
-trials, and the size bounds that follow from the model (``results_check``, ``folder_lock``,
+trials, and the size bounds that follow from the model (``results.check``, ``folder_lock``,
 ``tune.plan``, ``limits``). The Ray ends of the same promises (a driver killed before Ray's first
 state, two drivers started together) are in test_reliability.py."""
 

@@ -1,6 +1,6 @@
 """Bad input for the sweep commands (compare / search / ablate): exit code 2, exactly one stderr line
 naming the key, file or line and the allowed values, no traceback, and nothing already written is
-overwritten (or added). Table-driven like tests/test_bad_input.py.
+overwritten (or added). Table-driven like tests/commands/test_bad_input.py.
 
 Every check runs before a trial could start: ``Tuner.fit`` is replaced by a failure for the whole
 test, and so is ``ray.init`` except for the one case that needs the cluster's resources (it uses the
