@@ -16,6 +16,7 @@ from .names import (
     FINAL_ACCURACY,
     LATE_ACCURACY,
     SETTLE_STEP,
+    TARGETED,
     TRACKING_RMSE,
     TRACKING_RMSE_DENOISED,
 )
@@ -28,8 +29,8 @@ TABLE_METRICS: dict[str, str] = {
     LATE_ACCURACY: "eval accuracy (mean of last 3)",
     EVAL_ACCURACY: "eval accuracy (last)",
     EVAL_PASS_AT_K: "pass@k (last)",
-    TRACKING_RMSE: "entropy tracking RMSE (rel.)",
-    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.)",
+    TRACKING_RMSE: "entropy tracking RMSE (rel.; methods with a target)",
+    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.; methods with a target)",
     SETTLE_STEP: "settle step",
     ENTROPY_DROP: "entropy drop",
 }
@@ -56,6 +57,11 @@ def summary_table(
     The settle-step cell also says how many runs settled (``(k/n settled)``, see ``held_settle_step``).
     """
     by = list(by) if by is not None else group_columns(summary)
+    if "method" in summary:  # no tracking error for a method without a target (names.TARGETED)
+        summary = summary.assign(**{
+            c: pd.to_numeric(summary[c], errors="coerce").where(summary["method"].isin(TARGETED))
+            for c in (TRACKING_RMSE, TRACKING_RMSE_DENOISED) if c in summary
+        })
     if SETTLE_STEP in summary:  # a run that only entered the band in its last steps has not settled
         summary = summary.assign(**{SETTLE_STEP: held_settle_step(summary)})
     ranked = rank_methods(summary, by)[[*by, "rank", "n"]]
