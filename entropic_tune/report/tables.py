@@ -149,6 +149,15 @@ def _model(meta: dict[str, Any], summary: pd.DataFrame) -> str:
     return f"built-in tiny {arch or 'model'}" + (f" ({details})" if details else "")
 
 
+def _split(meta: dict[str, Any], v: Any) -> str:
+    """Which held-out problems every eval/, base/ and final/ number comes from (``task.split``; a
+    folder written before splits existed scored what is now the test split)."""
+    split = v("task.split") or "test"
+    size, seed = v("task.eval_size"), v("task.eval_seed")
+    extra = ", ".join(p for p in (f"{size} problems" if size else "", f"task.eval_seed {seed}" if seed else "") if p)
+    return f"{split}" + (f" ({extra})" if extra else "")
+
+
 def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     """The setup of one experiment as ordered ``label -> text``."""
 
@@ -163,8 +172,10 @@ def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     rows = {
         "kind": str(meta.get("kind", "train")),
         "task": f"{task}" + (f" ({v('task.path')})" if v("task.path") else "")
+        + (f" ({v('task.dataset')}, {v('task.dataset_config')})" if task == "reasoning_gym" else "")
         if task
         else "not recorded",
+        "held-out split (scored)": _split(meta, v),
         "model": _model(meta, summary),
         "rollout steps": str(
             v("train.total_steps") or (summary["steps"].max() if "steps" in summary else "?")

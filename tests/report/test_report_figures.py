@@ -54,3 +54,12 @@ def test_control_figure_names_and_marks_alpha_bounds(exp):
     bounds = exp.completed.loc[exp.completed.method == "entropic", "config/controller.alpha_min"].iloc[0]
     title = alpha.get_title(loc="left")
     assert f"alpha_min {bounds:g}" in title and "alpha_max 1" in title
+
+
+def test_the_setup_names_the_split_every_number_comes_from(exp):
+    from entropic_tune.report.tables import experiment_setup
+
+    setup = experiment_setup(exp)
+    assert setup.loc["held-out split (scored)"].iloc[0] == "test (64 problems, task.eval_seed 1234)"
+    exp.meta["base"]["task.split"] = "validation"
+    assert experiment_setup(exp).loc["held-out split (scored)"].iloc[0].startswith("validation")

@@ -21,7 +21,7 @@ TASK_CONFIGS = {
 }
 SPACE_FILES = sorted(spaces.SPACES_DIR.glob("**/*.yaml"))
 SPACE_PARAMS = [  # spaces on reasoning_gym build its problems (~5 s each): slow
-    pytest.param(p, marks=pytest.mark.slow) if "countdown" in p.name else p for p in SPACE_FILES
+    pytest.param(p, marks=pytest.mark.slow) if "countdown" in str(p) else p for p in SPACE_FILES
 ]
 
 
