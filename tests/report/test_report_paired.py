@@ -317,9 +317,9 @@ def test_no_narrowing_is_claimed_for_a_difference_of_zero(passk):
 
 def test_tracking_error_only_for_methods_with_a_target(passk):
     """GRPO and the entropy bonus have no entropy target: no tracking RMSE for them (issue 28)."""
+    from entropic_tune.commands import sweep as tune_cli
     from entropic_tune.report.names import TARGETED
     from entropic_tune.report.tables import summary_table
-    from entropic_tune.commands import sweep as tune_cli
 
     assert tuple(tune_cli.TARGETED) == TARGETED
     summary = report.load_experiment(passk).completed
