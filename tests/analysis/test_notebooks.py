@@ -13,7 +13,7 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS = ROOT / "analysis"
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NOTEBOOKS = ("compare_methods.ipynb", "gain_search.ipynb", "ablations.ipynb")
 # (notebook, fixture folder, figures it must show)
 RUNS = [

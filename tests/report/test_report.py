@@ -18,7 +18,7 @@ from entropic_tune import report
 from entropic_tune.report import names
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T975 = {
     1: 12.7062,

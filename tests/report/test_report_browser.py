@@ -13,7 +13,7 @@ import pytest
 
 from entropic_tune.report import write_report
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 # Appended to a copy of the page: once the page has loaded, it writes what it found into the DOM,

@@ -16,7 +16,7 @@ from entropic_tune import report
 from entropic_tune.commands import main as cli
 from entropic_tune.report import paired
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture

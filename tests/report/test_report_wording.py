@@ -16,7 +16,7 @@ from entropic_tune.report.stats import describe, method_stats
 from entropic_tune.report.tables import regime, setup_rows
 from entropic_tune.report.wording import count, distinct, every, exact, pronoun
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("value,text", [(0.06, "0.06"), (0.06007, "0.06007"), (5.094e-05, "5.094e-05"),

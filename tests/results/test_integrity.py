@@ -23,7 +23,7 @@ from entropic_tune.tune import spaces
 from entropic_tune.tune.collect import TrialRecord
 from entropic_tune.tune.plan import check_plan, grid_plan, search_plan
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -49,7 +49,7 @@ def _stillborn(tmp: Path) -> str:
     return "stillborn"
 
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _fixture_copy(tmp: Path, fixture: str, name: str) -> Path:
