@@ -4,7 +4,7 @@
 
 Per study: the suggestions (trials with the same searched values) and the mean of the objective
 (``summary/late_accuracy``) over their seeds; the best and the second best; their paired difference
-over the seeds (mean and 95% t-interval); and the rule of RESULTS 1c: the pick is "not resolved" from
+over the seeds (mean and 95% t-interval); and the rule of RESULTS 1c: the pick is "within noise" of
 the second best when the best's margin is within the noise of one suggestion, the pooled seed-to-seed
 standard deviation of the study divided by sqrt(number of seeds). Reads only the results files.
 """
@@ -58,7 +58,7 @@ def study_row(folder: Path) -> dict[str, object]:
         "2nd best": f"{second_mean:.3f}",
         "best - 2nd, paired over seeds": f"{t['mean']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]",
         "noise of one suggestion": f"{noise:.3f}",
-        "pick": "resolved" if margin > noise else "not resolved",
+        "margin vs noise": "margin > noise" if margin > noise else "within noise",
         "median of suggestions": f"{means.median():.3f}",
     }
 

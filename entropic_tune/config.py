@@ -26,7 +26,8 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
-TASKS = ("arithmetic", "jsonl", "paths")
+TASKS = ("arithmetic", "jsonl", "paths", "reasoning_gym")
+SPLITS = ("test", "validation")
 ENGINES = ("native",)  # train.engine: what runs the steps (engines.base.build_engine)
 ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
@@ -98,7 +99,8 @@ class ModelConfig:
 class TaskConfig:
     name: str = "arithmetic"
     """Task registry name: 'arithmetic' (embedded, generated), 'paths' (the same problems, two solution
-    paths: see `direct_share`) or 'jsonl' (a file of prompt/answer lines)."""
+    paths: see `direct_share`), 'jsonl' (a file of prompt/answer lines) or 'reasoning_gym' (a procedural
+    dataset of the reasoning-gym package: `dataset`, `dataset_config`; needs the `tasks` extra)."""
     path: str | None = None
     """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
     eval_path: str | None = None
@@ -115,9 +117,24 @@ class TaskConfig:
     """Held-out problems used by `evaluate()`."""
     eval_seed: int = 1234
     """Seed of the held-out set; fixed so every trial evaluates on the same problems."""
+    split: str = "test"
+    """Which held-out set `evaluate()` and the large evaluation score: 'test' (the comparison's) or
+    'validation' (tuning's: `eval_size` further problems, disjoint from the test problems by prompt).
+    The training stream is the same in both. `search` spaces run on 'validation', `compare`/`ablate`
+    on 'test' (tune/spaces.py)."""
+    dataset: str = "countdown"
+    """'reasoning_gym': the package's dataset name (tasks/reasoning_gym.py lists those supported)."""
+    dataset_config: dict[str, Any] | None = None
+    """'reasoning_gym': keys of the dataset's own config class, e.g. {min_numbers: 3, max_numbers: 3};
+    None = the package's defaults (`seed` and `size` are set by the task, not here)."""
 
     def __post_init__(self) -> None:
         _choice("task.name", self.name, TASKS)
+        _choice("task.split", self.split, SPLITS)
+        if self.dataset_config is not None:
+            _check(isinstance(self.dataset_config, dict)
+                   and all(isinstance(k, str) for k in self.dataset_config), "task.dataset_config",
+                   f"expected a mapping of the dataset's config keys, got {self.dataset_config!r}")
         _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k"))
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
@@ -492,6 +509,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             if not math.isfinite(out):
                 raise TypeError
             return out
+        if base is dict or typing.get_origin(base) is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
         if base is str:
             if isinstance(value, bool) and key in ON_OFF_KEYS:  # YAML 1.1 reads on/off as booleans
                 return "on" if value else "off"

@@ -72,6 +72,12 @@ FINAL = "final"
 """Prefix of the large evaluation after the last step: ``final/accuracy``, ``final/pass@1``, ..."""
 BASE = "base"
 """Prefix of the same evaluation of the base (warm-start) model before step 1: ``base/pass@k``."""
+DISTINCT_CORRECT = "distinct_correct"
+"""``<prefix>/distinct_correct``: mean over held-out problems of the number of distinct correct
+responses (stripped text) among the n samples; only for tasks with many answers (countdown)."""
+TARGETED = ("entropic", "entropic_p", "adaptive_entropy")
+"""Methods with an entropy target (``controller.target_entropy`` is a setting of theirs): only they
+have a tracking error; for the others the target is a number they never see."""
 
 
 def pass_at_k_ks(n: int) -> list[int]:

@@ -20,6 +20,7 @@ from ..config import parse_override
 from ..errors import UserError
 from ..folder_lock import check_writable, hold
 from ..methods import METHODS, used_keys
+from ..names import TARGETED, TRACKING_RMSE
 from ..tracking import LOGGERS, check_tracking
 from ..tune import spaces
 
@@ -451,7 +452,12 @@ def summary_table(rows: list[dict[str, str]], kind: str) -> str:
     lines = [head, "-" * len(head)]
     for key, group in groups.items():
         done = [r for r in group if r["status"] == "TERMINATED"]
-        cells = "".join(f"  {_mean_std([r.get(metric, '') for r in done]):>20}" for metric, _ in TABLE_METRICS)
+        # tracking RMSE only for a method with an entropy target (names.TARGETED)
+        targeted = all(r.get("method") in TARGETED for r in group)
+        cells = "".join(
+            f"  {_mean_std([r.get(metric, '') for r in done]) if targeted or metric != TRACKING_RMSE else '-':>20}"
+            for metric, _ in TABLE_METRICS
+        )
         lines.append(f"{key:<24} {len(done):>3}/{len(group):<2}{cells}")
     return "\n".join(lines)
 

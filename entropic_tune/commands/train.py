@@ -128,7 +128,9 @@ def _print_summary(summary: dict) -> None:
     keys = (M.EVAL_ACCURACY, M.EVAL_PASS_AT_K, M.ENTROPY, *M.SUMMARY_KEYS)
     keys += tuple(k for k in summary if k.startswith((f"{M.BASE}/", f"{M.FINAL}/")))
     print("summary:", file=sys.stderr)
+    greedy = (f"{M.BASE}/accuracy", f"{M.FINAL}/accuracy")  # greedy decoding, beside sampled pass@k
     for key in keys:
         value = summary.get(key, float("nan"))
-        print(f"  {key:<32} {value:.4f}" if isinstance(value, float) else f"  {key:<32} {value}",
+        label = f"{key} (greedy)" if key in greedy else key
+        print(f"  {label:<32} {value:.4f}" if isinstance(value, float) else f"  {label:<32} {value}",
               file=sys.stderr)

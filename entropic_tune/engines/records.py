@@ -23,7 +23,8 @@ class FinalEvaluation:
     """The metrics of one large evaluation and what it cost."""
 
     metrics: dict[str, float]
-    """``<prefix>/accuracy`` (greedy) and ``<prefix>/pass@k`` for k = 1, 2, 4, ..., n."""
+    """``<prefix>/accuracy`` (greedy), ``<prefix>/pass@k`` for k = 1, 2, 4, ..., n and, for a task
+    with many answers (``Task.many_answers``), ``<prefix>/distinct_correct``."""
     problems: int
     samples: int
     seconds: float

@@ -67,8 +67,14 @@ def recipe(cfg: ModelConfig, task_cfg: TaskConfig, alphabet: str) -> dict[str, A
         "batch": WARMSTART_BATCH,
         "alphabet": alphabet,
         "model": model,
-        "task": dataclasses.asdict(task_cfg),
+        "task": task_fields(task_cfg),
     }
+
+
+def task_fields(task_cfg: TaskConfig) -> dict[str, Any]:
+    """The task config without ``split``: which held-out set a run scores does not change the
+    training stream, so tuning (validation) and comparison (test) start from the same weights."""
+    return {k: v for k, v in dataclasses.asdict(task_cfg).items() if k != "split"}
 
 
 def _section_matches(recorded: dict[str, Any], current: dict[str, Any], cls: type) -> bool:
@@ -188,7 +194,7 @@ def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
     model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
                                                                      "trust_remote_code", "compile")}
     payload = {
-        "version": CACHE_VERSION, "model": model_part, "task": asdict(task_cfg),
+        "version": CACHE_VERSION, "model": model_part, "task": task_fields(task_cfg),
         "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }

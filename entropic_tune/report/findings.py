@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from .loading import Experiment, errored_trials
-from .names import ENTROPY, SETTLE_BAND, STEP, TRACKING_RMSE_DENOISED
+from .names import ENTROPY, SETTLE_BAND, STEP, TARGETED, TRACKING_RMSE_DENOISED
 from .stats import (
     FINAL_PASS_1,
     SMOOTH_WINDOW,
@@ -25,7 +25,6 @@ from .stats import (
 from .tables import regime
 from .wording import count, every, pronoun
 
-TARGETED = ("entropic", "entropic_p", "adaptive_entropy")
 INERT_ON_POLICY = ("clip_higher", "kl_cov")
 
 

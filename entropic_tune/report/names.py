@@ -22,11 +22,20 @@ from ..names import (  # noqa: F401 - re-exported to the report's modules
     REWARD_MEAN,
     SETTLE_STEP,
     STEP,
+    TARGETED,
     TRACKING_RMSE,
     TRACKING_RMSE_DENOISED,
 )
 
 TERMINATED = "TERMINATED"
+
+
+def metric_label(metric: str) -> str:
+    """How a report prints ``metric``: the large evaluations' ``accuracy`` is greedy decoding, so it
+    is named so (``final/accuracy (greedy)``) wherever it stands beside a sampled ``pass@1``."""
+    if metric in (f"{FINAL}/accuracy", f"{BASE}/accuracy"):
+        return f"{metric} (greedy)"
+    return metric
 
 
 def pass_at_k_columns(columns: Iterable[str], prefix: str = FINAL) -> dict[int, str]:

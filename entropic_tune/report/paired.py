@@ -6,11 +6,14 @@ share cancels in the difference ``d_s = x_method,s - x_baseline,s``. Over the ``
 
 - mean ``d`` and sample sd ``s_d``; 95% t interval ``d +- t_{0.975, n-1} s_d / sqrt(n)`` and the
   two-sided paired t test's p-value (``scipy.stats``);
-- Holm's step-down correction across the ``m`` methods compared with the baseline on one metric
-  (family-wise error 5%): a difference is **resolved** when its Holm-adjusted p-value is below 0.05.
-  The corrected interval is Bonferroni's (level ``1 - 0.05/m``): when it excludes 0 the difference
-  is resolved (Holm rejects at least as often as Bonferroni, so it may also resolve a difference
-  whose conservative interval still touches 0);
+- one **primary** metric per experiment (the space file's ``primary``, recorded in experiment.yaml;
+  ``final/pass@1`` by default): Holm's step-down correction across the ``m`` methods compared with
+  the baseline on it (family-wise error 5%). Every other metric is **secondary**: its tests form one
+  family, every method on every secondary metric (``m`` = methods x secondary metrics), with its
+  own Holm correction. A difference is **resolved** when its Holm-adjusted p-value within its family
+  is below 0.05, and the sentence that says so prints the family's corrected interval (Bonferroni's,
+  level ``1 - 0.05/m``: when it excludes 0 the difference is resolved; Holm rejects at least as
+  often, so it may also resolve a difference whose conservative interval still touches 0);
 - seeds needed: the smallest ``n`` at which the paired two-sided t test at level ``0.05/m`` has 80%
   power if the true difference were the observed one, from the noncentral t
   (``T ~ nct(n - 1, sqrt(n) d / s_d)``). It is a planning figure: the observed effect is itself noisy.
@@ -26,7 +29,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from .loading import completed
-from .names import FINAL, FINAL_ACCURACY, LATE_ACCURACY, pass_at_k_columns
+from .names import FINAL, FINAL_ACCURACY, LATE_ACCURACY, metric_label, pass_at_k_columns
 from .wording import count
 
 ALPHA = 0.05
@@ -37,6 +40,8 @@ COLUMNS = [
     "method",
     "baseline",
     "metric",
+    "role",
+    "family_size",
     "n",
     "mean_diff",
     "sd_diff",
@@ -96,18 +101,34 @@ def paired_t(diffs: Sequence[float], confidence: float = 1 - ALPHA) -> dict[str,
 
 def t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t test with ``n`` pairs at level ``alpha`` when the true
-    standardised difference (mean / sd of the differences) is ``effect``."""
+    standardised difference (mean / sd of the differences) is ``effect``.
+
+    Exact, from the noncentral t in both tails at every ``df = n - 1``: with ``T = (Z + nc) / S``,
+    ``nc = effect sqrt(n)``, ``Z ~ N(0, 1)`` and ``S = sqrt(V / df)``, ``V ~ chi2(df)``,
+
+        power = P(T > c) + P(T < -c) = E_S[ Phi(nc - c S) + Phi(-nc - c S) ],   c = t_{1-alpha/2, df},
+
+    one integral over the chi distribution of ``S``, taken over its quantiles ``u = F_S(s)`` in (0, 1)
+    by 512-point Gauss-Legendre (the integrand is in [0, 1]; it agrees with adaptive quadrature to
+    ~1e-6 from df 1 to 5000). scipy's ``nct.sf``/``cdf`` lose one tail at small ``df`` and large
+    ``nc`` (NaN, or a rounded 1), which is why they are not used; a test checks this function
+    against simulation at df 1-5.
+    """
     if n < 2:
         return math.nan
     df = n - 1
     critical = float(scipy_stats.t.ppf(1 - alpha / 2, df))
-    nc = effect * math.sqrt(n)
-    power = float(scipy_stats.nct.sf(critical, df, nc) + scipy_stats.nct.cdf(-critical, df, nc))
-    if not math.isfinite(
-        power
-    ):  # scipy's nct can fail far in the tail (large nc and df): normal limit
-        power = float(scipy_stats.norm.sf(critical - nc) + scipy_stats.norm.cdf(-critical - nc))
-    return power
+    nc = abs(effect) * math.sqrt(n)  # the two-sided power is symmetric in the effect's sign
+    if math.isinf(nc):
+        return 1.0
+    s = scipy_stats.chi.ppf(_QUANTILES, df, scale=1 / math.sqrt(df))
+    tails = scipy_stats.norm.cdf(nc - critical * s) + scipy_stats.norm.cdf(-nc - critical * s)
+    return float(min(1.0, max(0.0, np.sum(_WEIGHTS * tails))))
+
+
+_NODES, _RAW_WEIGHTS = np.polynomial.legendre.leggauss(512)
+_QUANTILES, _WEIGHTS = (_NODES + 1) / 2, _RAW_WEIGHTS / 2
+"""Gauss-Legendre nodes and weights on (0, 1) for :func:`t_power`."""
 
 
 def seeds_needed(
@@ -150,23 +171,34 @@ def _per_seed(done: pd.DataFrame, method: str, metric: str) -> pd.Series:
     return pd.to_numeric(rows[metric], errors="coerce").groupby(rows["seed"]).mean().dropna()
 
 
+def primary_metric(summary: pd.DataFrame, declared: str | None = None) -> str:
+    """The experiment's primary metric: ``declared`` (the space's ``primary``) when given, else the
+    first of :func:`decision_metrics` (``final/pass@1`` when the large evaluation ran)."""
+    return declared or decision_metrics(completed(summary))[0]
+
+
 def paired_differences(
     summary: pd.DataFrame,
     baseline: str = "grpo",
     metrics: Sequence[str] | None = None,
     alpha: float = ALPHA,
+    primary: str | None = None,
 ) -> pd.DataFrame:
     """One row per (method, metric): the paired difference ``method - baseline`` over common seeds.
 
-    Columns: ``COLUMNS`` (with ``experiment`` first when several experiments are loaded; pairs never
-    cross experiments). Empty when the baseline has no completed trial.
+    ``primary`` (default :func:`primary_metric`) is always compared; its family is the methods on it,
+    the other metrics' family every method on every other metric (module docstring). Columns:
+    ``COLUMNS`` (with ``experiment`` first when several experiments are loaded; pairs never cross
+    experiments). Empty when the baseline has no completed trial.
     """
     done = completed(summary)
     metrics = list(metrics) if metrics is not None else decision_metrics(done)
     several = "experiment" in done and done["experiment"].nunique() > 1
     parts = []
     for name, part in done.groupby("experiment", sort=False) if several else [(None, done)]:
-        table = _family(part, baseline, metrics, alpha)
+        first = primary_metric(part, primary)
+        chosen = [first, *(m for m in metrics if m != first)]
+        table = _family(part, baseline, chosen, alpha)
         parts.append(table.assign(experiment=name) if several else table)
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     return frame[(["experiment"] if several else []) + COLUMNS]
@@ -175,29 +207,27 @@ def paired_differences(
 def _family(
     done: pd.DataFrame, baseline: str, metrics: Sequence[str], alpha: float
 ) -> pd.DataFrame:
-    """The comparisons of one experiment: per metric, every method against the baseline (one Holm
-    family per metric)."""
+    """The comparisons of one experiment: every method against the baseline on the primary metric
+    (``metrics[0]``, one Holm family) and on the others (one Holm family for all of them)."""
     if baseline not in set(done["method"]):
         return pd.DataFrame(columns=COLUMNS)
     methods = [m for m in dict.fromkeys(done["method"]) if m != baseline]
-    rows = []
-    for metric in (m for m in metrics if m in done):
+    tests = []  # (role, method, metric, t)
+    for i, metric in enumerate(m for m in metrics if m in done):
         base = _per_seed(done, baseline, metric)
-        family = []
         for method in methods:
             other = _per_seed(done, method, metric)
             common = base.index.intersection(other.index)
-            family.append((method, paired_t((other[common] - base[common]).tolist())))
-        level = alpha / max(1, sum(1 for _, t in family if math.isfinite(t["p"])))
-        for (method, t), p_holm in zip(family, holm([t["p"] for _, t in family]), strict=True):
-            rows.append(
-                {
-                    "method": method,
-                    "baseline": baseline,
-                    "metric": metric,
-                    **_decision(t, p_holm, level, alpha),
-                }
-            )
+            t = paired_t((other[common] - base[common]).tolist())
+            tests.append(("primary" if i == 0 and metric == metrics[0] else "secondary", method, metric, t))
+    rows = []
+    for role in ("primary", "secondary"):
+        family = [x for x in tests if x[0] == role]
+        size = sum(1 for *_, t in family if math.isfinite(t["p"]))
+        level = alpha / max(1, size)
+        for (_, method, metric, t), p_holm in zip(family, holm([x[3]["p"] for x in family]), strict=True):
+            rows.append({"method": method, "baseline": baseline, "metric": metric, "role": role,
+                         "family_size": size, **_decision(t, p_holm, level, alpha)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -232,23 +262,27 @@ def _seeds_text(needed: float) -> str:
 
 
 def paired_sentences(table: pd.DataFrame, digits: int = 3) -> list[str]:
-    """One plain sentence per row of :func:`paired_differences`."""
+    """One plain sentence per row of :func:`paired_differences`; "resolved" always comes with the
+    Holm family it was corrected over and that family's corrected interval."""
     out = []
     for r in table.itertuples(index=False):
-        head = f"{r.method} - {r.baseline} on {r.metric}: {r.mean_diff:+.{digits}f}"
+        role = "primary" if r.role == "primary" else "secondary"
+        head = f"{r.method} - {r.baseline} on {metric_label(r.metric)} ({role}): {r.mean_diff:+.{digits}f}"
         if r.n < 2:
             out.append(f"{head} from {count(r.n, 'common seed')}: no interval, not resolved.")
             continue
+        family = count(int(r.family_size), f"{role} comparison")
         head += (
-            f" (95% CI [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}], Holm p = {r.p_holm:.3g}, "
-            f"{r.n} paired seeds)"
+            f" (95% CI [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}], {r.n} paired seeds; "
+            f"Holm p = {r.p_holm:.3g} over {family}"
         )
+        corrected = f"corrected CI [{r.corrected_low:+.{digits}f}, {r.corrected_high:+.{digits}f}]"
         if r.resolved:
             word = "higher" if r.mean_diff > 0 else "lower"
-            out.append(f"{head}: resolved, {r.method} is {word} than {r.baseline}.")
+            out.append(f"{head}): resolved ({corrected}), {r.method} is {word} than {r.baseline}.")
         else:
             out.append(
-                f"{head}: not resolved, these seeds cannot tell which is higher; "
+                f"{head}, {corrected}): not resolved, these seeds cannot tell which is higher; "
                 f"{_seeds_text(r.seeds_needed)}."
             )
     return out
@@ -260,8 +294,11 @@ def paired_display(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     def fmt(x: float) -> str:
         return f"{x:+.{digits}f}" if math.isfinite(x) else "n/a"
 
-    keys = [c for c in ("experiment", "method", "metric") if c in table]
+    keys = [c for c in ("experiment", "method", "metric", "role") if c in table]
     out = table[keys].copy()
+    if "metric" in out:
+        out["metric"] = out["metric"].map(metric_label)
+    out["Holm family"] = table["family_size"].astype(int)
     out["paired seeds"] = table["n"].astype(int)
     out["difference"] = table["mean_diff"].map(fmt)
     out["95% CI"] = [

@@ -99,6 +99,10 @@ def curve_differences(summary: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+ZERO = 0.0005
+"""A mean difference below this in magnitude prints as +0.000 and is treated as none."""
+
+
 def _diff_text(row: pd.Series) -> str:
     text = f"pass@{int(row['k'])} {row['mean']:+.3f}"
     if math.isfinite(row["ci_low"]):
@@ -123,9 +127,19 @@ def crossing_sentences(summary: pd.DataFrame) -> list[str]:
             f"{where} against the base model over {count(int(last['n']), 'seed')}: {_diff_text(first)}, "
             f"{_diff_text(last)}"
         )
-        signs = [m >= 0 for m in rows["mean"]]
+        # A difference that prints as +0.000 (or -0.000) is no difference: it neither makes a curve
+        # "fall below" nor counts as "pass@large-k down" (issue 28: arithmetic's pass@64 1.000 = 1.000).
+        level = [0 if abs(m) < ZERO else (1 if m > 0 else -1) for m in rows["mean"]]
+        signs = [x >= 0 for x in level]
         change = next((i for i in range(1, len(rows)) if signs[i] != signs[0]), None)
-        if change is None:
+        if change is not None and signs[0] and level[-1] == 0:
+            text = (
+                f"{head}; its mean curve falls below the base's between k = "
+                f"{int(rows['k'][change - 1])} and k = {int(rows['k'][change])} and meets it again "
+                f"at k = {int(last['k'])} (no difference there at 3 decimals): pass@1 up, pass@large-k "
+                "not down."
+            )
+        elif change is None:
             text = head + (
                 "; its curve stays at or above the base's at every k (no narrowing)."
                 if signs[0]
@@ -173,7 +187,9 @@ def plot_pass_at_k(exp: Experiment, path: str | Path | None = None) -> Figure:
             list(dict.fromkeys(curves["experiment"])).index(experiment) % len(LINESTYLES)
         ]
         label = ("base model" if base else curve) + (f" ({experiment})" if several else "")
-        _band(left, rows, colour, "--" if base else style, label + f" (n={int(rows['n'].max())})")
+        # the base curve is one evaluation (the same in every trial), not a mean over seeds
+        size = " (one evaluation, the same in every trial)" if base else f" (n={int(rows['n'].max())})"
+        _band(left, rows, colour, "--" if base else style, label + size)
     for (experiment, method), rows in diffs.groupby(["experiment", "method"], sort=False):
         label = method + (f" ({experiment})" if several else "")
         _band(right, rows, method_colour(method), "-", label)

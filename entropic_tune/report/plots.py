@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..config import ControllerConfig
 from .loading import Experiment
 from .names import (
     ALPHA,
@@ -29,6 +30,7 @@ from .names import (
     METHOD_COLOURS,
     REWARD_MEAN,
     SETTLE_BAND,
+    TARGETED,
     method_colour,
 )
 from .wording import exact
@@ -168,19 +170,27 @@ def curves(exp: Experiment, metrics: Sequence[str]) -> pd.DataFrame:
 
 
 def draw_target(ax: Axes, summary: pd.DataFrame) -> None:
-    targets = sorted(
-        pd.to_numeric(summary.get("target_entropy"), errors="coerce").dropna().unique()
-    )
-    few = len(targets) <= 3
-    for i, target in enumerate(targets):
-        label = (
-            f"target{'s' if len(targets) > 1 else ''} {', '.join(map(exact, targets))}"
-            if few and i == 0
-            else (f"{len(targets)} targets, {exact(targets[0])} to {exact(targets[-1])}" if i == 0 else None)
-        )
+    """Each entropy target as a dashed line in its method's colour, labelled with the method: only
+    methods with a target (``names.TARGETED``) have one, so no line belongs to no method. More than
+    three (method, target) pairs (a lock over targets) are drawn thin and grey, labelled once."""
+    if "target_entropy" not in summary:
+        return
+    rows = summary if "method" not in summary else summary[summary["method"].isin(TARGETED)]
+    methods = rows["method"] if "method" in rows else pd.Series([""] * len(rows), index=rows.index)
+    values = pd.to_numeric(rows["target_entropy"], errors="coerce")
+    pairs = sorted({(str(m), float(t)) for m, t in zip(methods, values, strict=True) if np.isfinite(t)})
+    few = len(pairs) <= 3
+    owners = ", ".join(dict.fromkeys(m for m, _ in pairs))
+    targets = sorted({t for _, t in pairs})
+    for i, (method, target) in enumerate(pairs):
+        if few:
+            label = f"{method} target {exact(target)}".strip()
+        else:
+            label = (f"{len(targets)} targets of {owners}, {exact(targets[0])} to {exact(targets[-1])}"
+                     if i == 0 else None)
         ax.axhline(
             target,
-            color="black" if few else "grey",
+            color=method_colour(method) if few and method else ("black" if few else "grey"),
             linestyle="--" if few else ":",
             linewidth=1.2 if few else 0.8,
             label=label,
@@ -193,6 +203,30 @@ def draw_target(ax: Axes, summary: pd.DataFrame) -> None:
                 alpha=0.15,
                 label=f"target ±{SETTLE_BAND:.0%}" if i == 0 else None,
             )
+
+
+def draw_alpha_bounds(ax: Axes, exp: Experiment, methods: Sequence[str]) -> str:
+    """The controller's output bounds ``controller.alpha_min``/``alpha_max`` of the plotted methods
+    (per trial config, else the experiment's base, else the default): a dotted, labelled line for each bound inside
+    the range the curves span (a bound far outside would flatten them); returns the bounds as text
+    for the panel title, which names them all."""
+    done = exp.completed
+    base = exp.meta.get("base") if isinstance(exp.meta.get("base"), dict) else {}
+    rows = done[done["method"].isin(methods)] if "method" in done else done
+    low, high = ax.get_ylim()
+    span = high - low
+    parts = []
+    for bound in ("alpha_min", "alpha_max"):
+        column = f"config/controller.{bound}"
+        values = set(pd.to_numeric(rows[column], errors="coerce").dropna()) if column in rows else set()
+        if not values:  # the experiment's base, else the config's default
+            values = {float(base.get(f"controller.{bound}", getattr(ControllerConfig(), bound)))}
+        for value in sorted(values):
+            parts.append(f"{bound} {exact(value)}")
+            if low - 0.5 * span <= value <= high + 0.5 * span:
+                ax.axhline(value, color="dimgrey", linestyle=":", linewidth=1.0,
+                           label=f"{bound} {exact(value)} (alpha's bound)")
+    return ", ".join(parts)
 
 
 def plot_entropy(exp: Experiment, path: str | Path | None = None) -> Figure:
@@ -231,8 +265,9 @@ def plot_control(
         for label, colour, style, rows in _groups(history):
             draw_band(ax, rows, metric, label, colour, style)
         ax.axhline(0.0, color="black", linewidth=0.8)
+        bounds = draw_alpha_bounds(ax, exp, methods) if metric == ALPHA else ""
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{metric}", fontsize=10, loc="left")
+        ax.set_title(f"{metric}" + (f" (bounds: {bounds})" if bounds else ""), fontsize=10, loc="left")
     axes[-1, 0].set_xlabel("rollout step")
     axes[0, 0].legend(fontsize=8, loc="best")
     fig.suptitle(f"EntroPIC PI controller signals ({SPREAD_NOTE})")

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .loading import Experiment
-from .names import ALPHA, ENTROPY, FINAL_ACCURACY, TRACKING_RMSE, method_colour
+from .names import ALPHA, ENTROPY, FINAL_ACCURACY, TARGETED, TRACKING_RMSE, method_colour
 from .plots import SPREAD_NOTE, curves, draw_band, draw_target, finish_figure, new_figure
 from .stats import accuracy_metric, group_columns, method_stats, rank_methods
 from .wording import count
@@ -94,16 +94,20 @@ def plot_final_metrics(exp: Experiment, path: str | Path | None = None) -> Figur
     metric = accuracy_metric(summary)  # final/pass@1 of the large evaluation when present
     label = "final pass@1 (large evaluation)" if metric != FINAL_ACCURACY else "final accuracy"
     interval_panel(axes[0, 0], summary, by, order, metric, f"{label} (fraction correct)")
+    targeted = summary  # no tracking error for a method without a target (names.TARGETED)
+    if "method" in summary and TRACKING_RMSE in summary:
+        rmse = pd.to_numeric(summary[TRACKING_RMSE], errors="coerce")
+        targeted = summary.assign(**{TRACKING_RMSE: rmse.where(summary["method"].isin(TARGETED))})
     interval_panel(
         axes[0, 1],
-        summary,
+        targeted,
         by,
         order,
         TRACKING_RMSE,
         "entropy tracking RMSE\n(relative to target, 2nd half)",
     )
-    axes[0, 0].set_title("Final accuracy (ranked, best left)")
-    axes[0, 1].set_title("Entropy tracking error (lower is better)")
+    axes[0, 0].set_title(f"{metric}: {label} (ranked, best left)", fontsize=10)
+    axes[0, 1].set_title(f"{TRACKING_RMSE}: methods with a target (lower is better)", fontsize=10)
     fig.suptitle("Per-method results: mean and 95% t-interval over seeds (hollow dots: seeds)")
     return finish_figure(fig, path)
 

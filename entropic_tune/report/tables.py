@@ -16,6 +16,7 @@ from .names import (
     FINAL_ACCURACY,
     LATE_ACCURACY,
     SETTLE_STEP,
+    TARGETED,
     TRACKING_RMSE,
     TRACKING_RMSE_DENOISED,
 )
@@ -28,8 +29,8 @@ TABLE_METRICS: dict[str, str] = {
     LATE_ACCURACY: "eval accuracy (mean of last 3)",
     EVAL_ACCURACY: "eval accuracy (last)",
     EVAL_PASS_AT_K: "pass@k (last)",
-    TRACKING_RMSE: "entropy tracking RMSE (rel.)",
-    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.)",
+    TRACKING_RMSE: "entropy tracking RMSE (rel.; methods with a target)",
+    TRACKING_RMSE_DENOISED: "tracking RMSE, noise removed (rel.; methods with a target)",
     SETTLE_STEP: "settle step",
     ENTROPY_DROP: "entropy drop",
 }
@@ -56,6 +57,11 @@ def summary_table(
     The settle-step cell also says how many runs settled (``(k/n settled)``, see ``held_settle_step``).
     """
     by = list(by) if by is not None else group_columns(summary)
+    if "method" in summary:  # no tracking error for a method without a target (names.TARGETED)
+        summary = summary.assign(**{
+            c: pd.to_numeric(summary[c], errors="coerce").where(summary["method"].isin(TARGETED))
+            for c in (TRACKING_RMSE, TRACKING_RMSE_DENOISED) if c in summary
+        })
     if SETTLE_STEP in summary:  # a run that only entered the band in its last steps has not settled
         summary = summary.assign(**{SETTLE_STEP: held_settle_step(summary)})
     ranked = rank_methods(summary, by)[[*by, "rank", "n"]]
@@ -143,6 +149,15 @@ def _model(meta: dict[str, Any], summary: pd.DataFrame) -> str:
     return f"built-in tiny {arch or 'model'}" + (f" ({details})" if details else "")
 
 
+def _split(meta: dict[str, Any], v: Any) -> str:
+    """Which held-out problems every eval/, base/ and final/ number comes from (``task.split``; a
+    folder written before splits existed scored what is now the test split)."""
+    split = v("task.split") or "test"
+    size, seed = v("task.eval_size"), v("task.eval_seed")
+    extra = ", ".join(p for p in (f"{size} problems" if size else "", f"task.eval_seed {seed}" if seed else "") if p)
+    return f"{split}" + (f" ({extra})" if extra else "")
+
+
 def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     """The setup of one experiment as ordered ``label -> text``."""
 
@@ -157,8 +172,10 @@ def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     rows = {
         "kind": str(meta.get("kind", "train")),
         "task": f"{task}" + (f" ({v('task.path')})" if v("task.path") else "")
+        + (f" ({v('task.dataset')}, {v('task.dataset_config')})" if task == "reasoning_gym" else "")
         if task
         else "not recorded",
+        "held-out split (scored)": _split(meta, v),
         "model": _model(meta, summary),
         "rollout steps": str(
             v("train.total_steps") or (summary["steps"].max() if "steps" in summary else "?")

@@ -12,7 +12,13 @@ from .document import Block, to_html, to_markdown
 from .findings import findings
 from .loading import Experiment, load_experiment, load_experiments
 from .names import FINAL, pass_at_k_columns
-from .paired import decision_metrics, paired_differences, paired_display, paired_sentences
+from .paired import (
+    decision_metrics,
+    paired_differences,
+    paired_display,
+    paired_sentences,
+    primary_metric,
+)
 from .passk import crossing_sentences, pass_at_k_table, plot_pass_at_k
 from .plots import (
     plot_control,
@@ -163,16 +169,21 @@ def _paired_blocks(exp: Experiment, baseline: str) -> list[Block]:
                       f"here (methods: {', '.join(sorted(methods))}); choose one with --baseline.")]
     if len(methods) < 2:
         return []
-    table = paired_differences(exp.summary, baseline)
+    primary = primary_metric(exp.summary, exp.meta.get("primary"))
+    table = paired_differences(exp.summary, baseline, primary=primary)
+    others = [m for m in decision_metrics(exp.completed) if m != primary]
     return [
         ("h3", f"Paired differences against {baseline}"),
         ("table", paired_display(table)),
-        ("p", f"Each method minus {baseline} on the same seeds (paired), on "
-              f"{', '.join(decision_metrics(exp.completed))}. 95% t-interval over the paired seeds; "
-              "Holm's correction across the methods of each metric (resolved: Holm-adjusted p < "
-              "0.05); the corrected interval is Bonferroni's (conservative). Seeds for 80% power: "
-              "how many paired seeds a t test at the corrected level would need if the true "
-              "difference were the observed one (noncentral t; a planning figure)."),
+        ("p", f"Each method minus {baseline} on the same seeds (paired). Primary metric (declared "
+              f"by the experiment's space, else final pass@1): {primary}; secondary: "
+              f"{', '.join(others) or 'none'}. 95% t-interval over the paired seeds. Holm's "
+              "correction across the methods on the primary metric, and separately across every "
+              "method on every secondary metric as one family (resolved: Holm-adjusted p < 0.05 "
+              "within its family); the corrected interval is Bonferroni's over the same family "
+              "(conservative). 'accuracy' of final/ and base/ is greedy decoding. Seeds for 80% "
+              "power: how many paired seeds a t test at the corrected level would need if the "
+              "true difference were the observed one (exact noncentral t; a planning figure)."),
         ("list", paired_sentences(table)),
     ]
 

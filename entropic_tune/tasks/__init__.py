@@ -3,7 +3,8 @@
 ``arithmetic`` (the embedded default) generates column-addition problems with worked solutions;
 ``paths`` is the same problems with a warm-start that mostly answers at once (a short, unreliable
 path) and sometimes works the columns (a long, reliable one), so exploration matters; ``jsonl`` reads a dataset file and rewards with a verifier (``exact``, ``numeric``, ``boxed``,
-``gsm8k`` or ``auto``). See ``docs/ARCHITECTURE.md``, "Task contract".
+``gsm8k`` or ``auto``); ``reasoning_gym`` generates and scores problems with the reasoning-gym
+package (the ``tasks`` extra). Every task has a test and a validation split (``Task.held_out``). See ``docs/ARCHITECTURE.md``, "Task contract".
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from .arithmetic import ArithmeticTask
 from .base import Problem, Task
 from .jsonl import SAMPLE_PATH, JsonlTask
 from .paths import PathsTask
+from .reasoning_gym import ReasoningGymTask
 from .verifiers import VERIFIERS, verify
 
 if TYPE_CHECKING:
     from ..config import TaskConfig
 
 TASKS: MappingProxyType[str, type[Task]] = MappingProxyType(
-    {ArithmeticTask.name: ArithmeticTask, JsonlTask.name: JsonlTask, PathsTask.name: PathsTask}
+    {
+        ArithmeticTask.name: ArithmeticTask,
+        JsonlTask.name: JsonlTask,
+        PathsTask.name: PathsTask,
+        ReasoningGymTask.name: ReasoningGymTask,
+    }
 )
 
 
@@ -41,6 +48,7 @@ __all__ = [
     "JsonlTask",
     "PathsTask",
     "Problem",
+    "ReasoningGymTask",
     "Task",
     "build_task",
     "verify",

@@ -115,19 +115,33 @@ class ArithmeticTask(Task):
         self.min_digits, self.max_digits = cfg.min_digits, cfg.max_digits
         low = 0 if self.min_digits == 1 else 10 ** (self.min_digits - 1)
         n_pairs = (10**self.max_digits - low) ** 2
-        if cfg.eval_size > n_pairs // 2:
+        if cfg.eval_size > n_pairs // 2:  # test + validation <= every pair
             raise UserError(
-                f"task.eval_size: {cfg.eval_size} would hold out more than half of the {n_pairs} "
-                f"problems with task.min_digits={self.min_digits}, "
+                f"task.eval_size: {cfg.eval_size} test + {cfg.eval_size} validation problems need "
+                f"more than the {n_pairs} problems with task.min_digits={self.min_digits}, "
                 f"task.max_digits={self.max_digits}; "
                 f"use task.eval_size <= {n_pairs // 2} or raise task.max_digits"
             )
+        # The test split is the first eval_size distinct pairs of Random(eval_seed), as before splits
+        # existed; the validation split the next eval_size distinct pairs of the same stream, so
+        # the two never share a problem. Only test pairs are kept out of the training stream: the
+        # stream (and with it the committed warm-starts and every default result) is unchanged,
+        # and a validation problem is as likely to be trained on as any other problem.
         rng = random.Random(cfg.eval_seed)
         pairs: dict[tuple[int, int], None] = {}  # insertion-ordered set
         while len(pairs) < cfg.eval_size:
             pairs[self._pair(rng)] = None
         self._held_out = frozenset(pairs)
-        self._eval = [self._problem(a, b) for a, b in pairs]
+        validation: dict[tuple[int, int], None] = {}
+        while len(validation) < cfg.eval_size:
+            pair = self._pair(rng)
+            if pair not in self._held_out:
+                validation[pair] = None
+        self._splits = {
+            "test": [self._problem(a, b) for a, b in pairs],
+            "validation": [self._problem(a, b) for a, b in validation],
+        }
+        self.split = cfg.split
 
     def _operand(self, rng: random.Random) -> int:
         digits = rng.randint(self.min_digits, self.max_digits)
@@ -149,8 +163,11 @@ class ArithmeticTask(Task):
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
         return [self._problem(*self._train_pair(rng)) for _ in range(n)]
 
+    def held_out(self, split: str) -> list[Problem]:
+        return list(self._splits[split])
+
     def eval_problems(self) -> list[Problem]:
-        return list(self._eval)
+        return self.held_out(self.split)
 
     def reward(self, problem: Problem, response: str) -> float:
         return 1.0 if final_answer(response) == (problem.answer.lstrip("0") or "0") else 0.0

@@ -30,14 +30,22 @@ class Task(ABC):
     """Base class of every task; subclasses are registered by name in ``tasks.TASKS``."""
 
     name: str = ""
+    many_answers: bool = False
+    """True when a problem has many correct responses (countdown): the large evaluation then also
+    counts the distinct correct responses per problem (``<prefix>/distinct_correct``)."""
 
     @abstractmethod
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
         """Draw ``n`` training problems; their order depends only on ``rng`` (no global state)."""
 
     @abstractmethod
+    def held_out(self, split: str) -> list[Problem]:
+        """The fixed held-out set of ``split`` ('test' or 'validation'; ``config.SPLITS``): same
+        problems, same order, on every call and in every trial; the two splits share no prompt."""
+
+    @abstractmethod
     def eval_problems(self) -> list[Problem]:
-        """The fixed held-out set (same problems, same order, on every call and in every trial)."""
+        """The held-out set of the configured split (``task.split``), see :meth:`held_out`."""
 
     @abstractmethod
     def reward(self, problem: Problem, response: str) -> float:

@@ -3,7 +3,9 @@
 The file is validated completely at load time, so that a bad line stops a sweep before any trial
 starts, with a one-line error naming the file and the 1-based line. The reward is the configured
 verifier (:mod:`entropic_tune.tasks.verifiers`). The held-out set is ``task.eval_path`` when given,
-else the last ``task.eval_size`` records; held-out prompts never enter the training stream.
+else the last ``task.eval_size`` records (the test split), whose prompts never enter the training
+stream; the validation split is the last ``task.eval_size`` training records (distinct prompts),
+which stay in the training stream (as before splits existed).
 """
 
 from __future__ import annotations
@@ -163,13 +165,23 @@ class JsonlTask(Task):
         else:
             held_out, train = problems[-cfg.eval_size :], problems[: -cfg.eval_size]
         prompts = {p.prompt for p in held_out}
-        self._train = [p for p in train if p.prompt not in prompts]
+        train = [p for p in train if p.prompt not in prompts]
+        # The validation split: the last eval_size training records (distinct prompts). They stay
+        # in the training stream, as before splits existed (a file of a few records keeps them
+        # all): tuning on them is method-fair but optimistic; the test split is never trained on.
+        validation: dict[str, Problem] = {}
+        for problem in reversed(train):
+            if len(validation) == cfg.eval_size:
+                break
+            validation.setdefault(problem.prompt, problem)
+        self._splits = {"test": held_out, "validation": list(validation.values())[::-1]}
+        self._train = train
         if not self._train:
             raise UserError(
                 f"{cfg.path}: every training prompt is also in the held-out set; "
                 "use a different task.eval_path or lower task.eval_size"
             )
-        self._eval = held_out
+        self.split = cfg.split
 
     def _response(self, problem: Problem) -> str:
         return (
@@ -181,8 +193,11 @@ class JsonlTask(Task):
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
         return [self._train[rng.randrange(len(self._train))] for _ in range(n)]
 
+    def held_out(self, split: str) -> list[Problem]:
+        return list(self._splits[split])
+
     def eval_problems(self) -> list[Problem]:
-        return list(self._eval)
+        return self.held_out(self.split)
 
     def reward(self, problem: Problem, response: str) -> float:
         return 1.0 if verify(response, problem.answer, self.verifier) else 0.0
@@ -195,8 +210,8 @@ class JsonlTask(Task):
         return problem.prompt, response
 
     def longest_prompt(self) -> str:
-        return max((p.prompt for p in self._train + self._eval), key=len)
+        return max((p.prompt for p in self._train + self._splits["test"]), key=len)
 
     def alphabet(self) -> str:
-        texts = [p.prompt + self._response(p) for p in self._train + self._eval]
+        texts = [p.prompt + self._response(p) for p in self._train + self._splits["test"]]
         return sorted_chars([*texts, "0123456789-.", format_chars(self.verifier)])

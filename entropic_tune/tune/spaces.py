@@ -11,6 +11,7 @@ expansion feeds both ``--dry-run`` and the Ray param space. A file is one study:
     methods: [grpo, entropic]                  # compare: the grid is methods x seeds
     method: entropic                           # search / ablate: the one method studied
     params: {key: {type: float|int|categorical, low, high, log, choices}}   # search
+    primary: final/pass@1                      # compare / ablate: the report's primary metric
     objective: tracking | accuracy | late_accuracy | both      # search defaults, overridable on the CLI
     samples: 20
     sampler: tpe | gp | cmaes | random
@@ -18,7 +19,9 @@ expansion feeds both ``--dry-run`` and the Ray param space. A file is one study:
     factors: {factor: {level: {key: value}}}   # ablate: one factor varied at a time
 
 Precedence inside a trial: method preset < base (+ --set) < method_overrides < factor level <
-searched parameter < seed. Every error names the file and the key.
+searched parameter < seed. Every error names the file and the key. A search scores on the
+validation split of the task's held-out problems, a compare or ablate on the test split
+(``SPLIT_OF_KIND``).
 """
 
 from __future__ import annotations
@@ -42,14 +45,19 @@ TRIAL_INDEX = "__trial_index__"
 SAME_AS = "same_as"
 """Ablate: ``factor=level`` labels of other cells whose config is identical to this cell's (run once;
 the results are reported under each label, see ``collect.collect_and_write``)."""
+SPLIT_OF_KIND = {"search": "validation", "compare": "test", "ablate": "test"}
+"""The held-out split each kind scores on (``task.split``): tuning never sees the test problems, and
+the comparisons and ablations that report results are scored on them. A search space gets
+``task.split: validation`` in its base; any other value in a space (base, overrides, factors,
+params, ``--set``) is refused."""
 BOOKKEEPING = ("factor", "variant", "__cell__", SAME_AS, TRIAL_INDEX)
 """Keys of a trial config dict that are labels, not config keys; stripped before ``load_config``."""
 
 _COMMON = ("kind", "description", "base", "seeds", "method_overrides")
 _ALLOWED = {
-    "compare": (*_COMMON, "methods"),
+    "compare": (*_COMMON, "methods", "primary"),
     "search": (*_COMMON, "method", "params", "objective", "samples", "sampler", "repeat"),
-    "ablate": (*_COMMON, "method", "factors"),
+    "ablate": (*_COMMON, "method", "factors", "primary"),
 }
 
 
@@ -94,6 +102,9 @@ class SearchSpace:
     sampler: str = "tpe"
     repeat: int = 1
     factors: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    primary: str = "final/pass@1"
+    """compare/ablate: the one metric the report's Holm correction across methods is about
+    (``report/paired.py``); every other metric is secondary."""
     file_base: dict[str, Any] = field(default_factory=dict)
     """``base`` as the file gives it, before the command line's overrides."""
     set_by: dict[str, str] = field(default_factory=dict)
@@ -150,6 +161,13 @@ def load_space(name_or_file: str, overrides: dict[str, Any] | None = None,
     else:
         methods = (_method(data.get("method", base.get("method", "grpo")), src, ": method"),)
         base["method"] = methods[0]
+    split = SPLIT_OF_KIND[kind]
+    if base.get("task.split", split) != split:
+        where = set_by.get("task.split") or f"{src}: base: task.split"
+        raise UserError(f"{where}: a {kind} space scores on the {split} split; "
+                        f"allowed: {split} (or leave task.split out)")
+    if kind == "search":
+        base["task.split"] = split
     space = SearchSpace(
         name=path.stem, path=path, kind=kind, description=str(data.get("description", "")),
         base=base, seeds=_seeds(data.get("seeds", 1), src), methods=methods,
@@ -160,6 +178,7 @@ def load_space(name_or_file: str, overrides: dict[str, Any] | None = None,
         sampler=_one_of(data.get("sampler", "tpe"), SAMPLERS, src, "sampler"),
         repeat=_positive_int(data.get("repeat", 1), src, "repeat"),
         factors=_factors(data.get("factors"), src) if kind == "ablate" else {},
+        primary=_primary(data.get("primary", "final/pass@1"), src),
         file_base=file_base, set_by=set_by,
     )
     if kind == "search" and not space.params:
@@ -254,6 +273,19 @@ def validate(space: SearchSpace) -> None:
     src = str(space.path)
     if not space.methods:
         raise UserError(f"{src}: methods: at least one method is needed")
+    split = SPLIT_OF_KIND[space.kind]
+    for method, keys in space.method_overrides.items():
+        if keys.get("task.split", split) != split:
+            raise UserError(f"{src}: method_overrides.{method}.task.split: a {space.kind} space "
+                            f"scores on the {split} split; allowed: {split}")
+    for factor, levels in space.factors.items():
+        for level, keys in levels.items():
+            if keys.get("task.split", split) != split:
+                raise UserError(f"{src}: factors.{factor}.{level}.task.split: an ablation scores "
+                                f"on the test split; allowed: {split}")
+    if any(p.key == "task.split" for p in space.params):
+        raise UserError(f"{src}: params.task.split: cannot be searched (a search scores on the "
+                        "validation split)")
     if space.kind == "search":
         base = search_base(space)
         for p in space.params:
@@ -334,6 +366,20 @@ def _seeds(value: Any, src: str) -> tuple[int, ...]:
         if len(set(value)) == len(value):
             return tuple(value)
     raise UserError(f"{src}: seeds: expected a positive count or a list of distinct ints, got {value!r}")
+
+
+PRIMARY_FIXED = ("final/accuracy", "summary/late_accuracy", "summary/final_accuracy")
+
+
+def _primary(value: Any, src: str) -> str:
+    """A metric a comparison can be decided on: ``final/pass@<k>``, ``final/accuracy`` (greedy),
+    ``summary/late_accuracy`` or ``summary/final_accuracy``."""
+    text = str(value)
+    k = text.removeprefix("final/pass@")
+    if text in PRIMARY_FIXED or (text.startswith("final/pass@") and k.isdigit() and int(k) >= 1):
+        return text
+    raise UserError(f"{src}: primary: '{text}' is not allowed{closest(text, PRIMARY_FIXED)}; "
+                    f"allowed: final/pass@<k>, {', '.join(PRIMARY_FIXED)}")
 
 
 def _positive_int(value: Any, src: str, key: str) -> int:

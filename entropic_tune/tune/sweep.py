@@ -216,6 +216,8 @@ def _meta(space: SearchSpace) -> dict[str, Any]:
             "seeds": list(space.seeds)}
     if space.kind == "ablate":
         meta["factors"] = {factor: list(levels) for factor, levels in space.factors.items()}
+    if space.kind != "search":
+        meta["primary"] = space.primary  # the report's primary metric (report/paired.py)
     return meta
 
 

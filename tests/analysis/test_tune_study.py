@@ -40,12 +40,12 @@ def test_a_margin_within_one_suggestions_noise_is_not_resolved(tune_study, tmp_p
     assert row["method"] == "grpo" and row["best setting"] == "optim.lr 0.0001"
     assert row["best"] == "0.750" and row["2nd best"] == "0.730" and row["noise of one suggestion"] == f"{noise:.3f}"
     assert row["best - 2nd, paired over seeds"].startswith("+0.020 [")  # (0.08 - 0.04) / 2
-    assert row["pick"] == "not resolved" and row["trials"] == "6 (3 x 2)"
+    assert row["margin vs noise"] == "within noise" and row["trials"] == "6 (3 x 2)"
 
 
 def test_a_margin_above_the_noise_is_resolved(tune_study, tmp_path):
     row = tune_study.study_row(study(tmp_path / "tune2_nsr", {1e-4: (0.80, 0.81), 2e-4: (0.70, 0.71)}))
-    assert row["best setting"] == "optim.lr 0.0001" and row["pick"] == "resolved"
+    assert row["best setting"] == "optim.lr 0.0001" and row["margin vs noise"] == "margin > noise"
 
 
 def test_the_command_refuses_a_folder_without_studies(tune_study, tmp_path, capsys):

@@ -133,14 +133,48 @@ def test_paired_differences_resolve_a_real_effect_and_not_a_null_one_with_holm()
     assert table.loc[high, "p_holm"] == pytest.approx(max(min(1, 2 * raw[low]), raw[high]))
     words = " ".join(paired.paired_sentences(table.reset_index()))
     assert (
-        "entropic - grpo on final/pass@1: +0.05" in words
-        and "resolved, entropic is higher" in words
+        "entropic - grpo on final/pass@1 (primary): +0.05" in words
+        and re.search(r"resolved \(corrected CI \[\+0\.0\d\d, \+0\.0\d\d\]\), entropic is higher", words)
     )
     assert re.search(
         r"entropy_bonus - grpo .*not resolved, these seeds cannot tell which is higher; "
         r"(about \d+ seeds would resolve|no number of seeds up to)",
         words,
     )
+
+
+def test_one_primary_metric_and_one_family_for_every_secondary_comparison():
+    """Holm across the methods on the primary metric only; every other (method, metric) pair is one
+    secondary family, and "resolved" there means corrected over all of it (issue 28)."""
+    summary = _synthetic_summary({"grpo": 0.0, "entropic": 0.05, "entropy_bonus": 0.0}, 6, 0.02, seed=1)
+    rng = np.random.default_rng(5)
+    summary["final/pass@64"] = summary["final/pass@1"] + rng.normal(0, 0.02, len(summary))
+    summary["final/accuracy"] = summary["final/pass@1"] + rng.normal(0, 0.02, len(summary))
+    metrics = ["final/pass@1", "final/pass@64", "final/accuracy"]
+    table = paired.paired_differences(summary, "grpo", metrics, primary="final/pass@64")
+    primary = table[table.role == "primary"]
+    assert set(primary.metric) == {"final/pass@64"} and set(primary.family_size) == {2}
+    secondary = table[table.role == "secondary"]
+    assert len(secondary) == 4 and set(secondary.family_size) == {4}
+    assert secondary.p_holm.tolist() == pytest.approx(paired.holm(secondary.p.tolist()))
+    level = 0.05 / 4  # the secondary corrected interval is Bonferroni's over all four
+    row = secondary.iloc[0]
+    half = scipy_stats.t.ppf(1 - level / 2, row.n - 1) * row.sd_diff / math.sqrt(row.n)
+    assert row.corrected_high - row.corrected_low == pytest.approx(2 * half)
+    for sentence in paired.paired_sentences(table):
+        if ": resolved" in sentence:
+            assert re.search(r"resolved \(corrected CI \[[-+]\d\.\d{3}, [-+]\d\.\d{3}\]\)", sentence)
+    assert any("final/accuracy (greedy) (secondary)" in s for s in paired.paired_sentences(table))
+
+
+def test_the_report_uses_the_primary_metric_recorded_in_experiment_yaml(passk):
+    meta = passk / "experiment.yaml"
+    meta.write_text(meta.read_text() + "primary: final/pass@64\n")
+    text = report.write_report([passk]).read_text()
+    section = _section(text, "### Paired differences against grpo")
+    assert "| entropic | final/pass@64 | primary | 2 |" in section
+    assert "| entropic | final/pass@1 | secondary | 8 |" in section
+    assert "Primary metric (declared by the experiment's space, else final pass@1): final/pass@64" in section
 
 
 def test_pairs_use_common_completed_seeds_only():
@@ -169,14 +203,16 @@ def test_report_has_pass_at_k_and_paired_tables_equal_to_a_recomputation(passk):
             base = summary[summary.method == "grpo"].sort_values("seed")[metric].to_numpy()
             diff = mine - base
             half = scipy_stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
-            row = next(line for line in section.splitlines() if f"| {method} | {metric} |" in line)
+            label = metric + (" (greedy)" if metric == "final/accuracy" else "")
+            row = next(line for line in section.splitlines() if f"| {method} | {label} |" in line)
             assert (
                 f"{diff.mean():+.3f}" in row
                 and f"[{diff.mean() - half:+.3f}, {diff.mean() + half:+.3f}]" in row
             )
-    assert (
-        "entropic - grpo on final/pass@64" in text
-        and "resolved, entropic is higher than grpo" in text
+    assert re.search(
+        r"entropic - grpo on final/pass@64 \(secondary\): \+0\.214 .*Holm p = \S+ over 8 secondary "
+        r"comparisons\): resolved \(corrected CI \[\+0\.105, \+0\.322\]\), entropic is higher than grpo",
+        text,
     )
     table = _section(text, "### pass@k of the large final evaluation")
     assert (
@@ -241,3 +277,60 @@ def test_the_baseline_recorded_by_compare_is_the_report_default(passk):
     assert "### Paired differences against entropy_bonus" in report.write_report([passk]).read_text()
     text = report.write_report([passk], baseline="grpo").read_text()  # an explicit one wins
     assert "### Paired differences against grpo" in text
+
+
+@pytest.mark.parametrize(
+    ("n", "effect", "alpha"),
+    [(2, 6.0, 0.05), (3, 3.0, 0.025), (4, 1.5, 0.05), (5, 1.0, 0.05 / 3), (6, 0.8, 0.05),
+     (2, 1.0, 0.05), (3, -2.0, 0.05)],
+)
+def test_t_power_matches_simulation_at_small_df(n, effect, alpha):
+    """Exact power in both tails at df 1-5 (issue 28: scipy's nct returned NaN in one tail, and the
+    old fallback gave 0.000 at 2 seeds and effect 6, where the power is ~0.49): 20k simulated paired
+    t tests of differences ~ N(effect, 1)."""
+    rng = np.random.default_rng(0)
+    d = rng.normal(effect, 1.0, size=(20_000, n))
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / np.sqrt(n))
+    critical = scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+    simulated = float(np.mean(np.abs(t) > critical))
+    assert paired.t_power(effect, n, alpha) == pytest.approx(simulated, abs=0.01)
+
+
+def test_t_power_is_the_level_at_no_effect_and_grows_with_seeds():
+    for n in (2, 3, 5, 30):
+        assert paired.t_power(0.0, n, 0.05) == pytest.approx(0.05, abs=1e-6)
+    powers = [paired.t_power(0.7, n) for n in range(2, 40)]
+    assert all(b > a for a, b in zip(powers[:-1], powers[1:], strict=True))
+
+
+def test_no_narrowing_is_claimed_for_a_difference_of_zero(passk):
+    """A curve that dips below the base's and meets it again at the largest k (pass@64 1.000 =
+    1.000, +0.000) is not "pass@large-k down" (issue 28)."""
+    summary = report.load_experiment(passk).completed.copy()
+    for k in (32, 64):  # make every grpo trial end exactly at the base's pass@32, pass@64
+        rows = summary.method == "grpo"
+        summary.loc[rows, f"final/pass@{k}"] = summary.loc[rows, f"base/pass@{k}"] - (0.02 if k == 32 else 0)
+    text = " ".join(s for s in report.crossing_sentences(summary) if s.startswith("grpo"))
+    assert "pass@64 +0.000" in text and "meets it again at k = 64" in text
+    assert "pass@large-k down" not in text and "pass@large-k not down" in text
+
+
+def test_tracking_error_only_for_methods_with_a_target(passk):
+    """GRPO and the entropy bonus have no entropy target: no tracking RMSE for them (issue 28)."""
+    from entropic_tune.commands import sweep as tune_cli
+    from entropic_tune.report.names import TARGETED
+    from entropic_tune.report.tables import summary_table
+
+    assert tuple(tune_cli.TARGETED) == TARGETED
+    summary = report.load_experiment(passk).completed
+    assert summary["summary/entropy_tracking_rmse"].notna().all()  # recorded for every trial
+    table = summary_table(summary).set_index("method")
+    column = next(c for c in table.columns if c.startswith("entropy tracking RMSE"))
+    assert "methods with a target" in column
+    assert table.loc["grpo", column] == "n/a" and table.loc["entropy_bonus", column] == "n/a"
+    assert table.loc["entropic", column] != "n/a"
+    rows = summary.astype(str).to_dict("records")
+    lines = tune_cli.summary_table(rows, "compare").splitlines()
+    grpo = next(line for line in lines if line.startswith("grpo "))
+    entropic = next(line for line in lines if line.startswith("entropic "))
+    assert grpo.rstrip().endswith(" -") and not entropic.rstrip().endswith(" -")

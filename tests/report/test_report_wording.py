@@ -83,7 +83,9 @@ def test_the_target_legend_names_the_targets_as_set():
     labels = []
     for targets in ([0.06], [0.06, 0.06007, 0.06], [0.04, 0.05, 0.06, 0.07, 0.08]):
         fig, ax = plt.subplots()
-        draw_target(ax, pd.DataFrame({"target_entropy": targets}))
-        labels.append(ax.get_legend_handles_labels()[1][0])
+        frame = pd.DataFrame({"target_entropy": targets + [0.06], "method": ["entropic"] * len(targets) + ["grpo"]})
+        draw_target(ax, frame)  # grpo has no target: no line of its own
+        labels.append([x for x in ax.get_legend_handles_labels()[1] if "±" not in x])
         plt.close(fig)
-    assert labels == ["target 0.06", "targets 0.06, 0.06007", "5 targets, 0.04 to 0.08"]
+    assert labels == [["entropic target 0.06"], ["entropic target 0.06", "entropic target 0.06007"],
+                      ["5 targets of entropic, 0.04 to 0.08"]]

@@ -158,6 +158,8 @@ def test_jsonl_split_answers_and_warmstart_formats(tmp_path: Path) -> None:
     ):
         task = build_task(TaskConfig(name="jsonl", path=str(path), eval_size=2, verifier=verifier))
         assert [p.prompt for p in task.eval_problems()] == ["q3", "q4"]
+        # validation: the last eval_size training records, which stay in training; test never does
+        assert [p.prompt for p in task.held_out("validation")] == ["q1", "q2"]
         assert {p.prompt for p in task.sample_train(random.Random(0), 50)} == {"q0", "q1", "q2"}
         rng = random.Random(0)
         for _ in range(20):

@@ -188,3 +188,16 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, capsys, argv):
     assert code == 2
     assert err.startswith("entropic-tune: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+def test_primary_metric_is_read_checked_and_recorded():
+    """One primary metric per experiment, declared in its space file (issue 28)."""
+    from entropic_tune.tune import sweep
+
+    space = spaces.load_space("compare")
+    assert space.primary == "final/pass@1"
+    assert sweep._meta(space)["primary"] == "final/pass@1"
+    assert "primary" not in sweep._meta(spaces.load_space("tune_grpo"))
+    with pytest.raises(UserError, match=r"primary: 'final/pass@one' is not allowed.*final/pass@<k>"):
+        spaces._primary("final/pass@one", "x.yaml")
+    assert spaces._primary("summary/late_accuracy", "x.yaml") == "summary/late_accuracy"

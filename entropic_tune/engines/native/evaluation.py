@@ -5,7 +5,9 @@ such point has a sampling noise (~0.03 on 64 problems) as large as most differen
 methods. This module is the evaluation a comparison is decided on: ``rollout.final_samples`` (n,
 default 64) responses per held-out problem at the rollout temperature, generated in batches, scored
 by the task, and summarised as the unbiased pass@k of Chen et al. (2021) averaged over problems for
-k = 1, 2, 4, ..., n (:func:`metrics.pass_at_k`; pass@1 is mean@n), plus greedy accuracy.
+k = 1, 2, 4, ..., n (:func:`metrics.pass_at_k`; pass@1 is mean@n), plus greedy accuracy and, for a
+task with many correct answers (``Task.many_answers``), the mean number of distinct correct
+responses per problem among the n (``<prefix>/distinct_correct``).
 
 It runs twice per trial: on the base (warm-start) model before step 1 (keys ``base/...``) and after
 the last step (keys ``final/...``). Both are summary values (``summary.csv``), never part of the
@@ -75,13 +77,19 @@ def final_evaluation(
     ]  # problem-major, n per problem
     width = CPU_ROWS if policy.device.type == "cpu" else ACCELERATOR_ROWS
     correct = [0] * len(problems)
+    distinct: list[set[str]] = [set() for _ in problems]  # correct responses, stripped
     for begin in range(0, len(rows), width):
         chunk = rows[begin : begin + width]
         gen = generate(
             policy, [ids for _, ids in chunk], cfg.max_new_tokens, cfg.temperature, generator
         )
         for (i, _), text in zip(chunk, decode_responses(policy, gen), strict=True):
-            correct[i] += int(task.reward(problems[i], text) > 0.5)
+            right = task.reward(problems[i], text) > 0.5
+            correct[i] += int(right)
+            if right:
+                distinct[i].add(text.strip())
     out = {f"{prefix}/accuracy": greedy_acc}
     out.update({f"{prefix}/pass@{k}": v for k, v in pass_at_k_curve(correct, n).items()})
+    if task.many_answers:  # e.g. countdown: how many different solutions sampling finds
+        out[f"{prefix}/{M.DISTINCT_CORRECT}"] = sum(len(d) for d in distinct) / len(problems)
     return FinalEvaluation(out, len(problems), n, time.perf_counter() - start, prefix)
