@@ -95,7 +95,6 @@ def main() -> None:
     parser.add_argument("--compare-repeats", type=int, default=1)
     parser.add_argument("--skip-concurrency", action="store_true", help="only the overhead (and compare)")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from entropic_tune.tune import spaces
 

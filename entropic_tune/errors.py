@@ -8,6 +8,10 @@ traceback. It subclasses ``ValueError`` so library users can catch the usual exc
 from __future__ import annotations
 
 import difflib
+import os
+import signal
+import sys
+import threading
 from collections.abc import Iterable
 
 
@@ -27,3 +31,20 @@ def unknown(kind: str, name: str, allowed: Iterable[str]) -> UserError:
     return UserError(
         f"unknown {kind} '{name}'{closest(name, allowed)}; allowed: {', '.join(allowed)}"
     )
+
+
+def _term_as_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop the way Ctrl-C stops (Ray Tune saves its state and returns, the results
+    so far are written, the resume command is printed). A second SIGTERM does the same again, which
+    Ray Tune takes as "skip the last save"."""
+    print("entropic-tune: SIGTERM received; stopping as for Ctrl-C (state saved, results so far written)",
+          file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def sigterm_as_interrupt() -> None:
+    """Handle SIGTERM (a scheduler's or a ``kill``'s stop) like Ctrl-C in this driver. ``ray.init``
+    installs its own handler (``sys.exit``: the driver then dies in Ray's native code with exit 134
+    and no summary), so sweeps call this again once Ray is up. Main thread only (as Python requires)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _term_as_interrupt)

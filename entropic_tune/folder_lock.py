@@ -158,6 +158,24 @@ def _wrote_more(lock: FolderLock) -> bool:
         return False
 
 
+NAME_MAX = 255
+"""Bytes of one file name on the usual file systems (ext4, xfs, btrfs, NFS, tmpfs)."""
+
+
+def check_name(name: str) -> str:
+    """An experiment or run folder name (``--name``), checked the same for every command: one plain path
+    component (not blank, no ``/`` or ``\\``, not ``.`` or ``..``, no control characters) of at most
+    255 bytes, so every file a run writes stays inside ``--out/NAME``."""
+    shown = ascii(name)[1:-1] if len(name) <= 60 else f"{ascii(name[:57])[1:-1]}..."  # one line, always
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name or \
+            any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UserError(f"--name: '{shown}' must be a plain folder name (not blank, no '/', not '.' or '..')")
+    if len(name.encode()) > NAME_MAX:
+        raise UserError(f"--name: '{shown}' is {len(name.encode())} bytes long; a folder name can have at most "
+                        f"{NAME_MAX}")
+    return name
+
+
 def check_run_dir(run_dir: Path) -> None:
     """Refuse a run folder that already holds results, or whose nearest existing parent is not writable.
 

@@ -5,7 +5,7 @@
 #          longalpha | ablate | actuators | autotunelock | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
+export RAY_AIR_NEW_OUTPUT=0
 ET=".venv/bin/entropic-tune"
 OUT=${OUT:-$PWD/runs}
 phase=${1:-all}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up ./.venv and run the whole test suite (Ray starts once, locally, with auth disabled).
+# Set up ./.venv and run the whole test suite (Ray starts once, locally, with a fresh auth token).
 #   bash scripts/test.sh            the full suite (README's test command; CI runs it)
 #   bash scripts/test.sh --fast     the quick loop: -m "not slow" (no test over ~5 s), no setup when
 #                                   ./.venv exists
@@ -26,5 +26,5 @@ fi
 if [ "${CI:-}" = "true" ]; then
   args+=(--durations=20)
 fi
-export RAY_AUTH_MODE=disabled RAY_AIR_NEW_OUTPUT=0
+export RAY_AIR_NEW_OUTPUT=0
 .venv/bin/python -m pytest -q "${args[@]}" "$@"

@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 # Small enough that a rollout step takes a fraction of a second on one core.
@@ -49,11 +48,11 @@ def ray_local(warmstart_cache: str):
     """
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from entropic_tune.tune.sweep import start_local_ray
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
-                 log_to_driver=False)
+    if started:  # as a sweep starts its own: token authentication with a fresh token (inherited by drivers)
+        start_local_ray(num_cpus=2, object_store_memory=100 * 1024**2)
     yield ray
     if started:
         ray.shutdown()

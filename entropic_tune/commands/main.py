@@ -9,8 +9,10 @@ heavy imports happen inside the subcommands, after those checks (``tests/command
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ..folder_lock import check_run_dir, hold
+    from ..folder_lock import check_name, check_run_dir, hold
+
+    if args.name is not None:
+        check_name(args.name)  # before anything is loaded
 
     data: dict[str, object] = {}
     if args.method:
@@ -212,12 +217,22 @@ def _run_report(args: argparse.Namespace) -> int:
         problem = study_problem(Path(d) / "optuna.db")
         if problem:
             print(f"entropic-tune: warning: {problem}; the report leaves out the search figures", file=sys.stderr)
+    target = Path(args.dirs[0])  # the report goes into the first folder
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".entropic-tune-probe-", dir=target))
+    except OSError as exc:
+        raise UserError(f"report: cannot write into '{target}' ({exc.strerror or type(exc).__name__}); make it "
+                        "writable, or report a copy of the folder") from None
     from ..report import write_report  # pandas, matplotlib: once the folders are checked
 
     try:
         path = write_report([Path(d) for d in args.dirs], fmt=args.format, baseline=args.baseline)
     except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
+    except OSError as exc:  # a full disk, a read-only figures/: the previous report and figures stay whole
+        where = f"'{exc.filename}'" if exc.filename else f"'{target}'"
+        raise UserError(f"report: cannot write {where} ({exc.strerror or type(exc).__name__}); the previous "
+                        "report and figures are unchanged") from None
     print(f"report written: {path}")
     return 0
 
@@ -248,6 +263,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("entropic-tune: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        again = (f"continue with 'entropic-tune {args.kind} --resume --name {getattr(args, 'name', None) or 'NAME'}' "
+                 "(what was written before is intact)") if getattr(args, "kind", None) else "run the command again"
+        print(f"entropic-tune: error: {where}{exc.strerror}; free some space (or make it writable), then {again}",
+              file=sys.stderr)
+        return 1
     except BrokenPipeError:  # e.g. `entropic-tune compare --dry-run | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import parse_override
-from ..errors import UserError
-from ..folder_lock import check_writable, hold
+from ..errors import UserError, sigterm_as_interrupt
+from ..folder_lock import check_name, check_writable, hold
 from ..methods import METHODS, used_keys
 from ..names import TARGETED, TRACKING_RMSE
 from ..tracking import LOGGERS, check_tracking
@@ -70,7 +70,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
                         "evaluations, less noisy); both: multi-objective, Pareto front printed at the end.")
     p.add_argument("--repeat", type=int, default=None,
                    help="Seeds per suggestion (Ray's Repeater; Optuna sees the mean). Default: the space's.")
-    p.add_argument("--seed", type=int, default=0, help="Sampler seed (default 0).")
+    p.add_argument("--seed", type=int, default=None, help="Sampler seed (default 0).")
     p = sub.add_parser(
         "ablate", help="Vary one factor at a time from the base (P vs PI, anti-windup, tau, ...).",
         description="Run every level of every factor of the space on each seed; summary.csv gets "
@@ -80,7 +80,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--space", default=DEFAULT_SPACE[kind],
+    p.add_argument("--space", default=None,
                    help=f"Search space: a name in search_spaces/ or a YAML file (default: {DEFAULT_SPACE[kind]}).")
     p.add_argument("--steps", type=int, default=None, help="Rollout steps per trial (train.total_steps).")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -135,6 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Every check that needs no Ray comes first, then the folder is locked for this driver (a second
     driver on it stops here), then Ray starts and the resources are checked; only then is anything
     but the lock file written (a refused run removes it again: it leaves no trace, overwrites nothing)."""
+    sigterm_as_interrupt()  # a SIGTERM ends the run as Ctrl-C does (summary, resume command)
     out = Path(args.out).expanduser().resolve()
     if args.resume:
         return _resume(args, out)
@@ -176,7 +177,8 @@ def _run_new(args: argparse.Namespace, space: spaces.SearchSpace, sopts: spaces.
         if args.kind == "search":
             plan = sweep.plan_search(space, opts, sopts, opts.exp_dir)
             if continuing:
-                print(f"adding trials to study '{opts.name}' ({plan.meta.get('previous_trials', 0)} trials so far)")
+                print(f"adding trials to study '{plan.meta.get('study_name')}' "
+                      f"({plan.meta.get('previous_trials', 0)} trials so far)")
         else:
             plan = sweep.plan_grid(space)
         baseline = getattr(args, "baseline", None)
@@ -219,6 +221,7 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
         if meta.get("kind") != args.kind:
             raise UserError(f"--resume: '{exp_dir}' is a {meta.get('kind')} experiment; "
                             f"use entropic-tune {meta.get('kind')} --resume")
+        _same_plan(args, meta)
         _same_logging(args, meta.get("options") or {})
         options = _run_options(args, meta.get("options") or {})
         _validate(options, args.kind, None)
@@ -230,6 +233,45 @@ def _resume(args: argparse.Namespace, out: Path) -> int:
         sweep.check_address(opts.address)
         exp_dir = sweep.resume(opts)
         return _finish(exp_dir, read_meta(exp_dir))
+
+
+def _same_plan(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """``--resume`` continues the plan in experiment.yaml: a flag that would change what the trials run
+    (space, steps, --set, methods, seeds, samples, sampler...) is refused when it differs from the plan,
+    instead of being silently ignored. Run options (--max-concurrent, --cpus-per-trial...) may change."""
+    from ..tune.plan import grid_configs, planned_steps
+
+    def refuse(flag: str, planned: Any) -> None:
+        raise UserError(f"--resume: {flag} differs from the plan of '{args.name}' ({planned}); a resumed run "
+                        "continues the plan in its experiment.yaml: drop it, or start a new run under another --name")
+
+    stored = str(meta.get("space") or "")
+    if args.space is not None and args.space not in (stored, Path(stored).stem) and \
+            Path(args.space).stem != Path(stored).stem:
+        refuse(f"--space {args.space}", f"space {stored}")
+    if args.steps is not None and args.steps != planned_steps(meta):
+        refuse(f"--steps {args.steps}", f"{planned_steps(meta)} steps")
+    plan = meta.get("plan") or {}
+    configs = list(grid_configs(meta).values()) if "cells" in plan else [plan.get("base") or {}]
+    flats = [spaces.flat_trial_config(c) for c in configs]
+    for text in args.overrides:
+        key, value = parse_override(text)
+        key = key.replace("/", ".")
+        planned = sorted({repr(f.get(key)) for f in flats})
+        if any(f.get(key) != value for f in flats):
+            refuse(f"--set {text}", f"{key}: {', '.join(planned)}")
+    searched = {"samples": "--samples", "sampler": "--sampler", "objective": "--objective", "repeat": "--repeat",
+                "seed": "--seed"}
+    for key, flag in searched.items():
+        value = getattr(args, key, None)
+        if value is not None and value != meta.get(key, 0 if key == "seed" else None):
+            refuse(f"{flag} {value}", f"{key} {meta.get(key)}")
+    if getattr(args, "methods", None) and spaces.parse_methods(args.methods) != tuple(meta.get("methods") or ()):
+        refuse(f"--methods {args.methods}", f"methods {','.join(meta.get('methods') or ())}")
+    if getattr(args, "seeds", None) is not None and list(range(args.seeds)) != list(meta.get("seeds") or ()):
+        refuse(f"--seeds {args.seeds}", f"seeds {meta.get('seeds')}")
+    if getattr(args, "baseline", None) is not None and args.baseline != meta.get("baseline", args.baseline):
+        refuse(f"--baseline {args.baseline}", f"baseline {meta.get('baseline')}")
 
 
 def _same_logging(args: argparse.Namespace, stored: dict[str, Any]) -> None:
@@ -244,10 +286,8 @@ def _same_logging(args: argparse.Namespace, stored: dict[str, Any]) -> None:
 
 
 def _name(name: str) -> str:
-    """An experiment folder name: one path component (no separators, not '.' or '..')."""
-    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
-        raise UserError(f"--name: '{name}' must be a plain folder name (no '/', not '.' or '..')")
-    return name
+    """An experiment folder name: :func:`entropic_tune.folder_lock.check_name`."""
+    return check_name(name)
 
 
 def _space(args: argparse.Namespace) -> spaces.SearchSpace:
@@ -268,9 +308,10 @@ def _space(args: argparse.Namespace) -> spaces.SearchSpace:
                             "--workers-per-trial (it also sizes the trial's resources); drop the --set")
         overrides["train.num_workers"] = args.workers_per_trial
         labels["train.num_workers"] = f"--workers-per-trial {args.workers_per_trial}"
-    space = spaces.load_space(args.space, overrides, labels)
+    name = args.space if args.space is not None else DEFAULT_SPACE[args.kind]
+    space = spaces.load_space(name, overrides, labels)
     if space.kind != args.kind:
-        raise UserError(f"--space {args.space}: is a {space.kind} space; use entropic-tune {space.kind}")
+        raise UserError(f"--space {name}: is a {space.kind} space; use entropic-tune {space.kind}")
     changes: dict[str, Any] = {}
     if getattr(args, "methods", None):
         changes["methods"] = spaces.parse_methods(args.methods)
@@ -297,7 +338,7 @@ def _search_options(args: argparse.Namespace, space: spaces.SearchSpace) -> spac
         if value < 1:
             raise UserError(f"{flag}: must be >= 1, got {value}")
     return spaces.SearchOptions(samples, args.sampler or space.sampler, args.objective or space.objective,
-                                repeat, args.seed)
+                                repeat, args.seed if args.seed is not None else 0)
 
 
 def _run_options(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
@@ -408,9 +449,13 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     import csv
 
     problem = meta.get("plan_check", "ok")
+    resume = f"entropic-tune {meta.get('kind')} --resume --name {exp_dir.name} --out {exp_dir.parent}"
     if problem != "ok":  # the results are written (they are what ran) but not reported as a success
         print(f"entropic-tune: error: {exp_dir}: the trials that ran are not the planned ones: {problem}; "
               "no report written", file=sys.stderr)
+        if not meta.get("finished", True):  # interrupted before every planned trial started
+            print(f"entropic-tune: the run was interrupted; continue it with: {resume}", file=sys.stderr)
+            return 130
         return 1
     with open(exp_dir / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -431,8 +476,7 @@ def _finish(exp_dir: Path, meta: dict[str, Any]) -> int:
     failed = [r for r in rows if r["status"] == "ERROR"]
     unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
     if unfinished or not meta.get("finished", True):
-        print(f"entropic-tune: {len(unfinished)} trial(s) unfinished; continue with: entropic-tune "
-              f"{meta.get('kind')} --resume --name {exp_dir.name} --out {exp_dir.parent}", file=sys.stderr)
+        print(f"entropic-tune: {len(unfinished)} trial(s) unfinished; continue with: {resume}", file=sys.stderr)
         return 130
     if failed:
         print(f"entropic-tune: {len(failed)} of {len(rows)} trial(s) failed, e.g. {failed[0]['trial_id']}: "

@@ -76,14 +76,29 @@ def _folder_key(model_dir: Path) -> tuple:
 
 def _load_hf(model_dir: Path, cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     check_model_folder(model_dir)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # its load report of a mismatch is a table: one line below
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32
+        model, info = AutoModelForCausalLM.from_pretrained(
+            model_dir, trust_remote_code=cfg.trust_remote_code, dtype=torch.float32, output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in `info` (refused below) instead of a multi-line error
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model.path: cannot load '{model_dir}': {first}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    # config.json and the weights disagree (another layer count, a renamed module): transformers would
+    # start the missing weights at random and drop the unexpected ones, with a warning only.
+    for kind, keys, hint in (
+            ("missing from", info.get("missing_keys"), "num_hidden_layers"),
+            ("not used by", info.get("unexpected_keys"), "num_hidden_layers"),
+            ("of another shape in", info.get("mismatched_keys"), "hidden_size, intermediate_size, vocab_size")):
+        if keys:
+            names = sorted(str(k if isinstance(k, str) else k[0]) for k in keys)
+            raise UserError(f"model.path: '{model_dir}': {len(names)} weight(s) {kind} the model its config.json "
+                            f"describes (e.g. {names[0]}); config.json does not match the weights (check {hint})")
     if tokenizer.eos_token_id is None:
         raise UserError(f"model.path: the tokenizer in '{model_dir}' defines no eos_token")
     return model, tokenizer

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..config import ControllerConfig
+from ..results.files import atomic_path
 from .loading import Experiment
 from .names import (
     ALPHA,
@@ -59,10 +60,11 @@ def new_figure(
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (creating the folder) and return the path."""
+    """Write ``fig`` as a PNG (creating the folder) and return the path. Atomically: an interrupted
+    report leaves the previous figure, never a cut one (:func:`entropic_tune.results.files.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
     return path
 
 

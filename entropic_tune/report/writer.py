@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
 from ..errors import UserError
+from ..results.files import atomic_write_text
 from .document import Block, to_html, to_markdown
 from .findings import findings
 from .loading import Experiment, load_experiment, load_experiments
@@ -223,10 +225,22 @@ def _results_blocks(exp: Experiment, figures: list[Figure], baseline: str) -> li
     return blocks
 
 
+def shown_path(path: str | Path, base: Path | None) -> str:
+    """``path`` as a report names it: relative to the report's folder ``base`` (a report travels with
+    its folder; the machine's absolute paths mean nothing elsewhere), ``NAME (this folder)`` for it."""
+    if base is None:
+        return Path(path).name
+    rel = os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    return f"{Path(path).resolve().name} (this folder)" if rel == "." else Path(rel).as_posix()
+
+
 def report_blocks(exp: Experiment, figures: list[Figure], skipped: list[str],
-                  baseline: str = DEFAULT_BASELINE) -> list[Block]:
-    """The whole report as document blocks."""
-    folders = ", ".join(str(p) for p in exp.paths)
+                  baseline: str = DEFAULT_BASELINE, base: Path | None = None) -> list[Block]:
+    """The whole report as document blocks; folders are named relative to ``base`` (the report's
+    folder: :func:`shown_path`)."""
+    folders = ", ".join(shown_path(p, base) for p in exp.paths)
+    for path in sorted(exp.paths, key=lambda p: -len(str(p))):  # messages that name a folder: the same
+        skipped = [line.replace(str(path), shown_path(path, base)) for line in skipped]
     setup = experiment_setup(exp).reset_index(names="item")
     blocks: list[Block] = [
         ("h1", f"Experiment report: {exp.name}"),
@@ -278,11 +292,11 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     figures, skipped = make_figures(exp, folder / "figures")
     baseline = baseline or str(exp.meta.get("baseline") or DEFAULT_BASELINE)
-    blocks = report_blocks(exp, figures, skipped, baseline)
+    blocks = report_blocks(exp, figures, skipped, baseline, folder)
     md = folder / "report.md"
-    md.write_text(to_markdown(blocks, folder), encoding="utf-8")
+    atomic_write_text(md, to_markdown(blocks, folder))
     if fmt == "md":
         return md
     page = folder / "report.html"
-    page.write_text(to_html(blocks, f"Experiment report: {exp.name}"), encoding="utf-8")
+    atomic_write_text(page, to_html(blocks, f"Experiment report: {exp.name}"))
     return page

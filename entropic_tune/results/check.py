@@ -190,8 +190,8 @@ def _kind(path: Path) -> str:
 
 def study_problem(path: Path) -> str | None:
     """Why ``path`` (a search's ``optuna.db``) cannot be used, in one line, or None when it can (or
-    is absent). Opened read-only with sqlite3, so a damaged file is never written and no SQLAlchemy
-    traceback reaches the user."""
+    is absent). Opened read-only with sqlite3 (read-write only to roll back a killed driver's hot
+    journal), so a damaged file is never written and no SQLAlchemy traceback reaches the user."""
     import sqlite3
 
     path = Path(path)
@@ -201,8 +201,11 @@ def study_problem(path: Path) -> str | None:
         "restore it from a backup, or move it away to start a new study under this --name "
         "('entropic-tune report' still works from summary.csv and history.csv)"
     )
+    # A driver killed mid-transaction leaves a hot journal; SQLite rolls it back on the next open, which
+    # a read-only connection cannot do ("attempt to write a readonly database"): let it recover.
+    hot = any(path.with_name(path.name + suffix).is_file() for suffix in ("-journal", "-wal"))
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode={'rw' if hot else 'ro'}", uri=True)
         try:
             check = con.execute("PRAGMA quick_check").fetchone()[0]
             tables = {

@@ -91,6 +91,7 @@ def load_problems(
         what = "is a directory" if path.is_dir() else "does not exist"
         raise UserError(f"{path}: {key} {what}; expected a JSONL file ({EXPECTED} per line)")
     problems: list[Problem] = []
+    first: dict[str, tuple[int, str]] = {}  # prompt -> (line, answer) where it first appeared
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
@@ -106,7 +107,13 @@ def load_problems(
                 raise UserError(
                     f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); {EXPECTED}"
                 ) from None
-            problems.append(_problem(record, where, verifier))
+            problem = _problem(record, where, verifier)
+            line_before, answer_before = first.setdefault(problem.prompt, (number, problem.answer))
+            if answer_before != problem.answer:
+                raise UserError(f"{where}: the prompt of line {line_before} again, with another answer "
+                                f"({answer_before!r} on line {line_before}, {problem.answer!r} here); a prompt "
+                                "has one answer: fix or remove one of the lines")
+            problems.append(problem)
     if not problems:
         raise UserError(f"{path}: {key} has no records (empty file); {EXPECTED} per line")
     return problems
@@ -164,6 +171,11 @@ class JsonlTask(Task):
             )
         else:
             held_out, train = problems[-cfg.eval_size :], problems[: -cfg.eval_size]
+        # a prompt repeated in the held-out set is one problem (counted once in eval/accuracy and pass@k)
+        once: dict[str, Problem] = {}
+        for problem in held_out:
+            once.setdefault(problem.prompt, problem)
+        held_out = list(once.values())
         prompts = {p.prompt for p in held_out}
         train = [p for p in train if p.prompt not in prompts]
         # The validation split: the last eval_size training records (distinct prompts). They stay

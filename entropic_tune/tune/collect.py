@@ -2,16 +2,21 @@
 the Optuna study free of stale RUNNING trials).
 
 After (or instead of, for an interrupted driver) a Tuner run, the trials are read back from every
-``experiment_state*.json`` of the experiment's Ray folder (``ray/``, :mod:`entropic_tune.tune.layout`) and written as ``summary.csv`` / ``history.csv``
-(see ``docs/ARCHITECTURE.md``), with ``experiment.yaml`` updated. Every file is written atomically.
-Ray is imported only inside :func:`load_trials`, so the metadata helpers (``read_meta``,
-``check_new``) stay cheap for the CLI's checks before Ray starts.
+``experiment_state*.json`` of the experiment's Ray folder (``ray/``, :mod:`entropic_tune.tune.layout`)
+and written as ``summary.csv`` / ``history.csv`` (see ``docs/ARCHITECTURE.md``), with
+``experiment.yaml`` updated. Every file is written atomically. Nothing is unpickled and Ray is not
+imported: Ray's state files are read as plain JSON (their pickled fields are skipped), so reading a
+folder from someone else runs none of its code, and the CLI's checks before Ray starts stay cheap.
 """
 
 from __future__ import annotations
 
-import logging
+import csv
+import json
+import math
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +36,8 @@ from ..results.writers import (
 )
 from .layout import delete_checkpoints as delete_trial_checkpoints
 from .layout import ray_dir, saved_history
-from .plan import STATE_GLOB, STATES_BEFORE, check_plan
-from .spaces import SAME_AS, flat_trial_config, trial_config
+from .plan import STATE_GLOB, STATES_BEFORE, SUPERSEDED, check_plan
+from .spaces import RESUME_FROM, SAME_AS, flat_trial_config, trial_config
 
 META_FILE = "experiment.yaml"
 
@@ -51,50 +56,95 @@ class TrialRecord:
     """``base/*`` and ``final/*`` values of the trial's last report (the large evaluations)."""
     folder: Path | None = None
     """The trial's folder under ``ray/`` (checkpoints, Ray's logs)."""
+    last: dict[str, Any] | None = None
+    """The trial's last reported result (the objective of a search: ``resume`` tells Optuna)."""
 
 
-def load_trials(exp_dir: Path) -> list[TrialRecord]:
-    """Every trial of the experiment folder, over all of Ray's state files (a continued search writes
-    a new one; a restore updates the trials): the latest state of each trial wins. Trials are listed
-    by run, then by trial id (the grid order for compare/ablate)."""
-    from ray.tune import ExperimentAnalysis
+def load_trials(exp_dir: Path, skip: Iterable[str] = ()) -> list[TrialRecord]:
+    """Every trial of the experiment folder, over all of Ray's state files (a continued search or a
+    resumed run writes a new one): the latest state of each trial wins. Trials are listed by run, then
+    by trial id (the grid order for compare/ablate). ``skip``: trial ids a ``--resume`` replaced
+    (``experiment.yaml``'s ``superseded``); a replacement carries on from their checkpoint.
 
-    # A trial that never reported has no progress file: expected here, not worth a warning.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    Nothing here unpickles: the state files are read as plain JSON (:func:`read_state`), the per-step
+    rows from the trial's ``progress.csv`` and the rows it saved with its checkpoints (``history.json``),
+    the error from ``error.txt``. A results folder may come from anyone (issue 27)."""
+    skip = set(skip)
     records: dict[str, TrialRecord] = {}
     order: dict[str, tuple[int, str]] = {}
     first: dict[str, str] = {}
     for run, state in enumerate(sorted(ray_dir(exp_dir).glob(STATE_GLOB))):
-        analysis = ExperimentAnalysis(str(state))
-        frames = analysis.trial_dataframes
-        for trial in analysis.trials:
-            folder = _folder(trial, state)
-            order.setdefault(trial.trial_id, (run, trial.trial_id))
-            records[trial.trial_id] = TrialRecord(trial.trial_id, str(trial.status), dict(trial.config or {}),
-                                                  _history(frames.get(trial.trial_id), saved_history(folder)),
-                                                  _error(trial), first.setdefault(trial.trial_id, state.name),
-                                                  _evaluations(trial.last_result), folder)
+        for trial in read_state(state):
+            tid = trial["trial_id"]
+            if tid in skip:
+                continue
+            folder = state.parent / trial["folder"] if trial["folder"] else None
+            saved = saved_history(folder) or []
+            origin = trial["config"].get(RESUME_FROM)
+            if isinstance(origin, str) and not saved:  # no checkpoint of its own yet: the one it resumed from
+                saved = saved_history(Path(exp_dir) / origin) or []
+            order.setdefault(tid, (run, tid))
+            records[tid] = TrialRecord(tid, trial["status"], trial["config"],
+                                       _history(_progress(folder), saved), _error(folder, trial),
+                                       first.setdefault(tid, state.name), _evaluations(trial["last_result"]),
+                                       folder, trial["last_result"])
     return sorted(records.values(), key=lambda r: order[r.trial_id])
 
 
-def _folder(trial: Any, state: Path) -> Path | None:
-    """The trial's folder beside its state file (where Ray wrote it, even if the folder was moved)."""
-    path = getattr(trial, "path", None) or getattr(trial, "local_path", None)
-    return state.parent / Path(path).name if path else None
+def _plain(obj: dict[str, Any]) -> Any:
+    """JSON object hook: Ray's embedded cloudpickle values are dropped, never loaded."""
+    return None if obj.get("_type") == "CLOUDPICKLE_FALLBACK" else obj
 
 
-def _history(frame: Any, saved: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
-    """Per-step rows: Ray's reports (``progress.csv``; after a restore a step can appear twice: the last
+def read_state(path: Path) -> list[dict[str, Any]]:
+    """The trials of one of Ray's ``experiment_state*.json`` files, as plain JSON: id, status, config,
+    folder name (relative to the file), last result and error file name. Ray's own reader
+    (``Trial.from_json_state``, ``ExperimentAnalysis``) unpickles hex-encoded fields of every trial;
+    here they are left as the strings they are."""
+    state = json.loads(Path(path).read_text(), object_hook=_plain)
+    trials = []
+    for entry in state.get("trial_data") or ():
+        trial_json, meta_json = (list(entry) + [None, None])[:2]
+        trial = json.loads(trial_json, object_hook=_plain) if isinstance(trial_json, str) else {}
+        meta = json.loads(meta_json, object_hook=_plain) if isinstance(meta_json, str) else {}
+        if not isinstance(trial, dict) or not isinstance(trial.get("trial_id"), str):
+            continue
+        folder = trial.get("relative_logdir") or trial.get("custom_dirname")
+        meta = meta if isinstance(meta, dict) else {}
+        trials.append({"trial_id": trial["trial_id"], "status": str(trial.get("status") or "PENDING"),
+                       "config": trial.get("config") if isinstance(trial.get("config"), dict) else {},
+                       "folder": Path(folder).name if isinstance(folder, str) and folder else None,
+                       "last_result": meta.get("last_result") if isinstance(meta.get("last_result"), dict) else {},
+                       "error_file": meta.get("error_filename")})
+    return trials
+
+
+def _progress(folder: Path | None) -> list[dict[str, float]]:
+    """Ray's per-report rows of a trial (``progress.csv``), numeric cells only."""
+    if folder is None or not (folder / "progress.csv").is_file():
+        return []
+    rows = []
+    with open(folder / "progress.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            numeric = {}
+            for key, value in row.items():
+                try:
+                    numeric[key] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            rows.append(numeric)
+    return rows
+
+
+def _history(reported: list[dict[str, float]], saved: list[dict[str, Any]] | None = None) -> list[dict[str, float]]:
+    """Per-step rows: Ray's reports (``progress.csv``; after a retry a step can appear twice: the last
     report of a step wins), with the steps up to the trial's newest checkpoint taken from the rows it
     saved there (``saved``, :func:`~entropic_tune.tune.layout.saved_history`): the trial continued from
     that checkpoint, and Ray's copy of its reports can lag behind it after a killed driver."""
     rows: dict[int, dict[str, float]] = {}
-    if frame is not None and not frame.empty and M.STEP in frame:
-        frame = frame.dropna(subset=[M.STEP]).drop_duplicates(M.STEP, keep="last")
-        keys = [k for k in M.STEP_KEYS if k in frame]
-        for values in frame[keys].itertuples(index=False):
-            row = {k: float(v) for k, v in zip(keys, values, strict=True)}
-            rows[int(row[M.STEP])] = row
+    for report in reported:
+        if isinstance(report.get(M.STEP), float) and math.isfinite(report[M.STEP]):
+            rows[int(report[M.STEP])] = {k: report[k] for k in M.STEP_KEYS if k in report}
     for row in saved or ():
         if isinstance(row.get(M.STEP), (int, float)):
             rows[int(row[M.STEP])] = {k: float(row[k]) for k in M.STEP_KEYS if isinstance(row.get(k), (int, float))}
@@ -108,20 +158,22 @@ def _evaluations(last: dict[str, Any] | None) -> dict[str, float]:
             if isinstance(k, str) and k.startswith(prefixes) and isinstance(v, (int, float))}
 
 
-def _error(trial: Any) -> str:
-    from ray.tune import TuneError
-
-    if trial.status != "ERROR":
+def _error(folder: Path | None, trial: dict[str, Any]) -> str:
+    """The last line of the trial's ``error.txt`` that names the exception (Ray's text of it; its
+    ``error.pkl`` is never read)."""
+    if trial["status"] != "ERROR":
         return ""
-    exc = trial.get_pickled_error() or trial.get_error()
-    cause = getattr(exc, "cause", None) or exc
-    if cause is None:
-        return "unknown error (see the trial's error.txt)"
-    if isinstance(cause, TuneError) or type(cause).__name__ == "RayTaskError":
-        lines = [line for line in str(cause).splitlines() if line.strip()]
-        return lines[-1].strip() if lines else type(cause).__name__
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}".strip()
+    name = trial.get("error_file") if isinstance(trial.get("error_file"), str) else "error.txt"
+    try:
+        text = (folder / Path(name).name).read_text(errors="replace") if folder else ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):  # the traceback's last "module.Name: message" line: the exception itself
+        match = re.match(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.+)$", line)
+        if match and not line.startswith("File "):
+            return f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2).strip()}"
+    return lines[-1] if lines else "unknown error (see the trial's error.txt)"
 
 
 def write_meta(exp_dir: Path, meta: dict[str, Any]) -> None:
@@ -196,7 +248,7 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
                       delete_checkpoints: bool = False) -> list[dict[str, Any]]:
     """Write summary.csv and history.csv (the results contract) and experiment.yaml; return the rows.
     With ``delete_checkpoints``, then delete the checkpoints of the trials that finished (TERMINATED)."""
-    records = load_trials(exp_dir)
+    records = load_trials(exp_dir, skip=meta.get(SUPERSEDED) or ())
     flats = {r.trial_id: _flat(r.config) for r in records}
     # method and seed have their own columns
     varying = [k for k in varying_keys(list(flats.values())) if k not in ("method", "train.seed")]
@@ -228,6 +280,9 @@ def collect_and_write(exp_dir: Path, meta: dict[str, Any], finished: bool = True
     write_meta(exp_dir, meta)
     if delete_checkpoints:  # after the results are written: nothing is lost if this is interrupted
         delete_trial_checkpoints(r.folder for r in records if r.status == "TERMINATED" and r.folder)
+        if meta["finished"]:  # the trials a --resume replaced: their replacements hold the rows
+            delete_trial_checkpoints(folder for tid in meta.get(SUPERSEDED) or ()
+                                     for folder in ray_dir(exp_dir).glob(f"*-{tid}") if folder.is_dir())
     return summary
 
 

@@ -1,17 +1,17 @@
 """The plan of an experiment's trials, kept in ``experiment.yaml``, and the checks that a run ran it.
 
-Ray's own state (``ray/tuner.pkl``, ``ray/experiment_state-*.json``) is enough to continue a run only once
-Ray has saved it: a driver killed between ``Tuner(...)`` (which writes ``tuner.pkl``) and the first
-state save leaves a folder that ``Tuner.restore`` "restores" into a run of default configs. So the
-sweep writes the plan itself, before Ray starts, under ``plan`` in ``experiment.yaml``:
+``--resume`` never hands a folder to Ray's ``Tuner.restore`` (it unpickles ``ray/tuner.pkl`` and parts of
+the state files: code from whoever wrote the folder). It rebuilds the run from the plan the sweep writes
+itself, before Ray starts, under ``plan`` in ``experiment.yaml``:
 
-- compare / ablate: ``{grid_key, cells: {label: trial keys}, seeds}``: every trial is a cell x seed;
+- compare / ablate: ``{grid_key, cells: {label: trial keys}, seeds}``: every trial is a cell x seed
+  (:func:`grid_configs` gives each planned trial's config);
 - search: ``{base: trial keys}``: every trial is the base plus the searched ``params`` (bounds in
   ``experiment.yaml``), ``samples x repeat`` trials per run.
 
-``--resume`` uses Ray's state of *this* run when it is there and readable, rebuilds the run from the
-plan when it is not (:func:`run_state`), and the end of every run checks that the trials Ray ran are
-exactly the planned ones (:func:`check_plan`): each planned trial once, with its planned config and,
+Ray's state files of *this* run (:func:`run_state`) say which trials ran and how far (read as plain
+JSON, :func:`entropic_tune.tune.collect.read_state`); the end of every run checks that the trials Ray ran
+are exactly the planned ones (:func:`check_plan`): each planned trial once, with its planned config and,
 when it terminated, its planned steps. No Ray here: the checks work on plain records.
 """
 
@@ -30,6 +30,9 @@ STATE_GLOB = "experiment_state*.json"
 STATES_BEFORE = "ray_states_before"
 """experiment.yaml: Ray state files of earlier runs in the folder (a search adds runs); the others
 belong to the run the file describes."""
+SUPERSEDED = "superseded"
+"""experiment.yaml: Ray trial ids of unfinished trials that a ``--resume`` replaced by a trial carrying
+on from their newest intact checkpoint (the results list the replacement only)."""
 
 
 class Record(Protocol):
@@ -61,6 +64,36 @@ def planned_trials(meta: dict[str, Any]) -> int | None:
     if "cells" in plan:
         return len(plan["cells"]) * len(plan["seeds"])
     return int(meta["samples"]) * int(meta.get("repeat", 1))
+
+
+def grid_tables(plan: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The keys every cell shares (with their value) and, per cell label, the value of each other key."""
+    cells, grid_key = plan["cells"], plan["grid_key"]
+    keys = sorted({k for cell in cells.values() for k in cell} - {grid_key})
+    first = next(iter(cells.values()))
+    shared = {k: first[k] for k in keys if all(k in c and c[k] == first[k] for c in cells.values())}
+    varying = [k for k in keys if k not in shared]
+    return shared, {label: _explicit(cell, varying) for label, cell in cells.items()}
+
+
+def _explicit(cell: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The cell's value of each key; keys the cell leaves alone get their value in the loaded config."""
+    resolved = flat_trial_config(cell)
+    return {k: cell[k] if k in cell else resolved[k] for k in keys}
+
+
+def grid_configs(meta: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every planned trial config of a grid ``meta``, by (cell label, seed), as Ray resolves them."""
+    plan = meta["plan"]
+    shared, table = grid_tables(plan)
+    return {(label, int(seed)): {**shared, **table[label], plan["grid_key"]: label, "train.seed": seed}
+            for label in plan["cells"] for seed in plan["seeds"]}
+
+
+def planned_steps(meta: dict[str, Any]) -> int:
+    plan = meta["plan"]
+    trial = {**next(iter(plan["cells"].values())), "train.seed": plan["seeds"][0]} if "cells" in plan else plan["base"]
+    return int(flat_trial_config(trial)["train.total_steps"])
 
 
 def run_state(exp_dir: Path, meta: dict[str, Any]) -> tuple[str, Path | None]:

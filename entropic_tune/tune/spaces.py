@@ -50,7 +50,14 @@ SPLIT_OF_KIND = {"search": "validation", "compare": "test", "ablate": "test"}
 the comparisons and ablations that report results are scored on them. A search space gets
 ``task.split: validation`` in its base; any other value in a space (base, overrides, factors,
 params, ``--set``) is refused."""
-BOOKKEEPING = ("factor", "variant", "__cell__", SAME_AS, TRIAL_INDEX)
+RESUME_FROM = "__resume_from__"
+"""Set by ``--resume`` on a trial that carries on an unfinished one: its newest intact checkpoint folder,
+relative to the experiment folder (the trainable starts from it; see ``sweep.resume``)."""
+RESUME_OF = "__resume_of__"
+"""Set by ``--resume``: the Ray trial id of the unfinished trial this one replaces."""
+RESUME_TICKET = "__resume__"
+"""Set by ``--resume`` on a grid of explicit trial configs: which config (``index|label``)."""
+BOOKKEEPING = ("factor", "variant", "__cell__", SAME_AS, TRIAL_INDEX, RESUME_FROM, RESUME_OF, RESUME_TICKET)
 """Keys of a trial config dict that are labels, not config keys; stripped before ``load_config``."""
 
 _COMMON = ("kind", "description", "base", "seeds", "method_overrides")

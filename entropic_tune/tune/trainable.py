@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from ..distributed import Collective
 from ..engines.base import build_engine
 from ..engines.loop import RunLoop, load_checkpoint
 from ..engines.records import NonFiniteError
-from .spaces import trial_config
+from .spaces import RESUME_FROM, trial_config
 
 Report = Callable[[dict[str, float], "str | None"], None]
 """``report(metrics, checkpoint_dir_or_None)``; the directory only lives during the call."""
@@ -150,17 +151,27 @@ def _tune_report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def train_trial(config: dict[str, Any], checkpoint_every: int = 25, threads: int = 1) -> None:
-    """Ray Tune function trainable (wrap with ``tune.with_parameters`` and ``tune.with_resources``).
-
-    ``threads`` caps torch to the trial's CPU share so concurrent trials do not oversubscribe cores.
-    """
+def starting_state(config: dict[str, Any], exp_dir: str | None) -> dict[str, Any] | None:
+    """The checkpoint a trial starts from: Ray's own (a retry, PBT), else the one ``--resume`` names in
+    ``config[RESUME_FROM]`` (relative to the experiment folder ``exp_dir``), else None (a fresh start)."""
     from ray import tune
 
-    torch.set_num_threads(max(1, int(threads)))
-    state = None
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as directory:
-            state = load_checkpoint(directory)
-    run_trial(config, _tune_report, state, checkpoint_every)
+            return load_checkpoint(directory)
+    origin = config.get(RESUME_FROM)
+    if isinstance(origin, str) and origin and exp_dir:
+        return load_checkpoint(Path(exp_dir) / origin)
+    return None
+
+
+def train_trial(config: dict[str, Any], checkpoint_every: int = 25, threads: int = 1,
+                exp_dir: str | None = None) -> None:
+    """Ray Tune function trainable (wrap with ``tune.with_parameters`` and ``tune.with_resources``).
+
+    ``threads`` caps torch to the trial's CPU share so concurrent trials do not oversubscribe cores.
+    ``exp_dir``: the experiment folder (absolute), where a resumed trial's checkpoint lies.
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    run_trial(config, _tune_report, starting_state(config, exp_dir), checkpoint_every)

@@ -49,6 +49,7 @@ from ray.util.queue import Queue
 
 from ..distributed import Collective
 from ..engines.loop import load_checkpoint
+from .spaces import RESUME_FROM
 from .trainable import run_trial
 
 _DONE = "__entropic_workers_done__"
@@ -91,11 +92,15 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
 def train_workers_trial(config: dict[str, Any], train_storage: str, checkpoint_every: int = 25,
                         threads: int = 1, workers: int = 2, cpus_per_worker: float = 1.0,
-                        gpus_per_worker: float = 0.0) -> None:
+                        gpus_per_worker: float = 0.0, exp_dir: str | None = None) -> None:
     """Ray Tune function trainable of a ``workers``-worker trial (wrap with ``tune.with_parameters``
     and ``tune.with_resources(fn, trial_resources())``). ``train_storage``: the absolute folder of Ray
-    Train's run folders (``OUT/NAME/workers``)."""
+    Train's run folders (``OUT/NAME/workers``); ``exp_dir``: the experiment folder, where the checkpoint
+    that ``--resume`` names in ``config[RESUME_FROM]`` lies (used when Ray has none of its own)."""
     restored = tune.get_checkpoint()
+    origin = config.get(RESUME_FROM)
+    if restored is None and isinstance(origin, str) and origin and exp_dir:
+        restored = tune.Checkpoint.from_directory(str(Path(exp_dir) / origin))
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trial_name = Path(tune.get_context().get_trial_dir()).name  # the trial folder's name
     run_name = f"{trial_name}-{uuid.uuid4().hex[:8]}"

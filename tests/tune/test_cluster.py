@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,7 +48,7 @@ def wait_for_port(port: int, head: subprocess.Popen, timeout: float = 90) -> Non
 def ray_head(warmstart_cache):
     port = free_port()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # head and client
     cmd = [str(RAY), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2", "--temp-dir", temp,
            "--include-dashboard=false", "--dashboard-port", str(free_port()),
            "--dashboard-agent-listen-port", str(free_port())]

@@ -63,7 +63,7 @@ def compare_args(out: Path, name: str, *extra: str, overrides: dict | None = Non
 
 def driver(argv: list[str], address: str, extra_env: dict | None = None, **popen) -> subprocess.Popen:
     """A sweep driver in its own process, attached to the session's Ray."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1", **(extra_env or {})}
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "entropic_tune.commands.main", *argv, "--address", address], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
 
@@ -433,10 +433,10 @@ def test_an_errored_search_trial_finished_by_resume_is_complete_in_optuna(tmp_pa
     failed = [t for t in trials if t.state.name == "FAIL"]
     done = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(failed) == len(done) == 2
-    for t in done:  # same params and Ray trial as the failed one, with the finished run's objective
+    for t in done:  # same params as the failed one, carried on by a new Ray trial, with its objective
         twin = trials[t.user_attrs["retry_of"]]
         assert twin.state.name == "FAIL" and t.params == twin.params
-        assert t.user_attrs["trial_id"] == twin.user_attrs["trial_id"]
+        assert t.user_attrs["resume_of"] == twin.user_attrs["trial_id"] != t.user_attrs["trial_id"]
         row = next(r for r in summary if r["trial_id"] == t.user_attrs["trial_id"])
         assert t.value == pytest.approx(float(row[M.TRACKING_RMSE]))
 

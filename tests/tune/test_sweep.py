@@ -175,7 +175,7 @@ def test_an_interrupted_sweep_resumes_with_every_trial_once(tmp_path, capsys, ra
     cmd = [sys.executable, "-m", "entropic_tune.commands.main", "compare", "--space", "smoke", "--steps", str(steps),
            "--checkpoint-every", "2", "--address", ray_local.get_runtime_context().gcs_address,
            "--out", str(tmp_path), "--name", "cut", "--quiet"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _first_report(tmp_path / "cut", proc)
