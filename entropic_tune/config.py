@@ -74,6 +74,12 @@ class ModelConfig:
     pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
     CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
     up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
+    logits_chunk: int = 4096
+    """Response tokens whose LM-head logits the log-prob/entropy forward holds at once (update,
+    behaviour log-probs, evaluation): a batch with more runs the head, log-softmax and entropy over
+    chunks of this many tokens, recomputed in the backward, so memory grows with the chunk, not with
+    rows x length x vocabulary (METHOD.md 1). 0 = never chunk. Values equal the unchunked ones; a batch
+    of at most this many tokens runs the unchunked code (the built-in model's runs, bit for bit)."""
 
     @property
     def cache_root(self) -> Path:
@@ -89,6 +95,7 @@ class ModelConfig:
         _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")
         _check(self.num_heads > 0 and self.hidden_size % self.num_heads == 0, "model.num_heads",
                f"must be positive and divide model.hidden_size={self.hidden_size}")
+        _check(self.logits_chunk >= 0, "model.logits_chunk", f"must be >= 0 (0 = unchunked), got {self.logits_chunk}")
         _check(self.warmstart_steps >= 0, "model.warmstart_steps", f"must be >= 0, got {self.warmstart_steps}")
         _check(self.warmstart_lr > 0, "model.warmstart_lr", f"must be > 0, got {self.warmstart_lr}")
         _check(0.0 <= self.warmstart_corrupt_prob <= 1.0, "model.warmstart_corrupt_prob",

@@ -44,7 +44,8 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model.to(device=device, dtype=dtype)
     model.config.use_cache = True
-    return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat)
+    return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat,
+                  logits_chunk=cfg.logits_chunk)
 
 
 _LOADED: OrderedDict[tuple, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = OrderedDict()
