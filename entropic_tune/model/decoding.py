@@ -41,6 +41,8 @@ STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq fixed after in
 
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why this model cannot use the compiled decoder (None when it can)."""
+    if hasattr(model, "peft_config"):  # the step reads the base weights only; the adapters would be lost
+        return "LoRA adapters (model.lora_r)"
     cfg = model.config
     if cfg.model_type not in SUPPORTED_TYPES:
         return f"model type '{cfg.model_type}' (supported: {', '.join(SUPPORTED_TYPES)})"

@@ -12,9 +12,9 @@ Here the flattened ``(n R, E)`` hidden states go through the head ``c`` tokens a
 autograd each chunk is an activation checkpoint (``torch.utils.checkpoint``, non-reentrant): only
 its ``(c, E)`` input is kept, and the backward recomputes the chunk's logits before differentiating
 them, so the peak holds the logits of one chunk, not of the batch (BENCHMARKS.md: "Memory of the
-log-prob/entropy forward and backward"). The values are the unchunked ones (the same per-row
-arithmetic); the head's weight gradient is summed over chunks, so it equals the unchunked one up to
-float summation order.
+log-prob/entropy forward and backward"). The values equal the unchunked ones up to float rounding
+(the same per-token formulas; the head's matmul over fewer rows may round differently, and its weight
+gradient is summed over chunks).
 """
 
 from __future__ import annotations

@@ -78,6 +78,16 @@ class Policy:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def has_lora(model: torch.nn.Module) -> bool:
+    """True for a PEFT-wrapped model (``model.lora_r > 0``)."""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: every one, or only the LoRA adapters' under PEFT."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a user error."""
     if name == "cuda" and not torch.cuda.is_available():
