@@ -42,6 +42,10 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise UserError(f"{key}: {message}")
 
 
+LOGITS_CHUNK_BYTES = 2**30
+"""fp32 logits one chunk of `model.logits_chunk: -1` holds: 1 GiB."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     path: str | None = None
@@ -74,6 +78,39 @@ class ModelConfig:
     pays: decoding on a supported model on CUDA or for runs of >= 100 steps, the update forward on
     CUDA; see BENCHMARKS.md). Compiled: the same tokens for the same seed as 'off' and metrics equal
     up to float rounding (over long runs a near-tie can pick another token, and the runs drift apart)."""
+    logits_chunk: int = -1
+    """Response tokens whose LM-head logits the log-prob/entropy forward holds at once (update,
+    behaviour log-probs, evaluation): a batch with more runs the head, log-softmax and entropy over
+    chunks of this many tokens, recomputed in the backward, so memory grows with the chunk, not with
+    rows x length x vocabulary (METHOD.md 1). -1 (default) = as many tokens as fill 1 GiB of fp32
+    logits (1,766 with Qwen2.5's 151,936-token vocabulary; the built-in model's ~20-token vocabulary
+    never reaches it, so its runs are unchanged bit for bit); 0 = never chunk. Values equal the
+    unchunked ones up to float rounding."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the update's backward instead of keeping them
+    (transformers' gradient checkpointing, non-reentrant): less memory, about one more forward of time."""
+    lora_r: int = 0
+    """LoRA rank through PEFT (0 = train every weight). With LoRA only the adapters train, and the KL
+    reference (`loss.kl_coef`) is the model with its adapters disabled. Needs `pip install 'entropic-tune[lora]'`."""
+    lora_alpha: float = 32.0
+    """LoRA scaling numerator: the adapter's update is `(lora_alpha / lora_r) B A x`."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA adapters' input in training (0 keeps the update forward deterministic)."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get adapters: 'all-linear' (every linear layer but the output head, PEFT's shortcut)
+    or comma-separated module names, e.g. 'q_proj,k_proj,v_proj,o_proj'."""
+
+    def chunk_tokens(self, vocab: int) -> int:
+        """`logits_chunk` resolved for a vocabulary of `vocab` tokens (0 = unchunked)."""
+        if self.logits_chunk >= 0:
+            return self.logits_chunk
+        return max(1, LOGITS_CHUNK_BYTES // (4 * max(vocab, 1)))
+
+    @property
+    def lora_modules(self) -> str | list[str]:
+        """`lora_target_modules` as PEFT takes it: 'all-linear', or the list of names."""
+        names = [n.strip() for n in self.lora_target_modules.split(",") if n.strip()]
+        return "all-linear" if names == ["all-linear"] else names
 
     @property
     def cache_root(self) -> Path:
@@ -89,6 +126,12 @@ class ModelConfig:
         _check(self.hidden_size > 0 and self.num_layers > 0, "model.hidden_size/num_layers", "must be positive")
         _check(self.num_heads > 0 and self.hidden_size % self.num_heads == 0, "model.num_heads",
                f"must be positive and divide model.hidden_size={self.hidden_size}")
+        _check(self.logits_chunk >= -1, "model.logits_chunk", f"must be >= -1 (-1 = auto, 0 = unchunked), got {self.logits_chunk}")
+        _check(self.lora_r >= 0, "model.lora_r", f"must be >= 0 (0 = no LoRA), got {self.lora_r}")
+        _check(self.lora_alpha > 0, "model.lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        _check(0.0 <= self.lora_dropout < 1.0, "model.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _check(bool(self.lora_modules), "model.lora_target_modules",
+               "must name modules ('all-linear' or comma-separated names such as 'q_proj,v_proj')")
         _check(self.warmstart_steps >= 0, "model.warmstart_steps", f"must be >= 0, got {self.warmstart_steps}")
         _check(self.warmstart_lr > 0, "model.warmstart_lr", f"must be > 0, got {self.warmstart_lr}")
         _check(0.0 <= self.warmstart_corrupt_prob <= 1.0, "model.warmstart_corrupt_prob",
@@ -236,6 +279,10 @@ class LossConfig:
     """KL-Cov: share of highest-covariance tokens that get the KL penalty."""
     kl_cov_coef: float = LOSS_DEFAULTS["kl_cov_coef"]
     """KL-Cov: penalty weight beta_kl."""
+    kl_coef: float = 0.0
+    """Weight of a KL penalty to the reference policy (the initial model; with LoRA, the adapters
+    disabled), added to any method's loss: `kl_coef * agg(k3)`, k3 = exp(ref - logp) - (ref - logp) - 1
+    per token (GRPO, DeepSeekMath; METHOD.md 2). 0 = none (no reference is kept or run)."""
 
     def __post_init__(self) -> None:
         _choice("loss.name", self.name, LOSSES)
@@ -243,6 +290,7 @@ class LossConfig:
         _check(self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "loss.clip_eps_low/high", "must be >= 0")
         _check(self.dual_clip_c > 1.0, "loss.dual_clip_c", f"must be > 1, got {self.dual_clip_c}")
         _check(self.beta >= 0, "loss.beta", f"must be >= 0, got {self.beta}")
+        _check(self.kl_coef >= 0, "loss.kl_coef", f"must be >= 0 (0 = no KL penalty), got {self.kl_coef}")
         for key in ("clip_cov_ratio", "kl_cov_ratio"):
             value = getattr(self, key)
             _check(0.0 < value <= 1.0, f"loss.{key}", f"must be in (0, 1], got {value}")

@@ -295,6 +295,20 @@ def resolve_loss(method: str) -> tuple[str, dict[str, float]]:
     raise unknown("method or loss", method, set(METHODS) | set(LOSSES))
 
 
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of ``KL(pi_theta || pi_ref)`` from the sampled tokens, (B, T) -> (B, T).
+
+    ``k3_t = exp(d_t) - d_t - 1`` with ``d_t = log pi_ref(y_t) - log pi_theta(y_t)`` (Schulman's "k3";
+    GRPO's penalty in DeepSeekMath, Shao et al. 2024, eq. 4): unbiased for the KL when ``y_t ~ pi_theta``
+    and ``>= 0`` for every ``d`` (``e^d >= 1 + d``), 0 exactly where the two policies agree. Its
+    gradient is ``(1 - e^{d_t}) grad log pi_theta(y_t)``: pulls up tokens the reference likes more.
+    ``d`` is clamped to ``[-20, 20]`` like the ratio's log; masked positions give 0. ``ref_logp`` is
+    detached."""
+    on = mask > 0
+    d = torch.where(on, ref_logp.detach() - logp, torch.zeros_like(logp)).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    return torch.exp(d) - d - 1.0
+
+
 def build_inputs(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -357,6 +371,8 @@ def compute_policy_loss(
     dist: Collective | None = None,
     rows: int | None = None,
     worker_selection: bool = False,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
     **hparams: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar token-mean policy loss of ``method`` and every ``metrics.LOSS_KEYS`` value as a float.
@@ -365,6 +381,8 @@ def compute_policy_loss(
     ``advantages`` is ``(B, T)`` or ``(B,)``. ``alpha`` is the controller output for the step (EntroPIC's
     alpha, or ``c_k * g_k`` for ``adaptive_entropy``); ``bonus`` a further entropy bonus ``- bonus *
     agg(h)`` on top of any loss (the entropy_bonus actuator). ``generator`` drives clip_cov's choice.
+    ``kl_coef > 0`` adds ``kl_coef * agg(k3)`` (:func:`k3_kl`) to any loss, with ``ref_logprobs`` (B, T)
+    the reference policy's log-probs of the same tokens (``loss.kl_coef``; 0 leaves the loss's bits).
     ``hparams`` override the method's defaults (keys of ``methods.LOSS_DEFAULTS``).
 
     ``dist`` (several workers, METHOD.md 7): the inputs are this worker's first ``rows`` rows of the
@@ -397,6 +415,10 @@ def compute_policy_loss(
     if bonus != 0.0:  # 0 (every actuator but entropy_bonus) skips the op: the loss keeps its bits
         h = require_entropy(inp, "bonus (entropy_bonus actuator)")
         loss = loss - bonus * inp.agg(h, inp.mask)
+    if kl_coef != 0.0:  # 0 (the default) skips the op: the loss keeps its bits
+        if ref_logprobs is None or ref_logprobs.shape != logprobs.shape:
+            raise ValueError(f"kl_coef {kl_coef} needs ref_logprobs of shape {tuple(logprobs.shape)}")
+        loss = loss + kl_coef * inp.agg(k3_kl(inp.logp, ref_logprobs, inp.mask), inp.mask)
     # The same clamped log-ratio the loss uses: a badly stale token counts as +/-20, not as its raw value.
     out.setdefault(M.PPO_KL, inp.agg(-inp.log_ratio.detach(), inp.mask))
     out.setdefault(M.HIGH_PROB_FRAC, inp.agg(inp.high_prob, inp.mask))
@@ -406,4 +428,4 @@ def compute_policy_loss(
     return loss, dict(zip(M.LOSS_KEYS, values, strict=True))
 
 
-__all__ = ["LOSSES", "LossInputs", "compute_policy_loss", "register_loss", "resolve_loss"]
+__all__ = ["LOSSES", "LossInputs", "compute_policy_loss", "k3_kl", "register_loss", "resolve_loss"]

@@ -5,7 +5,13 @@ Two parts can be compiled (both give the same tokens and metrics as eager up to 
   for Qwen2/Llama-style decoders; on CUDA as a CUDA graph (``mode="reduce-overhead"``);
 - the update's forward (:func:`entropic_tune.model.policy.logprobs_and_entropy`: the model, the
   log-softmax and the full-vocabulary entropy at T, compiled whole with dynamic shapes, so inductor
-  fuses the elementwise work and the (n, R, V) softmax temporaries; its backward is compiled too).
+  fuses the elementwise work and the (n, R, V) softmax temporaries; its backward is compiled too),
+  for batches within one ``model.logits_chunk``; a larger batch runs the chunked forward eagerly
+  (its per-chunk checkpoints and a chunk count that changes with the length would break the graph).
+
+The compiled decoding step is one graph per architecture for the whole run: the number of rows and
+the cache length are dynamic, so training batches, evaluation batches and the large final
+evaluation, of any width and prompt length, reuse it (``tests/test_compile.py``).
 
 ``off`` runs everything eagerly (bit for bit the results of the eager code); ``on`` compiles both
 (an unsupported model is a user error); ``auto`` compiles only what pays: decoding on CUDA, or on

@@ -41,6 +41,8 @@ STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq fixed after in
 
 def unsupported_reason(model: torch.nn.Module) -> str | None:
     """Why this model cannot use the compiled decoder (None when it can)."""
+    if hasattr(model, "peft_config"):  # the step reads the base weights only; the adapters would be lost
+        return "LoRA adapters (model.lora_r)"
     cfg = model.config
     if cfg.model_type not in SUPPORTED_TYPES:
         return f"model type '{cfg.model_type}' (supported: {', '.join(SUPPORTED_TYPES)})"
@@ -193,13 +195,17 @@ def cache_length(width: int, max_new_tokens: int) -> int:
 
 
 class CompiledDecoder:
-    """The compiled decoding step of one architecture, for ``rows`` sequences at a time.
+    """The compiled decoding step of one architecture, for up to ``rows`` sequences at a time.
 
-    The graph is specialised on the architecture and shapes, not on the weights (they are inputs), so
-    one decoder serves every model object of that architecture in the process: :func:`get_decoder`
-    keeps one per (architecture, rows, mode), and a worker reused across trials keeps its graphs.
-    Calls with another number of rows run in chunks of ``rows`` (the last one padded), so evaluation
-    batches reuse the training graph. ``mode`` is torch.compile's mode (``reduce-overhead`` on CUDA).
+    The graph is specialised on the architecture, not on the weights (they are inputs) nor on the
+    number of rows or the cache length: both are marked dynamic (:func:`_dynamic`), so one graph
+    serves every batch width and prompt length of a run (rollout, evaluation, the large final
+    evaluation) and every model object of that architecture in the process (:func:`get_decoder`
+    keeps one per (architecture, rows, mode); a worker reused across trials keeps it). Calls with
+    more than ``rows`` rows run in chunks of ``rows``, the last one as wide as what is left (padded
+    by one row only when a single row would be left: a dimension of size 1 is specialised by
+    torch.compile). ``mode`` is torch.compile's mode (``reduce-overhead`` on CUDA, which records one
+    CUDA graph per shape from the one compiled graph).
     """
 
     def __init__(self, spec: _Spec, rows: int, pad_id: int, eos_id: int, mode: str | None = None,
@@ -207,7 +213,7 @@ class CompiledDecoder:
         self.spec, self.rows = spec, rows
         step = functools.partial(decode_step, spec=spec, pad_id=pad_id, eos_id=eos_id)
         # compiled=False runs the same step eagerly (tests compare it with transformers' forward).
-        self.step = torch.compile(step, dynamic=False, fullgraph=True, mode=mode) if compiled else step
+        self.step = torch.compile(step, fullgraph=True, mode=mode) if compiled else step
         self.compiled = compiled
         self._buffers: dict[tuple, list[torch.Tensor]] = {}
         self._fused: dict[tuple, torch.Tensor] = {}
@@ -245,17 +251,33 @@ class CompiledDecoder:
             self._ropes[key] = _static(rope_table(model, length, device))
         return self._ropes[key]
 
-    def caches(self, chunks: int, length: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-        """One (n_layers, 2, rows, Hk, L, D) cache per chunk, zero-initialised once per shape, then
-        reused: stale slots are always masked out (exp(-inf) = 0 times a finite value), so reuse needs
-        no clearing (and on CUDA the addresses stay fixed for the CUDA graph)."""
-        key = (length, dtype, device)
-        have = self._buffers.setdefault(key, [])
-        s = self.spec
-        while len(have) < chunks:
-            have.append(_static(torch.zeros((s.n_layers, 2, self.rows, s.kv_heads, length, s.head_dim), dtype=dtype,
-                                            device=device)))
-        return have[:chunks]
+    def caches(self, sizes: list[int], length: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+        """One (n_layers, 2, rows_c, Hk, L, D) cache per chunk of ``sizes[c]`` rows, zero-initialised
+        once per shape, then reused: stale slots are always masked out (exp(-inf) = 0 times a finite
+        value), so reuse needs no clearing (and on CUDA the addresses stay fixed for the CUDA graph)."""
+        s, out = self.spec, []
+        for c, size in enumerate(sizes):
+            have = self._buffers.setdefault((length, dtype, device, size), [])
+            index = sum(1 for earlier in sizes[:c] if earlier == size)
+            while len(have) <= index:
+                have.append(_static(torch.zeros((s.n_layers, 2, size, s.kv_heads, length, s.head_dim), dtype=dtype,
+                                                device=device)))
+            out.append(have[index])
+        return out
+
+
+def _dynamic(weights: tuple, rope: torch.Tensor, kv: torch.Tensor, token: torch.Tensor, pos: torch.Tensor,
+             cur: torch.Tensor, key_valid: torch.Tensor, noise: torch.Tensor, temp: torch.Tensor,
+             finished: torch.Tensor) -> tuple:
+    """:func:`decode_step`'s inputs with the number of rows and the cache length marked dynamic, so the
+    first compile makes them symbolic and later calls of other widths or lengths reuse the graph
+    (``maybe_mark_dynamic``: a hint, never an error if torch.compile must specialise one)."""
+    mark = torch._dynamo.maybe_mark_dynamic
+    for t, dims in ((kv, (2, 4)), (token, (0,)), (pos, (0,)), (key_valid, (0, 1)), (noise, (0,)),
+                    (finished, (0,)), (rope, (1,))):
+        for d in dims:
+            mark(t, d)
+    return weights, rope, kv, token, pos, cur, key_valid, noise, temp, finished
 
 
 def _static(t: torch.Tensor) -> torch.Tensor:
@@ -302,8 +324,8 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
         return torch.empty_like(like).exponential_(generator=generator)
 
     run = _prefill(decoder, model, ids, prompt_attn, pos0, max_new_tokens, temperature, draw, eos_id, pad_id)
-    rows, steps = decoder.rows, max_new_tokens
-    chunk = [slice(c * rows, (c + 1) * rows) for c in range(len(run.kv))]
+    steps = max_new_tokens
+    chunk = run.chunks
     for t in range(1, max_new_tokens):
         if t % check_every == 0 and bool(run.finished.all()):
             steps = t
@@ -317,8 +339,9 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
         run.alive[:, t] = ~before
         if run.cuda:  # a new CUDA-graph iteration: the previous replay's outputs were all consumed
             torch.compiler.cudagraph_mark_step_begin()
-        parts = [decoder.step(run.weights, run.rope, run.kv[c], run.token[r], run.pos[r], run.cur, run.key_valid[r],
-                              run.noise[r], run.temp, before[r]) for c, r in enumerate(chunk)]
+        parts = [decoder.step(*_dynamic(run.weights, run.rope, run.kv[c], run.token[r], run.pos[r], run.cur,
+                                        run.key_valid[r], run.noise[r], run.temp, before[r]))
+                 for c, r in enumerate(chunk)]
         for c, part in enumerate(parts):
             run.kv[c][:, :, :, :, width + t - 1] = part[2]  # (n_layers, 2, rows, Hk, D) into slot cur
         run.token, run.finished, logp, ent = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3, 4))
@@ -329,7 +352,7 @@ def sample(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor, 
 
 @dataclass
 class _Run:
-    """The state of one :func:`sample` call; rows past N pad the last chunk (finished from the start)."""
+    """The state of one :func:`sample` call; a row past N pads the last chunk (finished from the start)."""
 
     tokens: torch.Tensor  # (N', max_new) long
     alive: torch.Tensor  # (N', max_new) bool
@@ -339,7 +362,8 @@ class _Run:
     noise: torch.Tensor  # (N', V); ones for greedy and padding rows
     pos: torch.Tensor  # (N',) position id of the token fed next
     cur: torch.Tensor  # () its cache slot
-    kv: list[torch.Tensor]  # per chunk (n_layers, 2, rows, Hk, L, D)
+    kv: list[torch.Tensor]  # per chunk (n_layers, 2, rows_c, Hk, L, D)
+    chunks: list[slice]  # the rows of each chunk
     key_valid: torch.Tensor  # (N', L) bool
     weights: tuple
     rope: torch.Tensor
@@ -354,8 +378,9 @@ def _prefill(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor
     the static caches and loop state for the compiled steps."""
     n, width = ids.shape
     device, rows = ids.device, decoder.rows
-    chunks = -(-n // rows)
-    padded, length = chunks * rows, cache_length(width, max_new_tokens)
+    padded = max(n + (n % rows == 1), 2)  # no chunk of one row (the last one gets a padding row)
+    slices = [slice(lo, min(lo + rows, padded)) for lo in range(0, padded, rows)]
+    length = cache_length(width, max_new_tokens)
     cache_kw = next(iter(model_call_kwargs(model, None)))
     out = model(input_ids=ids, attention_mask=prompt_attn, position_ids=pos0, use_cache=True, logits_to_keep=1,
                 **{cache_kw: None})
@@ -377,19 +402,20 @@ def _prefill(decoder: CompiledDecoder, model: torch.nn.Module, ids: torch.Tensor
     return _Run(tokens, alive, stats, tokens[:, 0].clone(), finished,
                 torch.ones_like(logits[:1]).expand(padded, -1).contiguous(), pos,
                 torch.tensor(width - 1, dtype=torch.long, device=device),
-                _fill_caches(decoder, output_cache(out), chunks, length, n), key_valid, decoder.weights(model),
+                _fill_caches(decoder, output_cache(out), slices, length, n), slices, key_valid, decoder.weights(model),
                 decoder.rope(model, length, device), torch.tensor(temperature, dtype=torch.float32, device=device),
                 device.type == "cuda")
 
 
-def _fill_caches(decoder: CompiledDecoder, prefill: object, chunks: int, length: int, n: int) -> list[torch.Tensor]:
+def _fill_caches(decoder: CompiledDecoder, prefill: object, slices: list[slice], length: int,
+                 n: int) -> list[torch.Tensor]:
     """Copy the prefill's keys/values (transformers' cache, (N, Hk, P, D) per layer) into the chunks'
-    static caches; padding rows get zeros."""
+    static caches; a padding row gets zeros."""
     first = prefill.layers[0].keys
-    width, rows = first.shape[2], decoder.rows
-    kv = decoder.caches(chunks, length, first.dtype, first.device)
+    width = first.shape[2]
+    kv = decoder.caches([r.stop - r.start for r in slices], length, first.dtype, first.device)
     for c, cache in enumerate(kv):
-        lo, hi = c * rows, min((c + 1) * rows, n)
+        lo, hi = slices[c].start, min(slices[c].stop, n)
         cache[:, :, hi - lo:, :, :width] = 0
         for i, layer in enumerate(prefill.layers):
             cache[i, 0, : hi - lo, :, :width] = layer.keys[lo:hi]

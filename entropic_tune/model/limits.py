@@ -10,10 +10,12 @@ in one line naming the key and the largest allowed value:
   from a local Hugging Face model's ``config.json`` (read as JSON; no weights are loaded, only the
   tokenizer, to count prompt tokens exactly as the policy will);
 - **batch**: ``optim.mini_batches_per_rollout`` cannot exceed the ``N = B * G`` sequences of a step;
-- **memory**: a *lower bound* of a step's peak memory (weights, gradients and AdamW state, plus the
-  largest of: the KV cache while sampling, the logits of one update mini-batch, the logits of the
-  held-out evaluation) must fit this machine's RAM. Only sizes that can never fit are refused; on a
-  cluster whose workers have more memory than the driver's machine the bound is the driver's.
+- **memory**: a *lower bound* of a step's peak memory (weights, plus gradients and AdamW state unless
+  LoRA trains adapters only, plus the largest of: the KV cache while sampling, the logits of one
+  update mini-batch or one ``model.logits_chunk`` of them, the evaluation's) must fit the memory the
+  run uses: the GPU's on CUDA (``torch.cuda.mem_get_info``), else this machine's RAM. Only sizes that
+  can never fit are refused; on a cluster whose workers have more memory than the driver's machine
+  the bound is the driver's.
 
 Plain Python for the built-in model (the task is built to find its longest prompt); transformers is
 imported only to count a local model's prompt tokens.
@@ -25,6 +27,7 @@ import functools
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,9 @@ class ModelFacts:
     weight_bytes: int
     """Bytes of the parameters: fp32 for the built-in model, the weight files' size for a local one."""
     source: str  # "the built-in model" or the config.json path
+    kv_width: int = 0
+    """Keys (or values) per token and layer, ``head_dim * kv_heads`` (grouped-query attention keeps
+    fewer than ``hidden``); 0 = ``hidden``."""
 
 
 def check_limits(cfg: Config) -> None:
@@ -133,7 +139,17 @@ def _hf_facts(folder: str) -> ModelFacts | None:
         int(data.get("num_hidden_layers") or 0),
         weights,
         str(path),
+        _kv_width(data),
     )
+
+
+def _kv_width(data: dict) -> int:
+    """``head_dim * num_key_value_heads`` from a config.json (0 when it does not say)."""
+    heads, kv_heads, hidden = (data.get(k) for k in ("num_attention_heads", "num_key_value_heads", "hidden_size"))
+    if not all(isinstance(v, int) and v > 0 for v in (heads, kv_heads, hidden)):
+        return 0
+    head_dim = data.get("head_dim") if isinstance(data.get("head_dim"), int) else hidden // heads
+    return head_dim * kv_heads
 
 
 def prompt_tokens(cfg: Config, prompt: str) -> int:
@@ -166,45 +182,74 @@ def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str) -> int:
 
 
 def _check_memory(cfg: Config, facts: ModelFacts, length: int) -> None:
-    """Refuse when a lower bound of the peak memory of a step exceeds this machine's RAM."""
-    available = physical_memory()
+    """Refuse when a lower bound of the peak memory of a step exceeds the memory it will run in: the
+    GPU's when the run will use CUDA (:func:`device_memory`), else this machine's RAM."""
+    available, where = device_memory(cfg)
     if not available:
         return
-    r = cfg.rollout
+    m, r = cfg.model, cfg.rollout
     n = r.prompts_per_step * r.group_size
     rows = math.ceil(n / cfg.optim.mini_batches_per_rollout)
     n_eval = cfg.task.eval_size * r.eval_samples  # sampled in one batch, scored in one forward
-    vocab, hidden, layers = max(facts.vocab, 1), max(facts.hidden, 1), max(facts.layers, 1)
-    fixed = 4 * facts.weight_bytes  # weights, gradients, AdamW's two moments
+    vocab, layers = max(facts.vocab, 1), max(facts.layers, 1)
+    hidden = facts.kv_width or max(facts.hidden, 1)  # keys or values per token and layer
+    # The parameters, with their gradients and AdamW's two moments when all of them train (LoRA: the
+    # frozen weights alone; the adapters are not counted); bf16 parameters take half the bytes.
+    weights = facts.weight_bytes // 2 if m.dtype == "bfloat16" and not m.path else facts.weight_bytes
+    fixed = weights if m.lora_r else 4 * weights
     if fixed > available:
         raise UserError(
-            f"model.hidden_size/num_layers: the weights with their gradients and optimizer state "
-            f"need at least {_size(fixed)}; this machine has {_size(available)}"
+            f"model.hidden_size/num_layers: the weights{'' if m.lora_r else ' with their gradients and optimizer state'} "
+            f"need at least {_size(fixed)}; {where} has {_size(available)}"
         )
+    kv_bytes = 2 if m.dtype == "bfloat16" else FLOAT_BYTES
+    # logits held at once by the log-prob/entropy forward: the whole batch's, or one chunk of them
+    def logits(seqs: int) -> int:
+        tokens = seqs * r.max_new_tokens
+        chunk = m.chunk_tokens(vocab)
+        return (min(tokens, chunk) if chunk else tokens) * vocab * FLOAT_BYTES
+
     phases = [  # (keys to lower, what, bytes)
         (
             "rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens",
             f"the KV cache of {n} sequences of {length} tokens while sampling",
-            2 * layers * n * length * hidden * FLOAT_BYTES,
+            2 * layers * n * length * hidden * kv_bytes,
         ),
         (
             "rollout.prompts_per_step, rollout.group_size or rollout.max_new_tokens "
-            "(or raise optim.mini_batches_per_rollout)",
+            "(or raise optim.mini_batches_per_rollout, or lower model.logits_chunk)",
             f"the logits of an update mini-batch of {rows} sequences",
-            rows * r.max_new_tokens * vocab * FLOAT_BYTES,
+            logits(rows),
         ),
         (
             "task.eval_size, rollout.eval_samples or rollout.max_new_tokens",
             f"the KV cache and logits of the evaluation ({n_eval} sequences)",
-            n_eval * (2 * layers * length * hidden + r.max_new_tokens * vocab) * FLOAT_BYTES,
+            n_eval * 2 * layers * length * hidden * kv_bytes + logits(n_eval),
         ),
     ]
     keys, what, peak = max(phases, key=lambda phase: phase[2])
     if fixed + peak > available:
         raise UserError(
             f"{keys}: a step needs at least {_size(fixed + peak)} for {what}; "
-            f"this machine has {_size(available)}"
+            f"{where} has {_size(available)}"
         )
+
+
+def device_memory(cfg: Config) -> tuple[int, str]:
+    """``(bytes, where)`` the run's steps must fit: the total memory of the GPU it will use
+    (``torch.cuda.mem_get_info``) when ``model.device`` is ``cuda``, or ``auto`` on a machine with an
+    NVIDIA driver; else this machine's RAM (0 when unknown). torch is imported only on such a machine
+    (the run imports it next anyway), so a CPU-only machine checks without it."""
+    if cfg.model.device == "cpu" or (cfg.model.device == "auto" and not Path("/proc/driver/nvidia").exists()
+                                     and "torch" not in sys.modules):
+        return physical_memory(), "this machine"
+    import torch
+
+    if not torch.cuda.is_available():
+        return physical_memory(), "this machine"
+    index = torch.cuda.current_device()
+    _, total = torch.cuda.mem_get_info(index)
+    return int(total), f"this GPU ({torch.cuda.get_device_name(index)})"
 
 
 def physical_memory() -> int:

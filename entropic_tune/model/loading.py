@@ -25,12 +25,13 @@ from ..config import ModelConfig, TaskConfig
 from ..errors import UserError
 from ..tasks import Task
 from .limits import check_model_folder
-from .policy import Policy, resolve_device
+from .policy import Policy, has_lora, resolve_device
 from .warmstarts import warmstart_model
 
 
-def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
-    """The policy for a run: a local HF model when ``cfg.path`` is set, else the warm-started tiny model."""
+def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task, seed: int = 0) -> Policy:
+    """The policy for a run: a local HF model when ``cfg.path`` is set, else the warm-started tiny model.
+    ``seed`` (``train.seed``) draws the LoRA adapters' initial weights, if any."""
     transformers.utils.logging.disable_progress_bar()  # one bar per shard is noise in a sweep log
     device = resolve_device(cfg.device)
     if cfg.path:
@@ -44,7 +45,53 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Policy:
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model.to(device=device, dtype=dtype)
     model.config.use_cache = True
-    return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat)
+    if cfg.gradient_checkpointing:  # active in train mode only: the update's forward, not sampling
+        enable = getattr(model, "activation_checkpointing_enable", None)  # the name from transformers 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r:
+        model = add_lora(model, cfg, seed)
+    return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat,
+                  logits_chunk=cfg.chunk_tokens(model.config.vocab_size))
+
+
+def add_lora(model: PreTrainedModel, cfg: ModelConfig, seed: int) -> PreTrainedModel:
+    """``model`` wrapped by PEFT with LoRA adapters (``model.lora_*``): only the adapters train.
+
+    Each targeted linear layer ``W`` becomes ``W x + (lora_alpha / lora_r) B A x`` with ``A`` (r, in)
+    random and ``B`` (out, r) zero at the start, so the wrapped model computes the base model's
+    outputs until the first update. ``model.disable_adapter()`` gives the base model back (the KL
+    reference). Adapters of a bf16 model are kept in fp32 (PEFT's ``autocast_adapter_dtype``). ``A`` is
+    drawn from its own stream seeded by ``seed``, so a run's adapters do not depend on what the process
+    did before (the global RNG is left as it was).
+    """
+    try:
+        import peft
+    except ImportError:
+        raise UserError("model.lora_r: LoRA needs the 'peft' package: pip install 'entropic-tune[lora]'") from None
+    lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                           target_modules=cfg.lora_modules, task_type="CAUSAL_LM")
+    devices = [model.device] if model.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            wrapped = peft.get_peft_model(model, lora)
+    except ValueError as exc:  # e.g. no module of that name
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"model.lora_target_modules: {first}") from None
+    return wrapped
+
+
+def reference_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The KL reference (``loss.kl_coef``) for a policy about to train: the model itself under LoRA
+    (its base weights never change; the caller disables the adapters), else a frozen copy of it."""
+    if has_lora(model):
+        return model
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
 
 
 _LOADED: OrderedDict[tuple, tuple[PreTrainedModel, PreTrainedTokenizerBase]] = OrderedDict()

@@ -8,7 +8,8 @@ Two sources, one interface (:class:`Policy`):
   read by :mod:`entropic_tune.model.loading`.
 
 :func:`logprobs_and_entropy` is the one eager forward of the update (compiled whole by
-:mod:`entropic_tune.model.compiling`); the lowest module of the model room (it imports none of it).
+:mod:`entropic_tune.model.compiling`, chunked over the vocabulary's logits by
+:mod:`entropic_tune.model.lm_head`); with ``lm_head`` the lowest modules of the model room.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..config import ModelConfig
 from ..errors import UserError
-from ..metrics import token_entropy
+from .lm_head import chunked_stats, head_and_trunk, token_stats
 
 PAD, EOS, BOS = "<pad>", "<eos>", "<bos>"
 
@@ -40,6 +41,9 @@ class Policy:
     """A :class:`~entropic_tune.model.decoding.CompiledDecoder` when ``model.compile`` compiles decoding."""
     logprob_forward: Callable | None = None
     """The compiled :func:`logprobs_and_entropy`, for the update's forward."""
+    logits_chunk: int = 0
+    """Response tokens whose logits are held at once by the log-prob/entropy forward (``model.logits_chunk``;
+    0 = all of them)."""
 
     @property
     def eos_id(self) -> int:
@@ -72,6 +76,16 @@ class Policy:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def has_lora(model: torch.nn.Module) -> bool:
+    """True for a PEFT-wrapped model (``model.lora_r > 0``)."""
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: every one, or only the LoRA adapters' under PEFT."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,14 +145,27 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def logprobs_and_entropy(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, prompt_len: int,
-                         temperature: float, device_type: str, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                         temperature: float, device_type: str, amp: bool,
+                         chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward over ``ids`` (n, P + R): the response tokens' log-probs and entropies (n, R) at T.
 
     ``amp``: bf16 autocast around the model call (as :attr:`Policy.autocast`); the log-softmax and the
-    entropy run in fp32. A pure function of its inputs, so ``model.compile`` can compile it whole.
+    entropy run in fp32 (also for bf16 parameters). ``chunk`` (``model.logits_chunk``): when the batch
+    has more than ``chunk`` response tokens, the trunk runs alone and the LM head, log-softmax and
+    entropy run ``chunk`` tokens at a time, recomputed in the backward
+    (:func:`entropic_tune.model.lm_head.chunked_stats`), so the (n, R, V) logits never exist; otherwise
+    (and for ``chunk = 0`` or a model whose logits are not ``head(last hidden state)``) the model's own
+    forward gives the logits, as before chunking existed, bit for bit. Both paths give the same values
+    up to float rounding (``tests/test_lm_head.py``). A pure function of its inputs, so
+    ``model.compile`` can compile it whole.
     """
-    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
-    logits = logits[:, prompt_len - 1 : -1].float() / temperature  # (n, R, V)
     target = ids[:, prompt_len:]  # (n, R)
-    return torch.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1), token_entropy(logits)
+    parts = head_and_trunk(model) if 0 < chunk < target.numel() else None
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp):
+        if parts is not None:
+            trunk, head = parts
+            hidden = trunk(input_ids=ids, attention_mask=attn, position_ids=positions(attn),
+                           use_cache=False).last_hidden_state  # (n, P + R, E)
+            return chunked_stats(hidden[:, prompt_len - 1 : -1], head, target, temperature, chunk)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
+    return token_stats(logits[:, prompt_len - 1 : -1], target, temperature)

@@ -54,7 +54,10 @@ WARMSTART_BATCH = 64
 CACHE_VERSION = 1  # bump when the warm-start recipe changes
 STORE = Path(__file__).resolve().parents[1] / "data" / "warmstarts"
 RECIPE, SUMS = "recipe.json", "SHA256SUMS"
-UNRECORDED = ("path", "device", "dtype", "cache_dir", "trust_remote_code")
+RUN_ONLY_KEYS = ("logits_chunk", "gradient_checkpointing", "lora_r", "lora_alpha", "lora_dropout",
+                 "lora_target_modules")
+"""Model fields of the RL run only (how the update computes and what it trains), not of the warm-start."""
+UNRECORDED = ("path", "device", "dtype", "cache_dir", "trust_remote_code", *RUN_ONLY_KEYS)
 """Model fields that do not change the warm-started weights (as in :func:`warmstart_key`)."""
 
 
@@ -192,7 +195,7 @@ def cache_root(cfg: ModelConfig) -> Path:
 def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
     """Hash of everything that determines the warm-started weights."""
     model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
-                                                                     "trust_remote_code", "compile")}
+                                                                     "trust_remote_code", "compile", *RUN_ONLY_KEYS)}
     payload = {
         "version": CACHE_VERSION, "model": model_part, "task": task_fields(task_cfg),
         "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,

@@ -46,7 +46,7 @@ def test_decode_step_gives_transformers_logits_over_a_padded_batch(arch, kv_head
     cache_kw = next(iter(model_call_kwargs(model, None)))
     out = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=True)
     length = decoding.cache_length(width, new)
-    kv = decoding._fill_caches(decoder, output_cache(out), 1, length, n)[0]
+    kv = decoding._fill_caches(decoder, output_cache(out), [slice(0, n)], length, n)[0]
     key_valid = torch.ones(n, length, dtype=torch.bool)
     key_valid[:, :width] = attn.bool()
     weights, rope = decoder.weights(model), decoder.rope(model, length, ids.device)
@@ -225,3 +225,25 @@ def test_a_short_run_with_everything_compiled_has_the_eager_metrics(fast_config)
             if not key.startswith("perf/"):
                 assert on[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
+
+
+@pytest.mark.slow
+def test_one_compiled_decoder_serves_every_width_and_length_without_recompiling(fast_config, monkeypatch):
+    """Issue 29 item 5: the step is compiled once, with the number of rows and the cache length
+    dynamic; then batches of other widths (a training batch, a smaller evaluation batch, more rows
+    than one chunk) and another cache length run on the same graph (a recompile would raise) and
+    sample the eager sampler's tokens."""
+    policy, task = _policy(fast_config)
+    decoder = decoding.CompiledDecoder(decoding._spec(policy.model), 16, policy.pad_id, policy.eos_id)
+    cases = [(4, 4, 32), (3, 2, 32), (5, 4, 32), (2, 3, 60)]  # (prompts, samples each, max_new_tokens)
+    for i, (n_prompts, k, max_new) in enumerate(cases):
+        prompts = [policy.encode_prompt(p.prompt) for p in task.sample_train(random.Random(i), n_prompts)
+                   for _ in range(k)]
+        outs = []
+        for dec in (None, decoder):
+            policy.decoder = dec
+            outs.append(generate(policy, prompts, max_new, 1.0, torch.Generator().manual_seed(i)))
+        assert torch.equal(outs[0].input_ids, outs[1].input_ids), (n_prompts, k, max_new)
+        assert torch.equal(outs[0].response_mask, outs[1].response_mask)
+        if i == 0:  # compiled once for 16 rows and one cache length; from here on a recompile is an error
+            monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)

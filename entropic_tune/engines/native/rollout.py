@@ -231,18 +231,24 @@ def sequence_logprobs(policy: Policy, gen: Generation, temperature: float,
                       micro_batch_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the sampled response tokens and full-vocab entropies, both (N, R), at temperature T.
 
-    Runs with or without grad depending on the caller's context; ``micro_batch_size`` bounds memory.
-    With grad (the update) it uses the policy's compiled forward when ``model.compile`` provides one.
+    Runs with or without grad depending on the caller's context; ``micro_batch_size`` bounds memory
+    (rows per forward), ``policy.logits_chunk`` the logits held at once (:func:`logprobs_and_entropy`).
+    With grad (the update) it uses the policy's compiled forward when ``model.compile`` provides one
+    and the rows' tokens fit one chunk (a chunked forward runs eagerly: its per-chunk checkpoints and
+    chunk count would make the compiled graph break or recompile as lengths change).
     """
     n = gen.input_ids.shape[0]
     step = micro_batch_size or n
-    forward = policy.logprob_forward if policy.logprob_forward is not None and torch.is_grad_enabled() \
-        else logprobs_and_entropy
+    chunk = policy.logits_chunk
     logps, ents = [], []
     for start in range(0, n, step):
         ids = gen.input_ids[start : start + step]
         attn = gen.attention_mask[start : start + step]
-        logp, ent = forward(policy.model, ids, attn, gen.prompt_len, temperature, policy.device.type, policy.amp)
+        chunked = 0 < chunk < ids.shape[0] * (ids.shape[1] - gen.prompt_len)
+        forward = policy.logprob_forward if policy.logprob_forward is not None and torch.is_grad_enabled() \
+            and not chunked else logprobs_and_entropy
+        logp, ent = forward(policy.model, ids, attn, gen.prompt_len, temperature, policy.device.type, policy.amp,
+                            chunk)
         logps.append(logp)
         ents.append(ent)
     return torch.cat(logps), torch.cat(ents)

@@ -29,8 +29,8 @@ from ...controllers import build_controller
 from ...distributed import Collective, pad_columns, prompt_generators, shard, token_mean
 from ...losses import compute_policy_loss, resolve_loss
 from ...model import compiling
-from ...model.loading import load_policy
-from ...model.policy import Policy
+from ...model.loading import load_policy, reference_model
+from ...model.policy import Policy, trainable_parameters
 from ...tasks import build_task
 from ..records import FinalEvaluation, NonFiniteError
 from .evaluation import final_evaluation
@@ -67,20 +67,21 @@ class Trainer:
         # transformers saves a model from the main process of a torch.distributed group only.
         if dist is not None and dist.rank != 0:
             dist.barrier()
-        self.policy: Policy = load_policy(config.model, config.task, self.task)
+        self.policy: Policy = load_policy(config.model, config.task, self.task, config.train.seed)
         if dist is not None and dist.rank == 0:
             dist.barrier()
         if dist is not None:  # replicas start equal (they are loaded alike; this makes sure)
             dist.broadcast_(list(self.policy.model.parameters()))
         self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
+        self.params = trainable_parameters(self.policy.model)  # every weight, or the LoRA adapters only
+        # loss.kl_coef: the frozen initial model (with LoRA, the same model with its adapters disabled)
+        self.reference = reference_model(self.policy.model) if config.loss.kl_coef > 0 else None
         torch.manual_seed(config.train.seed)
-        self.optimizer = torch.optim.AdamW(
-            self.policy.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         self.controller = build_controller(config.controller)
         self.data_rng = random.Random(config.train.seed)
         self.generator = torch.Generator(device=self.policy.device).manual_seed(config.train.seed)
-        self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k != "name"}
+        self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k not in ("name", "kl_coef")}
         self.step_count = 0
         self.restored = False
         self.last_eval: dict[str, float] | None = None
@@ -113,6 +114,7 @@ class Trainer:
                                 behaviour=not reuse)
         if self.dist is not None:
             batch = self._pad_to_global_width(batch)
+        ref_logp = self._reference_logprobs(batch.gen) if self.reference is not None else None
         update_start = time.perf_counter()
         first = self._forward(batch.gen) if reuse else None  # (N, R) log-probs and entropies, with grad
         step_entropy = first[1].detach() if first is not None else batch.entropy
@@ -120,7 +122,7 @@ class Trainer:
         entropy_se = self._entropy_stderr(step_entropy, batch.mask).item()
         self._check_finite(entropy, "entropy")
         alpha = self.controller.update(entropy) if cfg.controller.update == "step" else 0.0
-        update_metrics = self._update(batch, alpha, first)
+        update_metrics = self._update(batch, alpha, first, ref_logp)
         update_s = time.perf_counter() - update_start
         eval_every = cfg.rollout.eval_every
         if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
@@ -214,10 +216,12 @@ class Trainer:
         return sequence_logprobs(self.policy, gen, self.config.rollout.temperature)
 
     def _update(self, batch: RolloutBatch, alpha: float,
-                first: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+                first: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ref_logp: torch.Tensor | None = None) -> dict[str, float]:
         """``ppo_epochs x mini_batches_per_rollout`` optimizer steps; returns mean loss metrics.
 
-        ``first``: the whole batch's forward, already run on the current weights (on-policy only).
+        ``first``: the whole batch's forward, already run on the current weights (on-policy only);
+        ``ref_logp`` (N, R): the reference policy's log-probs of the batch (``loss.kl_coef > 0``).
         """
         cfg = self.config
         model = self.policy.model
@@ -240,7 +244,7 @@ class Trainer:
                 if self.dist is not None:
                     chunk = chunk[(chunk >= lo) & (chunk < lo + local_rows)] - lo  # this worker's rows
                 fresh = epoch == 0 and count == 0  # weights still equal the behaviour policy's
-                metrics = self._minibatch_step(batch, chunk, alpha, fresh, first if fresh else None)
+                metrics = self._minibatch_step(batch, chunk, alpha, fresh, first if fresh else None, ref_logp)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
@@ -248,7 +252,8 @@ class Trainer:
         return {k: v / count for k, v in sums.items()}
 
     def _minibatch_step(self, batch: RolloutBatch, idx: torch.Tensor, alpha: float, fresh: bool,
-                        precomputed: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, float]:
+                        precomputed: tuple[torch.Tensor, torch.Tensor] | None,
+                        ref_logp: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.config
         rows = idx.numel()  # this worker's rows of the (global) mini-batch; may be 0 with several workers
         if rows == 0:  # one all-masked row: it adds nothing, but this worker joins every collective
@@ -274,23 +279,36 @@ class Trainer:
         loss, loss_metrics = compute_policy_loss(
             cfg.loss.name, logp, old_logp, batch.advantages[idx], mask, entropy=ent, alpha=act.alpha,
             bonus=act.bonus, generator=self.generator, dist=self.dist, rows=rows,
-            worker_selection=cfg.train.selection == "worker", **act.params,
+            worker_selection=cfg.train.selection == "worker", kl_coef=cfg.loss.kl_coef,
+            ref_logprobs=None if ref_logp is None else ref_logp[idx], **act.params,
         )
         if cfg.debug.nan_at_step and self.step_count == cfg.debug.nan_at_step and not self.restored:
             loss = loss * float("nan")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.dist is not None:  # sum of the workers' shares = the global token-mean loss's gradient
-            self.dist.sum_grads(list(self.policy.model.parameters()))
+            self.dist.sum_grads(self.params)
             loss = self.dist.sum(loss)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
         # One host sync for both checks; a non-finite loss still stops the step before the weights move.
         loss_value, grad_norm = torch.stack([loss.detach().double(), norm.double()]).tolist()
         self._check_finite(loss_value, "loss")
         self._check_finite(grad_norm, "gradient norm")
         self.optimizer.step()
         return {**loss_metrics, M.GRAD_NORM: grad_norm}
+
+    @torch.no_grad()
+    def _reference_logprobs(self, gen: Generation) -> torch.Tensor:
+        """The reference policy's log-probs of ``gen``'s response tokens at T, (N, R), no grad: the
+        frozen initial model, or with LoRA the policy with its adapters disabled."""
+        temperature = self.config.rollout.temperature
+        if self.reference is self.policy.model:  # LoRA: the base weights are the reference
+            self.policy.model.eval()
+            with self.policy.model.disable_adapter():
+                return sequence_logprobs(self.policy, gen, temperature)[0]
+        ref = dataclasses.replace(self.policy, model=self.reference, logprob_forward=None)
+        return sequence_logprobs(ref, gen, temperature)[0]
 
     def _actuate(self, output: float) -> Actuation:
         """The loss inputs the controller ``output`` sets through ``controller.actuator``."""
