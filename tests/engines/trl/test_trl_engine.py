@@ -1,0 +1,191 @@
+"""The TRL engine (``train.engine: trl``, METHOD.md 8): the same losses, controllers and results as the
+native engine, through TRL's ``GRPOTrainer``. CPU, the built-in tiny model and char tokenizer, no network."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("trl")
+
+from entropic_tune.rollout import collect_rollout  # noqa: E402
+from entropic_tune.trainer import Trainer  # noqa: E402
+
+from entropic_tune import metrics as M  # noqa: E402
+from entropic_tune.config import load_config  # noqa: E402
+from entropic_tune.errors import UserError  # noqa: E402
+from entropic_tune.methods import METHODS  # noqa: E402
+
+
+def _trl_inputs(batch, old_logprobs: torch.Tensor) -> dict:
+    """TRL's generation-batch dict of a native rollout batch (prompt left-padded, completion right)."""
+    gen = batch.gen
+    p = gen.prompt_len
+    return {
+        "prompt_ids": gen.input_ids[:, :p], "prompt_mask": gen.attention_mask[:, :p].long(),
+        "completion_ids": gen.input_ids[:, p:], "completion_mask": gen.response_mask.long(),
+        "advantages": batch.advantages, "old_per_token_logps": old_logprobs,
+        "num_items_in_batch": gen.response_mask.sum(),
+    }
+
+
+@pytest.fixture(scope="module")
+def engines(warmstart_cache):
+    from entropic_tune.engines.trl.engine import TRLEngine
+
+    base = {**_fast(), "method": "grpo"}
+    native = Trainer(load_config(base))
+    trl = TRLEngine(load_config({**base, "train.engine": "trl"}))
+    trl.model.load_state_dict(native.policy.model.state_dict())
+    return native, trl
+
+
+def _fast() -> dict:
+    from conftest import FAST
+
+    return dict(FAST)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_every_loss_and_gradient_equal_the_native_engine(engines, method, monkeypatch):
+    """On one fixed off-policy batch (old log-probs perturbed so clipping, dual-clip and the KL-Cov
+    penalty bind), the TRL engine's measured entropy, controller output, loss, loss metrics and gradient
+    equal the native engine's to float tolerance, for each of the eleven methods."""
+    from entropic_tune import losses
+    from entropic_tune.engines.trl.control import LossControl
+
+    native, trl = engines
+    overrides = {**_fast(), "method": method, "controller.target_entropy": 0.05}
+    if method == "adaptive_entropy":
+        overrides["controller.coef_init"] = 2e-3  # a non-zero bonus weight in the loss
+    if method == "entropy_bonus":
+        overrides["loss.beta"] = 0.01
+    if method == "clip_cov":  # candidates on this small batch, so both engines' random picks are compared
+        overrides.update({"loss.clip_cov_lb": -5.0, "loss.clip_cov_ratio": 0.2})
+    cfg = load_config(overrides)
+    native.config = cfg
+    native.loss_params = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k != "name"}
+    from entropic_tune.controllers import build_controller
+
+    native.controller = build_controller(cfg.controller)
+    native.generator = torch.Generator().manual_seed(7)
+    trl.trl.control = trl.control = LossControl(load_config({**overrides, "train.engine": "trl"}),
+                                                torch.Generator().manual_seed(7))
+    torch.manual_seed(3)
+    problems = native.task.sample_train(__import__("random").Random(5), 4)
+    batch = collect_rollout(native.policy, native.task, problems, 4, 1.0, 32, torch.Generator().manual_seed(11))
+    advantages = batch.advantages.clone()
+    signs = torch.tensor([0.5, -0.5]).repeat(advantages.numel() // 2)
+    advantages = torch.where(advantages == 0, signs, advantages)  # every row carries gradient, both signs
+    batch = dataclasses.replace(batch, advantages=advantages)
+    noise = 0.3 * torch.randn(batch.gen.response_mask.shape, generator=torch.Generator().manual_seed(2))
+    logp, ent = native._forward(batch.gen)
+    old = (logp.detach() + noise) * batch.gen.response_mask
+    batch = dataclasses.replace(batch, old_logprobs=old)
+
+    # native: H and the controller update as Trainer.step does, then one mini-batch step (no optimizer move)
+    entropy = native._mean(ent.detach(), batch.gen.response_mask).item()
+    alpha = native.controller.update(entropy)
+    seen: list[torch.Tensor] = []
+    real = losses.compute_policy_loss
+
+    def recording(*a, **k):
+        loss, values = real(*a, **k)
+        seen.append(loss.detach())
+        return loss, values
+
+    monkeypatch.setattr("entropic_tune.trainer.compute_policy_loss", recording)
+    monkeypatch.setattr(native.optimizer, "step", lambda: None)
+    rows = torch.arange(batch.gen.input_ids.shape[0])
+    native_metrics = native._minibatch_step(batch, rows, alpha, fresh=False, precomputed=None)
+    native_grads = [p.grad.clone() for p in native.policy.model.parameters()]
+
+    # TRL: the whole batch's entropy before the update, then compute_loss on TRL's tensors
+    control = trl.control
+    control.begin_step(1)
+    trl_model = trl.trl.model
+    trl_model.train()
+    with torch.no_grad():
+        ids, attn, keep = trl.trl._model_inputs(_trl_inputs(batch, old))
+        _, trl_ent, _ = trl.trl._get_per_token_logps_and_entropies(trl_model, ids, attn, keep, compute_entropy=True)
+    trl_alpha = control.observe(trl_ent, batch.gen.response_mask, lambda x: x, lambda x: x)
+    control.fresh = False
+    trl.optimizer.zero_grad(set_to_none=True)
+    loss = trl.trl.compute_loss(trl.model, _trl_inputs(batch, old))
+    loss.backward()
+    trl_grads = [p.grad.clone() for p in trl_model.parameters()]
+
+    assert control.entropy == pytest.approx(entropy, rel=1e-5, abs=1e-7)
+    assert trl_alpha == pytest.approx(alpha, rel=1e-4, abs=1e-7)
+    assert loss.item() == pytest.approx(seen[-1].item(), rel=1e-4, abs=1e-6)
+    trl_metrics = control.step_metrics()
+    for key in M.LOSS_KEYS:
+        assert trl_metrics[key] == pytest.approx(native_metrics[key], rel=1e-4, abs=1e-6), key
+    assert len(trl_grads) == len(native_grads)
+    norm = torch.sqrt(sum((g * g).sum() for g in native_grads))
+    diff = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(trl_grads, native_grads, strict=True)))
+    assert norm > 0
+    assert diff / norm < 1e-4
+    # the batch exercises each method's mechanism (the perturbed old log-probs make the clip bind)
+    active = {"clip_cov": M.DETACHED_FRAC, "kl_cov": M.PENALISED_FRAC}.get(method, M.PG_CLIPFRAC)
+    assert native_metrics[active] > 0
+
+
+@pytest.mark.slow
+def test_a_trl_train_run_moves_alpha(tmp_path):
+    """``entropic-tune train --set train.engine=trl`` for EntroPIC: 3 steps, alpha moves, the results
+    contract (history.csv, summary.csv with base/final evaluations) is written."""
+    import csv
+
+    sets = [f"{k}={v}" for k, v in _fast().items()] + ["train.engine=trl",
+        "controller.target_entropy=2.6"]  # near the barely warm-started model's entropy: alpha inside its bounds
+    cmd = [sys.executable, "-m", "entropic_tune.cli", "train", "--method", "entropic", "--out", str(tmp_path), "--name", "run",
+           "--quiet"] + [a for s in sets for a in ("--set", s)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [int(float(r["step"])) for r in rows] == [1, 2, 3]
+    alphas = [float(r[M.ALPHA]) for r in rows]
+    assert len(set(alphas)) == 3 and all(a != 0 for a in alphas)  # the PI controller acts every step
+    assert all(-1 < a < 1 for a in alphas)  # inside the bounds: moved by the measured entropy, not saturated
+    for key in M.STEP_KEYS:
+        assert key in rows[0]
+    summary = list(csv.DictReader(open(tmp_path / "run" / "summary.csv")))[0]
+    assert summary["status"] == "TERMINATED"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["engine"] == "trl"
+    assert float(summary["final/pass@1"]) >= 0 and float(summary["base/pass@1"]) >= 0
+
+
+@pytest.mark.parametrize("sets, key", [
+    (["trl.use_vllm=true"], "trl.use_vllm"),
+    (["train.engine=trl", "trl.loss_type=grpo"], "trl.loss_type"),
+    (["train.engine=trl", "trl.vllm_importance_sampling_correction=true"], "trl.vllm_importance_sampling_correction"),
+    (["train.engine=trl", "model.compile=on"], "model.compile"),
+    (["train.engine=trl", "train.num_workers=2"], "train.num_workers"),
+    (["train.engine=trl", "optim.mini_batches_per_rollout=3"], "optim.mini_batches_per_rollout"),
+    (["train.engine=pytorch"], "train.engine"),
+])
+def test_bad_engine_options_are_refused_in_one_line(sets, key):
+    with pytest.raises(UserError) as err:
+        load_config({"rollout.prompts_per_step": 4, "rollout.group_size": 4}, overrides=sets)
+    assert str(err.value).startswith(key) and "\n" not in str(err.value)
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch):
+    import importlib.util
+
+    from entropic_tune.engines.trl import settings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(UserError, match=r"^trl.lora_r > 0 \(LoRA\) needs the 'peft' package.*entropic-tune\[lora\]"):
+        settings.check_packages({"train.engine": "trl", "trl.lora_r": 8})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(UserError, match=r"entropic-tune\[trl\]"):
+        load_config({"train.engine": "trl"})
