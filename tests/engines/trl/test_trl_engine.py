@@ -13,13 +13,13 @@ import yaml
 
 pytest.importorskip("trl")
 
-from entropic_tune.rollout import collect_rollout  # noqa: E402
-from entropic_tune.trainer import Trainer  # noqa: E402
-
 from entropic_tune import metrics as M  # noqa: E402
 from entropic_tune.config import load_config  # noqa: E402
+from entropic_tune.engines.native.rollout import collect_rollout  # noqa: E402
+from entropic_tune.engines.native.trainer import SimulatedFailure, Trainer  # noqa: E402
 from entropic_tune.errors import UserError  # noqa: E402
 from entropic_tune.methods import METHODS  # noqa: E402
+from entropic_tune.tune.trainable import load_checkpoint, run_trial  # noqa: E402
 
 
 def _trl_inputs(batch, old_logprobs: torch.Tensor) -> dict:
@@ -43,6 +43,23 @@ def engines(warmstart_cache):
     trl = TRLEngine(load_config({**base, "train.engine": "trl"}))
     trl.model.load_state_dict(native.policy.model.state_dict())
     return native, trl
+
+
+class Recorder:
+    """A fake ``tune.report``: every metrics dict, and each checkpoint loaded while it exists."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.checkpoints: dict[int, dict] = {}
+
+    def __call__(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        self.metrics.append(dict(metrics))
+        if checkpoint_dir is not None:
+            self.checkpoints[int(metrics[M.STEP])] = load_checkpoint(checkpoint_dir)
+
+
+def deterministic(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
 
 
 def _fast() -> dict:
@@ -104,7 +121,7 @@ def test_every_loss_and_gradient_equal_the_native_engine(engines, method, monkey
         seen.append(loss.detach())
         return loss, values
 
-    monkeypatch.setattr("entropic_tune.trainer.compute_policy_loss", recording)
+    monkeypatch.setattr("entropic_tune.engines.native.trainer.compute_policy_loss", recording)
     monkeypatch.setattr(native.optimizer, "step", lambda: None)
     rows = torch.arange(batch.gen.input_ids.shape[0])
     native_metrics = native._minibatch_step(batch, rows, alpha, fresh=False, precomputed=None)
@@ -148,7 +165,7 @@ def test_a_trl_train_run_moves_alpha(tmp_path):
     import csv
 
     sets = [f"{k}={v}" for k, v in _fast().items()] + ["train.engine=trl"]
-    cmd = [sys.executable, "-m", "entropic_tune.cli", "train", "--method", "entropic", "--out", str(tmp_path), "--name", "run",
+    cmd = [sys.executable, "-m", "entropic_tune.commands.main", "train", "--method", "entropic", "--out", str(tmp_path), "--name", "run",
            "--quiet"] + [a for s in sets for a in ("--set", s)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -200,10 +217,6 @@ def test_a_crashed_trl_trial_resumes_exactly():
     a trial that crashes at step 3 and is restored from its step-2 checkpoint (model, optimizer,
     controller, data order, sampling and mini-batch RNG streams) reports exactly the steps 3 and 4 of
     a straight run."""
-    from test_trainable import Recorder, deterministic
-
-    from entropic_tune.trainer import SimulatedFailure
-    from entropic_tune.tune.trainable import run_trial
 
     config = {**_fast(), "method": "entropic", "train.engine": "trl", "train.total_steps": 4,
               "rollout.eval_every": 3, "optim.mini_batches_per_rollout": 2}
@@ -228,8 +241,8 @@ def test_compare_runs_the_trl_engine_through_ray_tune(tmp_path, capsys, ray_loca
     with the same results contract as the native engine (summary.csv, history.csv, report)."""
     import csv
 
-    from entropic_tune import cli
-    from entropic_tune.results import history_columns
+    from entropic_tune.commands import main as cli
+    from entropic_tune.results.writers import history_columns
 
     code = cli.main(["compare", "--space", "smoke", "--set", "train.engine=trl", "--out", str(tmp_path),
                      "--name", "trl", "--quiet"])
