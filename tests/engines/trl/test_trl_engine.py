@@ -261,3 +261,23 @@ def test_compare_runs_the_trl_engine_through_ray_tune(tmp_path, capsys, ray_loca
     meta = yaml.safe_load((exp / "experiment.yaml").read_text())
     assert meta["base"]["train.engine"] == "trl"
     assert (exp / "report.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sets", [{"trl.lora_r": 4}, {"trl.gradient_checkpointing": True}])
+def test_lora_and_gradient_checkpointing_pass_through(sets):
+    """``trl.lora_r`` (PEFT LoRA: only the adapters train) and ``trl.gradient_checkpointing`` run a step
+    of EntroPIC on the CPU with every step key finite."""
+    from entropic_tune.engines.trl.engine import TRLEngine
+
+    engine = TRLEngine(load_config({**_fast(), "method": "entropic", "train.engine": "trl", **sets}))
+    before = {n: p.detach().clone() for n, p in engine.trl.model.named_parameters()}
+    row = engine.step()
+    assert set(row) == set(M.STEP_KEYS) and row[M.GRAD_NORM] > 0
+    moved = {n for n, p in engine.trl.model.named_parameters() if not torch.equal(p, before[n])}
+    if "trl.lora_r" in sets:
+        assert moved and all("lora_" in n for n in moved)
+        assert {n for n, p in engine.trl.model.named_parameters() if p.requires_grad} == {
+            n for n in before if "lora_" in n}
+    else:
+        assert engine.trl.model.is_activation_checkpointing and len(moved) == len(before)
