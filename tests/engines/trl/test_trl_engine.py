@@ -281,3 +281,21 @@ def test_lora_and_gradient_checkpointing_pass_through(sets):
             n for n in before if "lora_" in n}
     else:
         assert engine.trl.model.is_activation_checkpointing and len(moved) == len(before)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_its_tiny_cpu_smoke(tmp_path):
+    """``benchmarks/gpu_check_trl.py --tiny``: both engines on a tiny random model on the CPU, JSON out
+    (the script's real use is on a CUDA machine; no test depends on a GPU)."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_check_trl.py"
+    out = tmp_path / "tiny.json"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--steps", "1", "--out", str(out), "--workdir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = {r["case"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"native", "trl"}  # no CUDA here, so no vLLM case
+    for r in results.values():
+        assert r["step_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_gpu_memory_gb"] == 0.0
