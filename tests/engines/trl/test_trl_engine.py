@@ -71,17 +71,22 @@ def _fast() -> dict:
     return {**keep, "rollout.max_new_tokens": 40}
 
 
+CASES = [(m, "entropic") for m in METHODS] + [("entropic", a) for a in ("entropy_bonus", "clip_high",
+                                                                         "positive_weight")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_every_loss_and_gradient_equal_the_native_engine(engines, method, monkeypatch):
+@pytest.mark.parametrize("method, actuator", CASES)
+def test_every_loss_and_gradient_equal_the_native_engine(engines, method, actuator, monkeypatch):
     """On one fixed off-policy batch (old log-probs perturbed so clipping, dual-clip and the KL-Cov
     penalty bind), the TRL engine's measured entropy, controller output, loss, loss metrics and gradient
-    equal the native engine's to float tolerance, for each of the eleven methods."""
+    equal the native engine's to float tolerance, for each of the eleven methods (and EntroPIC's PI
+    through each other actuator)."""
     from entropic_tune import losses
     from entropic_tune.engines.trl.control import LossControl
 
     native, trl = engines
-    overrides = {**_fast(), "method": method, "controller.target_entropy": 0.05,
+    overrides = {**_fast(), "method": method, "controller.target_entropy": 0.05, "controller.actuator": actuator,
                  "optim.grad_clip": 0.0}  # the native step clips in place: compare the raw gradients
     if method == "adaptive_entropy":
         overrides["controller.coef_init"] = 2e-3  # a non-zero bonus weight in the loss
@@ -299,3 +304,17 @@ def test_the_gpu_check_script_runs_its_tiny_cpu_smoke(tmp_path):
     assert set(results) == {"native", "trl"}  # no CUDA here, so no vLLM case
     for r in results.values():
         assert r["step_s"] > 0 and r["tokens_per_s"] > 0 and r["peak_gpu_memory_gb"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_autotune_probe_drives_the_trl_engine():
+    """``controller.autotune: probe`` on the TRL engine: alpha is the probe's square wave (+A, -A), and
+    the controller's phase is the probe's."""
+    from entropic_tune.engines.trl.engine import TRLEngine
+
+    engine = TRLEngine(load_config({**_fast(), "method": "entropic", "train.engine": "trl", "train.total_steps": 4,
+                                    "controller.autotune": "probe", "controller.probe_hold": 1,
+                                    "controller.probe_steps": 2, "controller.probe_amplitude": 0.5}))
+    rows = [engine.step() for _ in range(2)]
+    assert [r[M.ALPHA] for r in rows] == [0.5, -0.5]
+    assert all(r[M.PHASE] == 1 for r in rows)
