@@ -318,3 +318,49 @@ def test_the_autotune_probe_drives_the_trl_engine():
     rows = [engine.step() for _ in range(2)]
     assert [r[M.ALPHA] for r in rows] == [0.5, -0.5]
     assert all(r[M.PHASE] == 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_under_trls_own_train_loop_the_controller_is_saved_and_resumed_with_its_checkpoints(tmp_path):
+    """``ControlledGRPOTrainer`` used as a plain TRL trainer (``trainer.train()``, TRL's data loader and
+    checkpoints): the controller's state is written into each ``checkpoint-<step>`` folder, and a run
+    resumed from checkpoint-1 repeats step 2 exactly (entropy, alpha, loss) and ends in the same state."""
+    import json
+    import os
+    import random
+
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from entropic_tune.engines.trl.control import LossControl
+    from entropic_tune.engines.trl.settings import grpo_arguments
+    from entropic_tune.engines.trl.trainer import CONTROLLER_FILE, ControlledGRPOTrainer
+    from entropic_tune.model.loading import load_policy
+    from entropic_tune.tasks import build_task
+
+    cfg = load_config({**_fast(), "method": "entropic", "train.engine": "trl", "train.total_steps": 2})
+    task = build_task(cfg.task)
+    problems = task.sample_train(random.Random(0), 8)
+    data = Dataset.from_list([{"prompt": f"<bos>{p.prompt}", "problem": i} for i, p in enumerate(problems)])
+
+    def reward(prompts, completions, problem, **_):
+        return [task.reward(problems[i], c) for i, c in zip(problem, completions, strict=True)]
+
+    def trainer() -> ControlledGRPOTrainer:
+        policy = load_policy(cfg.model, cfg.task, task)
+        args = GRPOConfig(**{**grpo_arguments(cfg, str(tmp_path)), "save_strategy": "steps", "save_steps": 1})
+        return ControlledGRPOTrainer(model=policy.model, reward_funcs=[reward], args=args, train_dataset=data,
+                                     processing_class=policy.tokenizer,
+                                     control=LossControl(cfg, torch.Generator().manual_seed(0)))
+
+    straight = trainer()
+    straight.train()
+    saved = json.loads((tmp_path / "checkpoint-1" / CONTROLLER_FILE).read_text())
+    logs = [h for h in straight.state.log_history if M.ALPHA in h]
+    assert saved["alpha"] == pytest.approx(logs[0][M.ALPHA]) and saved["integral"] != 0
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=os.path.join(tmp_path, "checkpoint-1"))
+    again = [h for h in resumed.state.log_history if M.ALPHA in h]  # step 1 (restored log), then step 2
+    assert [(h[M.ENTROPY], h[M.ALPHA], h["loss"]) for h in again] == [
+        (h[M.ENTROPY], h[M.ALPHA], h["loss"]) for h in logs]
+    assert resumed.control.controller.state_dict() == straight.control.controller.state_dict()
