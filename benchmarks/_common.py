@@ -198,6 +198,15 @@ def clock() -> tuple[float, float]:
     return time.perf_counter(), time.thread_time()
 
 
+def native_module(package: str, name: str) -> object:
+    """``<package>.engines.native.<name>`` (the layout since issue 26), or ``<package>.<name>`` of an
+    older tree (``--against``)."""
+    try:
+        return importlib.import_module(f"{package}.engines.native.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"{package}.{name}")
+
+
 class PhaseTimer:
     """Wraps the functions a ``Trainer.step`` calls and adds up the wall and CPU time of each phase.
 
@@ -208,8 +217,8 @@ class PhaseTimer:
     def __init__(self, trainer: object, package: str = "entropic_tune") -> None:
         import torch
 
-        rollout = importlib.import_module(f"{package}.rollout")
-        trainer_mod = importlib.import_module(f"{package}.trainer")
+        rollout = native_module(package, "rollout")
+        trainer_mod = native_module(package, "trainer")
 
         self.totals: dict[str, float] = defaultdict(float)
         self._undo: list[Callable[[], None]] = []

@@ -1,7 +1,13 @@
-"""The project's GRPO step vs TRL's ``GRPOTrainer`` on the same tiny model, prompts, group size and lengths.
+"""The native engine, the TRL engine (``train.engine: trl``) and plain TRL ``GRPOTrainer`` on the same work.
 
-    pip install trl          # benchmark-only dependency (not a project requirement)
+    pip install 'entropic-tune[bench]'
     python benchmarks/bench_trl.py                     # B=16 prompts x G=8, 40 new tokens, 1 thread
+
+Three sides, in alternating order per round: ``project`` (the native engine), ``trl_engine`` (the TRL
+engine: TRL's generation and scoring, the project's loss and controller, the engine's own optimizer
+loop) and ``trl`` (plain ``GRPOTrainer.train()`` with the same ``GRPOConfig``, from
+``engines.trl.settings.grpo_arguments``, and TRL's own loss). ``trl_engine / trl`` is the TRL engine's
+overhead over plain TRL; ``project / trl_engine`` the native engine against the TRL engine.
 
 Both sides start from the same warm-started model folder (the project's cache, a ``save_pretrained``
 directory), run offline on the CPU in fp32 with no reference model (beta 0), one on-policy optimizer step
@@ -106,12 +112,65 @@ def run_project(args: argparse.Namespace) -> dict[str, object]:
     return res
 
 
+def run_trl_engine(args: argparse.Namespace) -> dict[str, object]:
+    """The TRL engine (``train.engine: trl``) on the project's config: step and generation times."""
+    from entropic_tune.config import replace
+    from entropic_tune.engines.trl.engine import TRLEngine
+
+    engine = TRLEngine(replace(project_config(args), **{"train.engine": "trl", "model.compile": "off"}))
+    C.set_threads(args.threads)
+    engine.last_eval = {"eval/accuracy": 0.0, "eval/pass@k": 0.0, "eval/entropy": 0.0}  # TRL does not evaluate
+    model = engine.trl.model
+    gen_times: list[tuple[float, float]] = []
+    original_generate = model.generate
+
+    def timed_generate(*a: object, **k: object) -> object:
+        wall, cpu = C.clock()
+        try:
+            return original_generate(*a, **k)
+        finally:
+            wall_end, cpu_end = C.clock()
+            gen_times.append((wall_end - wall, cpu_end - cpu))
+
+    model.generate = timed_generate
+    lengths: list[list[float]] = []  # per response of each step, up to and including EOS
+    original_score = engine.trl._generate_and_score_completions
+
+    def recording_score(inputs: list) -> dict:
+        out = original_score(inputs)
+        lengths.append(out["completion_mask"].sum(1).tolist())
+        return out
+
+    engine.trl._generate_and_score_completions = recording_score
+    responses: list[tuple[float, float]] = []
+    res: dict[str, list[float]] = {k: [] for k in KEYS}
+    for i in range(args.warmup + args.steps):
+        proc = time.process_time()
+        wall, cpu = C.clock()
+        row = engine.step()
+        wall_end, cpu_end = C.clock()
+        if i < args.warmup:
+            continue
+        responses.extend(zip(engine.trl.last_rewards.tolist(), lengths[-1], strict=True))
+        res["process_cpu"].append(time.process_time() - proc)
+        res["step_s"].append(wall_end - wall)
+        res["step_cpu"].append(cpu_end - cpu)
+        res["generate_s"].append(gen_times[-1][0])
+        res["generate_cpu"].append(gen_times[-1][1])
+        res["completion_length"].append(row["rollout/response_length_mean"])
+        res["reward"].append(row["rollout/reward_mean"])
+    res["response_reward"] = [r for r, _ in responses]
+    res["response_length"] = [n for _, n in responses]
+    return res
+
+
 def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from entropic_tune.engines.trl.settings import grpo_arguments
     from entropic_tune.tasks import Problem, build_task
 
     cfg = project_config(args)
@@ -163,40 +222,9 @@ def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
             ends.append(now())
 
     with tempfile.TemporaryDirectory() as out_dir:
-        config = GRPOConfig(
-            output_dir=out_dir,
-            per_device_train_batch_size=args.prompts * args.group,
-            num_generations=args.group,
-            gradient_accumulation_steps=1,
-            num_iterations=1,
-            max_completion_length=args.max_new_tokens,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            beta=0.0,
-            epsilon=0.2,
-            loss_type="dapo",
-            scale_rewards="group",
-            learning_rate=args.lr,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            max_steps=n_steps,
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            gradient_checkpointing=False,
-            logging_steps=1,
-            report_to=[],
-            save_strategy="no",
-            disable_tqdm=True,
-            shuffle_dataset=False,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
-            seed=args.seed,
-            log_completions=False,
-        )
+        # The TRL engine's arguments for this config (engines.trl.settings: one mapping for both), with
+        # TRL's own advantages (its `group` scaling) since plain TRL has no native ones.
+        config = GRPOConfig(**{**grpo_arguments(cfg, out_dir), "max_steps": n_steps, "scale_rewards": "group"})
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=[reward],
@@ -227,17 +255,18 @@ def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
     }
 
 
-def same_distribution(sides: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+def same_distribution(sides: dict[str, dict[str, list[float]]], num: str, den: str) -> dict[str, dict[str, float]]:
     """Two-sample z scores of the mean reward and length of the responses both sides sampled over the
     measured steps (as ``bench_generate`` checks its sampler): |z| < 3 = the same distribution within
     noise, so both sides did the same work."""
     out = {}
+    print(f"{num} vs {den}:")
     for key in ("response_reward", "response_length"):
-        a, b = sides["project"][key], sides["trl"][key]
+        a, b = sides[num][key], sides[den][key]
         ma, mb = statistics.mean(a), statistics.mean(b)
         se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-        out[key] = {"project": ma, "trl": mb, "z": (ma - mb) / se if se > 0 else 0.0, "n": len(a)}
-        print(f"  {key:<16} project {ma:8.4f}   TRL {mb:8.4f}   z {out[key]['z']:6.2f}   ({len(a)} vs {len(b)})")
+        out[key] = {num: ma, den: mb, "z": (ma - mb) / se if se > 0 else 0.0, "n": len(a)}
+        print(f"  {key:<16} {num} {ma:8.4f}   {den} {mb:8.4f}   z {out[key]['z']:6.2f}   ({len(a)} vs {len(b)})")
     worst = max(abs(v["z"]) for v in out.values())
     print(f"  max |z| = {worst:.2f} -> {'same distribution within noise' if worst < 3 else 'DIFFERENT work'}")
     return out
@@ -252,7 +281,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating TRL/project rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each side runs first in one of three")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--lr", type=float, default=1e-6,
@@ -271,7 +300,7 @@ def main() -> None:
     try:
         import trl
     except ImportError:
-        sys.exit("bench_trl: TRL is not installed (pip install trl); nothing measured")
+        sys.exit("bench_trl: TRL is not installed (pip install 'entropic-tune[bench]'); nothing measured")
     C.set_threads(args.threads)
     from entropic_tune.model.warmstarts import warmstart_model
     from entropic_tune.tasks import build_task
@@ -281,11 +310,14 @@ def main() -> None:
         cfg.model, cfg.task, build_task(cfg.task)
     )  # a save_pretrained folder
 
-    sides: dict[str, dict[str, list[float]]] = {"project": {}, "trl": {}}
+    sides: dict[str, dict[str, list[float]]] = {"project": {}, "trl_engine": {}, "trl": {}}
+    runners = {"project": lambda: run_project(args), "trl_engine": lambda: run_trl_engine(args),
+               "trl": lambda: run_trl(args, model_dir)}
     for r in range(args.rounds):
-        order = ("trl", "project") if r % 2 == 0 else ("project", "trl")
+        names = list(sides)
+        order = names[r % 3:] + names[: r % 3]  # each side first in turn: the same machine load for all
         for side in order:
-            res = run_trl(args, model_dir) if side == "trl" else run_project(args)
+            res = runners[side]()
             for key, values in res.items():
                 sides[side].setdefault(key, []).extend(values)
             print(
@@ -312,33 +344,32 @@ def main() -> None:
             rows[side]["process_cpu"]["median"] / step
         )  # ~1: all the work is on the timed thread
         print(
-            f"{side:<10} {C.fmt_s(step):>10} {C.fmt_s(rows[side]['step_s']['median']):>10} {C.fmt_s(gen):>10} "
+            f"{side:<11} {C.fmt_s(step):>10} {C.fmt_s(rows[side]['step_s']['median']):>10} {C.fmt_s(gen):>10} "
             f"{gen / step:>8.0%} {threads:>11.2f} {rows[side]['completion_length_mean']:>7.1f} "
             f"{rows[side]['reward_mean']:>7.3f}"
         )
-    ratios = {}
-    for clock, step_key, gen_key in (
-        ("cpu", "step_cpu", "generate_cpu"),
-        ("wall", "step_s", "generate_s"),
-    ):
-        rest = {
-            s: [a - b for a, b in zip(sides[s][step_key], sides[s][gen_key], strict=False)]
-            for s in sides
-        }
-        ratios[clock] = {
-            "step": C.ratio(sides["project"][step_key], sides["trl"][step_key]),
-            "generate": C.ratio(sides["project"][gen_key], sides["trl"][gen_key]),
-            "rest": C.ratio(rest["project"], rest["trl"]),
-        }
-    r = ratios["cpu"]
-    print(
-        f"project/TRL time, CPU: step {r['step']['of_medians']:.2f}x (medians) {r['step']['of_minima']:.2f}x "
-        f"(minima); generation {r['generate']['of_medians']:.2f}x; rest of the step {r['rest']['of_medians']:.2f}x"
-        f"; wall: step {ratios['wall']['step']['of_medians']:.2f}x   (aim: step <= 0.5x)"
-    )
-    same = same_distribution(sides)
+    pairs = {"project_over_trl": ("project", "trl"), "trl_engine_over_trl": ("trl_engine", "trl"),
+             "project_over_trl_engine": ("project", "trl_engine")}
+    ratios: dict[str, dict[str, object]] = {}
+    for pair, (num, den) in pairs.items():
+        ratios[pair] = {}
+        for clock, step_key, gen_key in (("cpu", "step_cpu", "generate_cpu"), ("wall", "step_s", "generate_s")):
+            rest = {s: [a - b for a, b in zip(sides[s][step_key], sides[s][gen_key], strict=False)]
+                    for s in (num, den)}
+            ratios[pair][clock] = {
+                "step": C.ratio(sides[num][step_key], sides[den][step_key]),
+                "generate": C.ratio(sides[num][gen_key], sides[den][gen_key]),
+                "rest": C.ratio(rest[num], rest[den]),
+            }
+        r = ratios[pair]["cpu"]
+        print(f"{num}/{den} time, CPU: step {r['step']['of_medians']:.2f}x (medians) "
+              f"{r['step']['of_minima']:.2f}x (minima); generation {r['generate']['of_medians']:.2f}x; rest of "
+              f"the step {r['rest']['of_medians']:.2f}x; wall: step {ratios[pair]['wall']['step']['of_medians']:.2f}x")
+    overhead = ratios["trl_engine_over_trl"]["cpu"]["step"]["of_medians"] - 1
+    print(f"TRL engine overhead over plain GRPOTrainer (CPU step medians): {overhead:+.1%}   (aim: < +10%)")
+    same = {pair: same_distribution(sides, num, den) for pair, (num, den) in pairs.items() if den == "trl"}
     payload = {"settings": vars(args), "trl_version": trl.__version__, "sides": rows, "same_distribution": same}
-    C.save(args.name, {**payload, "project_over_trl": ratios, "raw": sides})
+    C.save(args.name, {**payload, "ratios": ratios, "raw": sides})
 
 
 if __name__ == "__main__":

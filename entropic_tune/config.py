@@ -28,7 +28,8 @@ LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptiv
 CONTROLLERS = ("constant", "pi", "adaptive")
 TASKS = ("arithmetic", "jsonl", "paths", "reasoning_gym")
 SPLITS = ("test", "validation")
-ENGINES = ("native",)  # train.engine: what runs the steps (engines.base.build_engine)
+ENGINES = ("native", "trl")
+"""``train.engine``: the project's own trainer, or TRL's GRPOTrainer (``entropic_tune.engines.trl``)."""
 ON_OFF_KEYS = ("model.compile",)  # string choices spelled on/off, which YAML (and --set) parse as booleans
 
 
@@ -434,8 +435,9 @@ class TrainConfig:
     'prompt' (one stream per prompt, seeded by (seed, step, prompt index): the same samples however the
     batch is split across workers) or 'auto' (batch with one worker, prompt with more)."""
     engine: str = "native"
-    """What runs the steps (`entropic_tune.engines.base.build_engine`): 'native', the trainer written here
-    over transformers models (engines/native/)."""
+    """Who runs the rollout and the update: 'native' (this project's trainer) or 'trl' (TRL's GRPOTrainer
+    driven one rollout step at a time, with the same losses and controllers; the `trl.*` keys; needs the
+    `trl` extra; METHOD.md 8)."""
 
     @property
     def per_prompt_sampling(self) -> bool:
@@ -460,6 +462,61 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TrlConfig:
+    """Settings of the TRL engine (``train.engine: trl``, METHOD.md 8); refused with the native engine."""
+
+    scale_rewards: str = "native"
+    """Advantage scaling: 'native' (the project's ``(r - mean_g) / (std_g + 1e-6)``, population std: the
+    native engine's advantages exactly) or TRL's own 'group' (sample std of the group, ``+ 1e-4``),
+    'batch' (sample std of the whole batch) or 'none' (no scaling)."""
+    loss_type: str = "dapo"
+    """TRL's aggregation; only 'dapo' (token-mean over the mini-batch, every process's tokens
+    together) is the project's `agg`. The others ('grpo', 'bnpo', 'dr_grpo', ...) are refused."""
+    use_vllm: bool = False
+    """Sample the rollouts with vLLM (TRL `use_vllm`; needs the `vllm` package and a GPU)."""
+    vllm_mode: str = "colocate"
+    """TRL `vllm_mode`: 'colocate' (vLLM in the trainer's processes) or 'server' (`trl vllm-serve`)."""
+    vllm_server_base_url: str | None = None
+    """TRL `vllm_server_base_url` for `vllm_mode: server` (default: TRL's host and port)."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """TRL `vllm_gpu_memory_utilization` (colocate)."""
+    vllm_importance_sampling_correction: bool = False
+    """TRL's correction of the vLLM/trainer log-prob mismatch; only false is mapped (the project's
+    losses take no per-token weight): the behaviour log-probs are the trainer's recomputed ones."""
+    lora_r: int = 0
+    """LoRA rank through PEFT (0 = full fine-tuning; needs the `peft` package)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling alpha."""
+    lora_dropout: float = 0.0
+    """LoRA dropout (0 keeps the update forward deterministic)."""
+    lora_target_modules: str = "all-linear"
+    """PEFT `target_modules`: 'all-linear' or comma-separated module names (e.g. 'q_proj,v_proj')."""
+    bf16: bool = False
+    """TRL/transformers `bf16` mixed precision (CUDA); false on the CPU."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (transformers `gradient_checkpointing`)."""
+    deepspeed: str | None = None
+    """Path of a DeepSpeed JSON config handed to TRL (`deepspeed`; needs the `deepspeed` package; start
+    the processes with `accelerate launch` or `--workers-per-trial`)."""
+
+    def __post_init__(self) -> None:
+        _choice("trl.scale_rewards", self.scale_rewards, ("native", "group", "batch", "none"))
+        _check(self.loss_type == "dapo", "trl.loss_type",
+               f"'{self.loss_type}' is not mapped: the project's losses are token-means over the mini-batch, "
+               "which is TRL's 'dapo'; allowed: dapo")
+        _choice("trl.vllm_mode", self.vllm_mode, ("colocate", "server"))
+        _check(not self.vllm_importance_sampling_correction, "trl.vllm_importance_sampling_correction",
+               "true is not mapped: the project's losses take no per-token importance weight (METHOD.md 8); "
+               "allowed: false")
+        _check(0.0 < self.vllm_gpu_memory_utilization <= 1.0, "trl.vllm_gpu_memory_utilization",
+               f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        _check(self.lora_r >= 0, "trl.lora_r", f"must be >= 0, got {self.lora_r}")
+        _check(self.lora_alpha > 0, "trl.lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        _check(0.0 <= self.lora_dropout < 1.0, "trl.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _check(bool(self.lora_target_modules.strip()), "trl.lora_target_modules", "must not be empty")
+
+
+@dataclass(frozen=True)
 class DebugConfig:
     fail_at_step: int = 0
     """Raise a simulated crash when this step starts (0 = never); for fault-injection tests. Fires once
@@ -480,6 +537,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trl: TrlConfig = field(default_factory=TrlConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
 
     def __post_init__(self) -> None:
@@ -495,11 +553,40 @@ class Config:
         _check(not self.train.per_prompt_sampling or self.model.compile != "on", "model.compile",
                "'on' compiles the batch sampler, which per-prompt sampling (train.num_workers > 1 or "
                "train.sampling_seed 'prompt') does not use; allowed here: auto, off")
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        """Settings the chosen engine cannot honour, refused in one line (METHOD.md 8)."""
+        if self.train.engine == "native":
+            changed = [f"trl.{f.name}" for f in dataclasses.fields(TrlConfig)
+                       if getattr(self.trl, f.name) != f.default]
+            _check(not changed, changed[0] if changed else "trl",
+                   "is a setting of the TRL engine; set train.engine=trl (allowed engines: native, trl)")
+            return
+        from .engines.trl.settings import check_packages  # torch-free: a missing package, one line
+
+        check_packages(to_flat(self))
+        _check(self.model.compile != "on", "model.compile",
+               "'on' compiles the native engine's decoder; TRL samples with transformers' generate or vLLM; "
+               "allowed with train.engine trl: auto, off")
+        _check(self.train.sampling_seed != "prompt" and self.train.num_workers == 1, "train.num_workers"
+               if self.train.num_workers > 1 else "train.sampling_seed",
+               "per-prompt sampling streams (train.sampling_seed 'prompt', or several workers of one run) "
+               "are not mapped to TRL's sampler; allowed with train.engine trl: one worker, sampling_seed "
+               "auto or batch (several workers: accelerate launch, README)")
+        per_step = self.rollout.batch_size
+        mb = self.optim.mini_batches_per_rollout
+        _check(per_step % mb == 0, "optim.mini_batches_per_rollout",
+               f"({mb}) must divide rollout.prompts_per_step x rollout.group_size ({per_step}) with "
+               "train.engine trl (TRL's steps_per_generation splits the batch evenly)")
+        _check(not self.trl.use_vllm or self.trl.lora_r == 0 or self.trl.vllm_mode == "colocate",
+               "trl.vllm_mode", "'server' with LoRA is not wired here; allowed with trl.lora_r > 0: colocate")
 
 
 _SECTION_TYPES = {
     "model": ModelConfig, "task": TaskConfig, "rollout": RolloutConfig, "optim": OptimConfig,
-    "loss": LossConfig, "controller": ControllerConfig, "train": TrainConfig, "debug": DebugConfig,
+    "loss": LossConfig, "controller": ControllerConfig, "train": TrainConfig, "trl": TrlConfig,
+    "debug": DebugConfig,
 }
 
 

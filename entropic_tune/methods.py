@@ -152,7 +152,7 @@ AUTOTUNE_PARAMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
 def used_keys(flat: Mapping[str, object]) -> set[str]:
     """The dotted keys of a full flat config (``config.to_flat``) that its trial actually uses.
 
-    Every ``model/task/rollout/optim/train/debug`` key; of ``loss.*`` the loss's own
+    Every ``model/task/rollout/optim/train/debug`` key (and ``trl.*`` with ``train.engine: trl``); of ``loss.*`` the loss's own
     (:data:`LOSS_PARAMS`); of ``controller.*`` nothing when the controller's output reaches no loss
     (the default actuator and a loss outside :data:`ALPHA_LOSSES`, e.g. grpo), else the controller's
     own fields (:data:`CONTROLLER_PARAMS`, :data:`AUTOTUNE_PARAMS`), its actuator and, for a
@@ -160,7 +160,8 @@ def used_keys(flat: Mapping[str, object]) -> set[str]:
     the reference of the tracking metrics of every trial; that is no setting of the training.
     """
     loss, controller = str(flat["loss.name"]), str(flat["controller.name"])
-    keys = {k for k in flat if k.partition(".")[0] not in ("loss", "controller")}
+    skip = ("loss", "controller") + (("trl",) if flat.get("train.engine", "native") == "native" else ())
+    keys = {k for k in flat if k.partition(".")[0] not in skip}  # trl.*: the TRL engine's settings only
     keys |= {"loss.name", *(f"loss.{p}" for p in LOSS_PARAMS[loss])}
     if not flat["loss.dual_clip"]:  # clip_cov's preset: no dual clip, so no bound c
         keys.discard("loss.dual_clip_c")

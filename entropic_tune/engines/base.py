@@ -1,8 +1,9 @@
 """The engine seam: what the run loop (:mod:`entropic_tune.engines.loop`) needs of an engine.
 
 An engine turns a :class:`~entropic_tune.config.Config` into rollout steps. The native engine
-(:class:`entropic_tune.engines.native.trainer.Trainer`) is one; another (e.g. one over TRL) implements
-the same surface and is added to :func:`build_engine`, without touching a front-end
+(:class:`entropic_tune.engines.native.trainer.Trainer`) is one; the TRL engine
+(:class:`entropic_tune.engines.trl.engine.TRLEngine`, METHOD.md 8) is another; each implements the same
+surface and is named in :func:`build_engine`, without touching a front-end
 (``commands.train``, ``commands.autotune``, ``tune.trainable``): they drive an engine only through the
 loop and this interface. Every engine calls the same losses (:mod:`entropic_tune.losses`) and
 controllers (:mod:`entropic_tune.controllers`); none writes its own.
@@ -61,4 +62,8 @@ def build_engine(config: Config, dist: Collective | None = None) -> Engine:
         from .native.trainer import Trainer  # torch and transformers: only when an engine is built
 
         return Trainer(config, dist)
+    if config.train.engine == "trl":
+        from .trl.engine import TRLEngine  # TRL: only when this engine is built (the `trl` extra)
+
+        return TRLEngine(config, dist)
     raise unknown("train.engine", config.train.engine, ENGINES)

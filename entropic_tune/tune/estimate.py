@@ -78,8 +78,8 @@ def _digest(flat: Mapping[str, Any], threads: int) -> str:
 def measure(flat: Mapping[str, Any], threads: int) -> StepTimes:
     """Time a warm-up step, :data:`TIMED_STEPS` steps, one evaluation and a reduced large evaluation
     of the trial config ``flat`` with ``threads`` torch threads."""
+    from ..engines.base import build_engine
     from ..engines.native.evaluation import CPU_ROWS
-    from ..engines.native.trainer import Trainer
 
     # At least 10 steps, so no timed step is the last one (which also evaluates); below 100 steps
     # either way, so model.compile's 'auto' decides as for the trial itself.
@@ -88,7 +88,7 @@ def measure(flat: Mapping[str, Any], threads: int) -> StepTimes:
     small = max(1, CPU_ROWS // size)
     config = load_config({**flat, "train.total_steps": total, "rollout.eval_every": 0,
                           "train.threads": threads, "rollout.final_samples": min(n, small)})
-    trainer = Trainer(config)
+    trainer = build_engine(config)  # train.engine: the trial's own engine is timed
     start = time.perf_counter()
     trainer.step()
     first = time.perf_counter() - start

@@ -29,7 +29,7 @@ from ...config import Config
 from ...model.policy import Policy
 from ...tasks import Task
 from ..records import FinalEvaluation
-from .rollout import decode_responses, generate, score
+from .rollout import decode_responses, generate, score, sequence_logprobs
 
 SEED_OFFSET = 50_021
 """Keeps the final evaluation's random stream apart from ``Trainer.evaluate``'s."""
@@ -49,6 +49,38 @@ def pass_at_k_curve(correct: list[int], n: int) -> dict[int, float]:
     ``correct[i]`` is the number of correct responses among the ``n`` drawn for problem i.
     """
     return {k: sum(M.pass_at_k(n, c, k) for c in correct) / len(correct) for k in M.pass_at_k_ks(n)}
+
+
+@torch.inference_mode()  # only Python floats leave this function, so no tensor meets autograd later
+def training_evaluation(policy: Policy, task: Task, config: Config, step: int) -> dict[str, float]:
+    """The cheap evaluation during training (every ``rollout.eval_every`` steps, of any engine): greedy
+    accuracy, mean@k (``eval/accuracy``) and pass@k at the rollout temperature with ``k =
+    rollout.eval_samples``, and the entropy of those samples.
+
+    Uses its own generator (seeded by the eval seed and ``step``) so evaluation never shifts the
+    training RNG stream: a run with more frequent evals samples the same training data.
+    """
+    cfg = config.rollout
+    problems = task.eval_problems()
+    k = cfg.eval_samples
+    policy.model.eval()
+    prompts = [policy.encode_prompt(p.prompt) for p in problems]
+    greedy = generate(policy, prompts, cfg.max_new_tokens, 1.0, None, greedy=True)
+    greedy_acc = score(task, problems, decode_responses(policy, greedy), 1).mean().item()
+    gen_rng = torch.Generator(device=policy.device)
+    gen_rng.manual_seed(config.task.eval_seed * 100_003 + step)
+    repeated = [ids for ids in prompts for _ in range(k)]
+    sampled = generate(policy, repeated, cfg.max_new_tokens, cfg.temperature, gen_rng)
+    rewards = score(task, problems, decode_responses(policy, sampled), k).view(-1, k)
+    ent = sampled.sampler_entropy  # the compiled sampler's own (model.compile), else one forward
+    if ent is None:
+        _, ent = sequence_logprobs(policy, sampled, cfg.temperature)
+    return {
+        M.EVAL_ACCURACY: rewards.mean().item(),
+        M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),
+        M.EVAL_ENTROPY: M.aggregate(ent, sampled.response_mask).item(),
+        "eval/greedy_accuracy": greedy_acc,
+    }
 
 
 @torch.inference_mode()

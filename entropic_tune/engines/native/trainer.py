@@ -33,16 +33,8 @@ from ...model.loading import load_policy, reference_model
 from ...model.policy import Policy, trainable_parameters
 from ...tasks import build_task
 from ..records import FinalEvaluation, NonFiniteError
-from .evaluation import final_evaluation
-from .rollout import (
-    Generation,
-    RolloutBatch,
-    collect_rollout,
-    decode_responses,
-    generate,
-    score,
-    sequence_logprobs,
-)
+from .evaluation import final_evaluation, training_evaluation
+from .rollout import Generation, RolloutBatch, collect_rollout, sequence_logprobs
 
 
 class SimulatedFailure(RuntimeError):
@@ -145,34 +137,9 @@ class Trainer:
             self._check_finite(value, key)
         return {k: float(out[k]) for k in M.STEP_KEYS}
 
-    @torch.inference_mode()  # only Python floats leave this method, so no tensor meets autograd later
     def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy: greedy, mean@k and pass@k at the rollout temperature, plus eval entropy.
-
-        Uses its own generator (seeded by the eval seed and step) so evaluation never shifts the
-        training RNG stream: a run with more frequent evals samples the same training data.
-        """
-        cfg = self.config
-        problems = self.task.eval_problems()
-        k = cfg.rollout.eval_samples
-        self.policy.model.eval()
-        prompts = [self.policy.encode_prompt(p.prompt) for p in problems]
-        greedy = generate(self.policy, prompts, cfg.rollout.max_new_tokens, 1.0, None, greedy=True)
-        greedy_acc = score(self.task, problems, decode_responses(self.policy, greedy), 1).mean().item()
-        gen_rng = torch.Generator(device=self.policy.device)
-        gen_rng.manual_seed(cfg.task.eval_seed * 100_003 + self.step_count)
-        repeated = [ids for ids in prompts for _ in range(k)]
-        sampled = generate(self.policy, repeated, cfg.rollout.max_new_tokens, cfg.rollout.temperature, gen_rng)
-        rewards = score(self.task, problems, decode_responses(self.policy, sampled), k).view(-1, k)
-        ent = sampled.sampler_entropy  # the compiled sampler's own (model.compile), else one forward
-        if ent is None:
-            _, ent = sequence_logprobs(self.policy, sampled, cfg.rollout.temperature)
-        return {
-            M.EVAL_ACCURACY: rewards.mean().item(),
-            M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),
-            M.EVAL_ENTROPY: M.aggregate(ent, sampled.response_mask).item(),
-            "eval/greedy_accuracy": greedy_acc,
-        }
+        """Held-out accuracy, pass@k and entropy of the current model (:func:`evaluation.training_evaluation`)."""
+        return training_evaluation(self.policy, self.task, self.config, self.step_count)
 
     def large_evaluation(self, prefix: str) -> FinalEvaluation | None:
         """The large evaluation of the current model (``base`` before step 1, ``final`` after the last
@@ -190,7 +157,7 @@ class Trainer:
             "model": self.policy.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "controller": self.controller.state_dict(),
-            "data_rng": _rng_to_list(self.data_rng.getstate()),
+            "data_rng": rng_to_list(self.data_rng.getstate()),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "step": self.step_count,
@@ -201,7 +168,7 @@ class Trainer:
         self.policy.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.controller.load_state_dict(state["controller"])
-        self.data_rng.setstate(_rng_from_list(state["data_rng"]))
+        self.data_rng.setstate(rng_from_list(state["data_rng"]))
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.step_count = int(state["step"])
@@ -236,9 +203,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for epoch in range(cfg.optim.ppo_epochs):
-            order = torch.randperm(n, generator=self.generator, device=self.policy.device) if n_mb > 1 \
-                else torch.arange(n, device=self.policy.device)
-            for chunk in order.chunk(n_mb):
+            for chunk in minibatch_chunks(n, n_mb, self.generator, self.policy.device):
                 if cfg.train.per_prompt_sampling:
                     chunk = chunk.sort().values
                 if self.dist is not None:
@@ -325,12 +290,7 @@ class Trainer:
             reward, responses, none, every, prompts = sums.tolist()
             return {M.REWARD_MEAN: reward / responses, M.RESPONSE_LENGTH_MEAN: n_tokens / responses,
                     M.SOLVE_NONE_FRAC: none / prompts, M.SOLVE_ALL_FRAC: every / prompts}
-        return {
-            M.REWARD_MEAN: batch.rewards.mean().item(),
-            M.RESPONSE_LENGTH_MEAN: n_tokens / batch.rewards.numel(),
-            M.SOLVE_NONE_FRAC: (solved == 0).float().mean().item(),
-            M.SOLVE_ALL_FRAC: (solved == 1).float().mean().item(),
-        }
+        return rollout_metrics(batch.rewards, n_tokens, batch.group_size)
 
     def _sum(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` summed over the workers (itself alone)."""
@@ -374,11 +334,32 @@ class Trainer:
             )
 
 
-def _rng_to_list(state: tuple) -> list:
+def rollout_metrics(rewards: torch.Tensor, n_tokens: float, group_size: int) -> dict[str, float]:
+    """``rollout/*`` of a whole batch: mean reward, mean response length (``n_tokens`` response tokens
+    over the responses) and the shares of prompts none / all of whose responses were solved.
+    ``rewards`` (N,), the G responses of a prompt consecutive."""
+    solved = rewards.view(-1, group_size).mean(-1)  # (B,)
+    return {
+        M.REWARD_MEAN: rewards.mean().item(),
+        M.RESPONSE_LENGTH_MEAN: n_tokens / rewards.numel(),
+        M.SOLVE_NONE_FRAC: (solved == 0).float().mean().item(),
+        M.SOLVE_ALL_FRAC: (solved == 1).float().mean().item(),
+    }
+
+
+def minibatch_chunks(n: int, n_mb: int, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The row indices of one epoch's ``n_mb`` mini-batches over ``n`` rollout rows: a fresh permutation
+    from ``generator`` cut into ``n_mb`` chunks (rows in order, no draw, when ``n_mb == 1``)."""
+    order = torch.randperm(n, generator=generator, device=device) if n_mb > 1 else torch.arange(n, device=device)
+    return order.chunk(n_mb)
+
+
+def rng_to_list(state: tuple) -> list:
+    """``random.Random.getstate()`` as lists (a checkpoint loads with ``weights_only=True``)."""
     version, internal, gauss = state
     return [version, list(internal), gauss]
 
 
-def _rng_from_list(state: list) -> tuple:
+def rng_from_list(state: list) -> tuple:
     version, internal, gauss = state
     return (version, tuple(internal), gauss)

@@ -1,0 +1,222 @@
+"""The TRL engine (``train.engine: trl``): TRL's ``GRPOTrainer`` driven one rollout step at a time.
+
+``TRLEngine`` has the native trainer's surface (``step() -> dict``, ``evaluate()``, ``state_dict()``,
+``load_state_dict()``, ``set_learning_rate()``, ``policy``, ``task``, ``controller``, ``step_count``,
+``last_eval``), so ``train``, the Ray Tune trial, ``--resume`` and the large evaluations run it
+unchanged. One step (METHOD.md 8):
+
+1. draw the step's ``B`` prompts from the seeded ``data_rng`` exactly as the native engine does
+   (``task.sample_train``), each ``G`` times, as TRL's generation batch;
+2. TRL samples (transformers' ``generate``, or vLLM), scores with the task's reward, computes the
+   advantages and, off-policy, the behaviour log-probs (``_generate_and_score_completions``); the
+   subclass measures the entropy there and updates the controller once;
+3. ``ppo_epochs x mini_batches_per_rollout`` optimizer steps, the mini-batches drawn as the native
+   engine draws them (``trainer.minibatch_chunks``: a fresh permutation per epoch from the run's
+   generator), each ``compute_loss`` (the project's loss on TRL's tensors) -> accelerate's backward ->
+   gradient clipping -> AdamW;
+4. one flat dict with the keys of ``metrics.STEP_KEYS``.
+
+Model, tokenizer and warm-start are the project's (``policy.load_policy``); the held-out evaluations
+(``evaluation.training_evaluation``, ``final_evaluation``) run the project's sampler on TRL's model.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from ... import metrics as M
+from ...config import Config
+from ...model.loading import load_policy
+from ...model.policy import Policy
+from ...tasks import Problem, build_task
+from ..native.evaluation import final_evaluation, training_evaluation
+from ..native.trainer import (
+    SimulatedFailure,
+    minibatch_chunks,
+    rng_from_list,
+    rng_to_list,
+    rollout_metrics,
+)
+from ..records import FinalEvaluation
+from .control import LossControl
+from .settings import check_packages, grpo_arguments, lora_config
+
+
+class TRLEngine:
+    """Owns TRL's trainer, the model, optimizer, controller, RNG streams and step counter of one run."""
+
+    def __init__(self, config: Config, dist: object | None = None) -> None:
+        from ...config import to_flat
+
+        if dist is not None:
+            raise ValueError("the TRL engine runs one process per worker through accelerate, not a Collective")
+        check_packages(to_flat(config))
+        from datasets import Dataset
+        from transformers import PrinterCallback
+        from trl import GRPOConfig
+
+        from .trainer import ControlledGRPOTrainer
+
+        self.config = config
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        self.task = build_task(config.task)
+        base = load_policy(config.model, config.task, self.task)
+        self.output_dir = tempfile.gettempdir()  # TRL needs one; save_strategy 'no': nothing is written
+        args = GRPOConfig(**grpo_arguments(config, self.output_dir, cpu=base.device.type == "cpu"))
+        self.generator = torch.Generator(device=base.device).manual_seed(config.train.seed)
+        self.control = LossControl(config, self.generator)
+        self.problems: list[Problem] = []  # this step's prompts, for the reward function
+        # TRL requires a train_dataset; the engine hands it each step's batch itself and never iterates it.
+        placeholder = Dataset.from_list([{"prompt": "", "problem": 0}])
+        self.trl = ControlledGRPOTrainer(
+            model=base.model, reward_funcs=[self._reward], args=args, processing_class=base.tokenizer,
+            train_dataset=placeholder,
+            peft_config=lora_config(config), control=self.control, scale_rewards=config.trl.scale_rewards,
+        )
+        self.trl.remove_callback(PrinterCallback)
+        accelerator = self.trl.accelerator
+        model = self.trl.model
+        if config.trl.gradient_checkpointing:  # transformers' Trainer turns it on in train(), not run here
+            base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+            # non-reentrant: the recomputed segments need no input that requires grad (LoRA's frozen embeddings)
+            base_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.policy = Policy(model=model, tokenizer=base.tokenizer, device=accelerator.device,
+                             use_chat_template=base.use_chat_template)
+        # transformers' Trainer seeded every global RNG with train.seed; the run's own streams start here
+        torch.manual_seed(config.train.seed)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)  # accelerate may have changed it
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.trl.model_wrapped = self.model
+        self.data_rng = random.Random(config.train.seed)
+        self.step_count = 0
+        self.restored = False
+        self.last_eval: dict[str, float] | None = None
+
+    @property
+    def controller(self) -> Any:
+        return self.control.controller
+
+    # --- the engine surface ----------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """One rollout step; returns exactly the keys of ``metrics.STEP_KEYS``."""
+        cfg = self.config
+        self.step_count += 1
+        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored:
+            raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
+        if self.last_eval is None:
+            self.last_eval = self.evaluate()  # the base model's accuracy, before any update
+        start = time.perf_counter()
+        group = cfg.rollout.group_size
+        self.problems = self.task.sample_train(self.data_rng, cfg.rollout.prompts_per_step)
+        inputs = [{"prompt": self._prompt(p), "problem": i} for i, p in enumerate(self.problems) for _ in range(group)]
+        self.trl.model.train()  # TRL reads the mode: training batch sizes and generation counts
+        self.control.step_count = self.step_count - 1  # the generation begins step step_count
+        self.trl._metrics["train"].clear()  # TRL's own log lists; its train() would empty them per log
+        batch = self.trl._generate_and_score_completions(inputs)
+        rollout_s = time.perf_counter() - start
+        update_start = time.perf_counter()
+        rows = batch["completion_ids"].shape[0]
+        n_mb = min(cfg.optim.mini_batches_per_rollout, rows)
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        for _ in range(cfg.optim.ppo_epochs):
+            for chunk in minibatch_chunks(rows, n_mb, self.generator, self.policy.device):
+                loss = self.trl.compute_loss(self.model, _rows(batch, chunk, rows))
+                self.optimizer.zero_grad(set_to_none=True)
+                self.trl.accelerator.backward(loss)
+                norm = self.trl.accelerator.clip_grad_norm_(self.model.parameters(), clip)
+                loss_value, grad_norm = torch.stack([loss.detach().double(), norm.double()]).tolist()
+                self.control.check_finite(loss_value, "loss")
+                self.control.record_grad_norm(grad_norm)
+                self.optimizer.step()
+                self.trl.state.global_step += 1  # TRL re-syncs vLLM's weights when this moves
+        self.trl.model.eval()
+        update_s = time.perf_counter() - update_start
+        eval_every = cfg.rollout.eval_every
+        if self.step_count == cfg.train.total_steps or (eval_every and self.step_count % eval_every == 0):
+            self.last_eval = self.evaluate()
+        mask = batch["completion_mask"]
+        n_tokens = float(mask.sum().item())
+        out: dict[str, float] = {M.STEP: float(self.step_count)}
+        out.update(self.control.step_metrics())
+        out.update(rollout_metrics(self.trl.last_rewards.float().cpu(), n_tokens, group))
+        out.update({k: self.last_eval[k] for k in M.EVAL_KEYS})
+        out[M.STEP_S] = time.perf_counter() - start
+        out[M.ROLLOUT_TOKENS_PER_S] = n_tokens / max(rollout_s, 1e-9)
+        out[M.UPDATE_TOKENS_PER_S] = n_tokens * cfg.optim.ppo_epochs / max(update_s, 1e-9)
+        for key, value in out.items():
+            self.control.check_finite(value, key)
+        return {k: float(out[k]) for k in M.STEP_KEYS}
+
+    def evaluate(self) -> dict[str, float]:
+        """The held-out evaluation of the current model (``evaluation.training_evaluation``)."""
+        return training_evaluation(self.policy, self.task, self.config, self.step_count)
+
+    def large_evaluation(self, prefix: str) -> FinalEvaluation | None:
+        """The large evaluation (``base`` before step 1, ``final`` after the last step) of TRL's model,
+        by the project's sampler (``native.evaluation.final_evaluation``: the same seeds and sizes)."""
+        return final_evaluation(self.policy, self.task, self.config, self.step_count, prefix)
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything needed to continue exactly: model, optimizer, controller, RNG streams, step."""
+        state = {
+            "model": self.trl.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "controller": self.controller.state_dict(),
+            "data_rng": rng_to_list(self.data_rng.getstate()),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step_count,
+            "last_eval": dict(self.last_eval) if self.last_eval is not None else None,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.trl.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller.load_state_dict(state["controller"])
+        self.data_rng.setstate(rng_from_list(state["data_rng"]))
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step_count = int(state["step"])
+        self.trl.state.global_step = self.step_count * self.config.optim.mini_batches_per_rollout \
+            * self.config.optim.ppo_epochs
+        self.restored = True
+        self.last_eval = dict(state["last_eval"]) if state["last_eval"] is not None else None
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _prompt(self, problem: Problem) -> str | list[dict[str, str]]:
+        """TRL's prompt for a problem, tokenised as ``Policy.encode_prompt`` does: a chat message for a
+        model with a chat template (TRL applies it), else the text after the BOS token, spelled out."""
+        if self.policy.use_chat_template:
+            return [{"role": "user", "content": problem.prompt}]
+        bos = self.policy.tokenizer.bos_token
+        return f"{bos}{problem.prompt}" if bos is not None else problem.prompt
+
+    def _reward(self, prompts: list, completions: list[str], problem: list[int], **_: object) -> list[float]:
+        """TRL's reward function: the task's verifiable reward of each completion."""
+        return [float(self.task.reward(self.problems[i], text)) for i, text in zip(problem, completions, strict=True)]
+
+
+def _rows(batch: dict[str, Any], index: torch.Tensor, rows: int) -> dict[str, Any]:
+    """The mini-batch ``index`` of TRL's generation batch: every per-row tensor indexed, the rest as is."""
+    return {k: v[index] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v
+            for k, v in batch.items()}
