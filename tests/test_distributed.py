@@ -84,6 +84,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_workers_give_the_one_worker_history(fast_config, case):
     base = {**fast_config, **LEARNS, **CASES[case], "train.sampling_seed": "prompt", "model.compile": "off",
@@ -150,6 +151,7 @@ def _kl_cov(tmp_path, selection: str) -> list[dict[str, float]]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
+@pytest.mark.slow
 def test_selections_are_global_or_per_worker_as_configured(tmp_path):
     (one,) = _kl_cov(tmp_path, "one")
     global_ = _kl_cov(tmp_path, "global")

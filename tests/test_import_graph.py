@@ -20,6 +20,7 @@ def _loaded(module: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["entropic_tune.engines.native.trainer", "entropic_tune.commands.train", "entropic_tune.losses",
                                     "entropic_tune.commands.autotune"])
 def test_core_does_not_import_ray_optuna_pandas(module):
@@ -35,6 +36,7 @@ def test_pure_units_do_not_import_torch(module):
     assert "torch" not in _loaded(module)
 
 
+@pytest.mark.slow
 def test_report_does_not_import_trainer_torch_or_ray():
     loaded = _loaded("entropic_tune.report")
     assert not {"torch", "ray", "entropic_tune.engines.native.trainer", "entropic_tune.engines.native.rollout"} & loaded

@@ -55,6 +55,7 @@ def test_trackers_get_the_documented_metrics_with_names_mlflow_accepts():
     assert mlflow_name("base/pass@16") == "base/pass_at_16"
 
 
+@pytest.mark.slow
 def test_the_tensorboard_logger_is_rays_tbx_callback(tmp_path):
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
@@ -68,6 +69,7 @@ def test_the_tensorboard_logger_is_rays_tbx_callback(tmp_path):
     assert [type(c) for c in logger_callbacks("none", None, tmp_path)] == [CSVLoggerCallback, JsonLoggerCallback]
 
 
+@pytest.mark.slow
 def test_train_logs_its_config_steps_and_summary_to_mlflow(tmp_path, fast_config, capsys):
     from mlflow.tracking import MlflowClient
 

@@ -40,6 +40,7 @@ def test_committed_notebook_is_clean_and_parameterised(name: str) -> None:
     assert not any(bad in code for bad in ("import torch", "import ray", "entropic_tune.engines.native.trainer"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "folder", "figures"), RUNS, ids=[f"{n}-{f}" for n, f, _ in RUNS])
 def test_notebook_executes_on_fixture(
     name: str, folder: str, figures: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -192,6 +192,7 @@ def _no_perf(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("perf/")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cut", [2, 5])
 @pytest.mark.parametrize("mode", ["probe", "online"])
 def test_trainer_restores_an_autotuned_run_exactly(fast_config, mode, cut):
@@ -227,6 +228,7 @@ def test_trainer_probe_run_emits_documented_keys_and_probe_alphas(fast_config):
     assert [r[M.PHASE] for r in rows] == [1.0] * 4 + [rows[4][M.PHASE]] * 2
 
 
+@pytest.mark.slow
 def test_autotune_off_ignores_the_autotune_knobs(fast_config):
     base = {**fast_config, "method": "entropic", "train.total_steps": 3}
     knobs = {

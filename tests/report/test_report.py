@@ -183,6 +183,7 @@ PLOTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("plot", "folder"), PLOTS, ids=[f"{p.__name__}-{f}" for p, f in PLOTS])
 def test_plot_writes_a_png(fx: Path, tmp_path: Path, plot, folder: str) -> None:
     path = tmp_path / "out" / f"{plot.__name__}.png"
@@ -261,6 +262,7 @@ def _md_table(text: str, heading: str) -> pd.DataFrame:
     return pd.DataFrame(rows[2:], columns=rows[0])
 
 
+@pytest.mark.slow
 def test_report_table_matches_summary_csv(fx: Path) -> None:
     path = report.write_report([fx / "compare"])
     assert path == fx / "compare" / "report.md"
@@ -301,6 +303,7 @@ def test_report_findings_are_computed(fx: Path) -> None:
     assert "entropic held entropy within" in text
 
 
+@pytest.mark.slow
 def test_html_report_embeds_images(fx: Path) -> None:
     path = report.write_report([fx / "compare"], fmt="html")
     assert path.name == "report.html" and (fx / "compare" / "report.md").is_file()
@@ -310,6 +313,7 @@ def test_html_report_embeds_images(fx: Path) -> None:
     assert 'src="figures/' not in page and "<table>" in page
 
 
+@pytest.mark.slow
 def test_search_and_ablation_reports(fx: Path) -> None:
     before = (fx / "search" / "optuna.db").read_bytes()
     text = report.write_report([fx / "search"]).read_text()
@@ -329,6 +333,7 @@ def test_search_and_ablation_reports(fx: Path) -> None:
     assert "figures/entropy.png" not in ablation  # all levels pooled in one plot: replaced per factor
 
 
+@pytest.mark.slow
 def test_several_folders_go_to_out(fx: Path, tmp_path: Path) -> None:
     out = tmp_path / "combined"
     path = report.write_report([fx / "compare", fx / "search"], out=out)
@@ -353,6 +358,7 @@ def test_fixture_stays_small() -> None:
 # --- import graph --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_import_does_not_load_torch_ray_or_trainer() -> None:
     code = (
         "import sys, entropic_tune.report; "

@@ -193,6 +193,7 @@ def _section(text: str, title: str) -> str:
     return text.split(title, 1)[1].split("\n#", 1)[0]
 
 
+@pytest.mark.slow
 def test_report_has_pass_at_k_and_paired_tables_equal_to_a_recomputation(passk):
     text = report.write_report([passk]).read_text()
     summary = pd.read_csv(passk / "summary.csv")
@@ -240,6 +241,7 @@ def test_findings_say_where_a_curve_crosses_the_base(passk):
     assert "Yue et al. (2025)" in text
 
 
+@pytest.mark.slow
 def test_report_cli_baseline_option(passk, capsys):
     assert cli.main(["report", str(passk), "--baseline", "entropic"]) == 0
     assert "### Paired differences against entropic" in (passk / "report.md").read_text()
@@ -259,6 +261,7 @@ def test_compare_refuses_a_baseline_it_does_not_run(capsys):
     assert "--baseline: 'entropy_bonus' is not one of the methods run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_report_without_the_baseline_says_so(tmp_path):
     folder = Path(shutil.copytree(FIXTURES / "passk", tmp_path / "nogrpo"))
     summary = pd.read_csv(folder / "summary.csv")
@@ -269,6 +272,7 @@ def test_a_report_without_the_baseline_says_so(tmp_path):
     assert "No paired differences: the baseline method 'grpo' has no completed trial" in text
 
 
+@pytest.mark.slow
 def test_the_baseline_recorded_by_compare_is_the_report_default(passk):
     import yaml
 

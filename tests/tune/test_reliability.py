@@ -332,6 +332,7 @@ WARMSTART_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_warmstart_get_one_complete_model(tmp_path):
     cache, marker, go = tmp_path / "cache", tmp_path / "trained", tmp_path / "go"
     script = tmp_path / "build.py"

@@ -139,6 +139,7 @@ SMALL = [a for key, value in (("model.hidden_size", 32), ("model.num_layers", 1)
          for a in ("--set", f"{key}={value}")]
 
 
+@pytest.mark.slow
 def test_dry_run_lists_the_trials_without_ray(capsys):
     code, out, _ = run_cli(capsys, "compare", "--space", "smoke", "--dry-run", "--seeds", "2")
     assert code == 0
@@ -150,6 +151,7 @@ def test_dry_run_lists_the_trials_without_ray(capsys):
     assert code == 0 and "4 suggestions x 2 seed(s) = 8 trials" in out and "controller.kp" in out
 
 
+@pytest.mark.slow
 def test_dry_run_lists_only_the_settings_each_method_uses(capsys):
     """issue 16: the compare space's entropic has its own gains and target; grpo's line shows no
     controller key (its controller's output reaches no loss), entropic's shows them; then the

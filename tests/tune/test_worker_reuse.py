@@ -31,6 +31,7 @@ def _configs(fast_config: dict) -> tuple[dict, dict]:
     return first, second
 
 
+@pytest.mark.slow
 def test_a_trial_after_another_in_one_process_has_its_history_alone(fast_config, warmstart_cache):
     first, second = _configs(fast_config)
     script = textwrap.dedent(f"""

@@ -162,6 +162,7 @@ def test_each_actuator_sets_its_knob_through_the_trainer(fast_config, actuator):
     assert (values[0.5], values[-0.5]) == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_the_entropy_bonus_actuator_moves_entropy_through_the_trainer(fast_config):
     # End to end: u > 0 (entropy too high) must give lower entropy than u < 0, measured on one fixed
     # batch sampled from the starting policy, so the comparison does not depend on what each run
