@@ -56,7 +56,7 @@ STEP_KEYS: tuple[str, ...] = (
     (STEP, ENTROPY, ENTROPY_STDERR) + LOSS_KEYS + (GRAD_NORM,) + CONTROL_KEYS + ACTUATOR_KEYS + ROLLOUT_KEYS
     + EVAL_KEYS + PERF_KEYS
 )
-"""Exactly the keys of one ``Trainer.step()`` dict. Eval keys carry the latest evaluation."""
+"""Exactly the keys of one ``Engine.step()`` dict (engines/base.py). Eval keys carry the latest evaluation."""
 
 # --- run summaries --------------------------------------------------------------------------------
 TRACKING_RMSE = "summary/entropy_tracking_rmse"
