@@ -21,6 +21,7 @@ import yaml
 
 from .actuators import ACTUATORS
 from .errors import UserError, closest, unknown
+from .extras import check_packages
 from .methods import LOSS_DEFAULTS, METHODS, method_preset
 
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
@@ -563,9 +564,7 @@ class Config:
             _check(not changed, changed[0] if changed else "trl",
                    "is a setting of the TRL engine; set train.engine=trl (allowed engines: native, trl)")
             return
-        from .engines.trl.settings import check_packages  # torch-free: a missing package, one line
-
-        check_packages(to_flat(self))
+        check_packages(to_flat(self))  # torch-free: a missing package, one line
         _check(self.model.compile != "on", "model.compile",
                "'on' compiles the native engine's decoder; TRL samples with transformers' generate or vLLM; "
                "allowed with train.engine trl: auto, off")

@@ -58,7 +58,8 @@ def test_notebooks_only_use_the_report_layer():
 # --- the rooms (docs/ARCHITECTURE.md), lowest first --------------------------------------------------
 PACKAGE = ROOT / "entropic_tune"
 LAYERS = (
-    {"errors", "names", "actuators", "methods", "config", "metrics", "distributed", "losses", "folder_lock"},
+    {"errors", "names", "extras", "actuators", "methods", "config", "metrics", "distributed", "losses",
+     "folder_lock"},
     {"controllers", "tasks", "results"},
     {"model"},
     {"engines"},

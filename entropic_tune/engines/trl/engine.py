@@ -31,6 +31,7 @@ import torch
 
 from ... import metrics as M
 from ...config import Config
+from ...extras import check_packages
 from ...model.loading import load_policy
 from ...model.policy import Policy
 from ...tasks import Problem, build_task
@@ -44,7 +45,7 @@ from ..native.trainer import (
 )
 from ..records import FinalEvaluation
 from .control import LossControl
-from .settings import check_packages, grpo_arguments, lora_config
+from .settings import grpo_arguments, lora_config
 
 
 class TRLEngine:

@@ -205,12 +205,12 @@ def test_bad_engine_options_are_refused_in_one_line(sets, key):
 def test_a_missing_optional_package_names_its_extra(monkeypatch):
     import importlib.util
 
-    from entropic_tune.engines.trl import settings
+    from entropic_tune import extras
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
     with pytest.raises(UserError, match=r"^trl.lora_r > 0 \(LoRA\) needs the 'peft' package.*entropic-tune\[lora\]"):
-        settings.check_packages({"train.engine": "trl", "trl.lora_r": 8})
+        extras.check_packages({"train.engine": "trl", "trl.lora_r": 8})
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(UserError, match=r"entropic-tune\[trl\]"):
         load_config({"train.engine": "trl"})
