@@ -20,7 +20,7 @@ from ..config import parse_override
 from ..errors import UserError, sigterm_as_interrupt
 from ..folder_lock import check_name, check_writable, hold
 from ..methods import METHODS, used_keys
-from ..names import TARGETED, TRACKING_RMSE
+from ..names import ENTROPY_DROP, EVAL_ACCURACY, FINAL, TARGETED, TRACKING_RMSE
 from ..tracking import LOGGERS, check_tracking
 from ..tune import spaces
 
@@ -34,9 +34,8 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 KEEP = object()  # a bare --keep-checkpoints: keep them, as many per trial as before (not a str: argparse
 # would pass a str const through type=int). keep_checkpoints None: Ray deletes none while the run goes.
-TABLE_METRICS = (("final/pass@1", "final pass@1"), ("eval/accuracy", "final eval/accuracy"),
-                 ("summary/entropy_drop", "entropy drop"),
-                 ("summary/entropy_tracking_rmse", "tracking RMSE"))
+TABLE_METRICS = ((f"{FINAL}/pass@1", "final pass@1"), (EVAL_ACCURACY, "final eval/accuracy"),
+                 (ENTROPY_DROP, "entropy drop"), (TRACKING_RMSE, "tracking RMSE"))
 
 
 def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:

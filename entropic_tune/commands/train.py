@@ -108,7 +108,7 @@ def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "n
                     max(len(history), 1))
         tracker.end(status)
     final = engine.last_eval or {}
-    summary_json = {**summary, "eval/greedy_accuracy": final.get("eval/greedy_accuracy")}
+    summary_json = {**summary, M.EVAL_GREEDY_ACCURACY: final.get(M.EVAL_GREEDY_ACCURACY)}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary_json, indent=2, default=str) + "\n")
     if not quiet:
         _print_summary(summary)

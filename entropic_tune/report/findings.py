@@ -10,7 +10,15 @@ import math
 import pandas as pd
 
 from .loading import Experiment, errored_trials
-from .names import ENTROPY, SETTLE_BAND, STEP, TARGETED, TRACKING_RMSE_DENOISED
+from .names import (
+    ENTROPY,
+    SETTLE_BAND,
+    SETTLE_STEP,
+    STEP,
+    TARGETED,
+    TRACKING_RMSE,
+    TRACKING_RMSE_DENOISED,
+)
 from .stats import (
     FINAL_PASS_1,
     SMOOTH_WINDOW,
@@ -89,11 +97,11 @@ def _tracking(exp: Experiment, by: list[str]) -> list[str]:
         key = key if isinstance(key, tuple) else (key,)
         if key[-1] not in TARGETED or "target_entropy" not in group:
             continue
-        raw = pd.to_numeric(group.get("summary/settle_step"), errors="coerce")
+        raw = pd.to_numeric(group.get(SETTLE_STEP), errors="coerce")
         settle = held_settle_step(group)
         late = raw.notna() & settle.isna()
         settled = group[settle.notna()]
-        rmse = pd.to_numeric(group.get("summary/entropy_tracking_rmse"), errors="coerce").mean()
+        rmse = pd.to_numeric(group.get(TRACKING_RMSE), errors="coerce").mean()
         denoised = (  # absent in folders written before the noise-aware figure existed
             pd.to_numeric(group[TRACKING_RMSE_DENOISED], errors="coerce").mean()
             if TRACKING_RMSE_DENOISED in group
@@ -201,7 +209,7 @@ def _ablation(exp: Experiment) -> list[str]:
         out += [
             f"Factor {factor}: " + s[0].lower() + s[1:] for s in _best(part, ["variant"], "variant")
         ]
-        rmse = method_stats(part, ("summary/entropy_tracking_rmse",), ["variant"]).sort_values(
+        rmse = method_stats(part, (TRACKING_RMSE,), ["variant"]).sort_values(
             "mean"
         )
         if len(rmse) > 1:

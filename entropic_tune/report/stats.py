@@ -19,6 +19,7 @@ from .names import (
     FINAL,
     FINAL_ACCURACY,
     SETTLE_BAND,
+    SETTLE_STEP,
     STAT_METRICS,
     STEP,
     TRACKING_RMSE,
@@ -134,7 +135,7 @@ def held_settle_step(summary: pd.DataFrame) -> pd.Series:
     """``summary/settle_step`` of the runs that then stayed in the band for at least max(5, 10% of
     their steps); NaN for the others. Entering the band in a run's last few steps is not holding a
     target (the metric itself, METHOD.md section 5, only asks that the last point be inside)."""
-    settle = pd.to_numeric(summary.get("summary/settle_step"), errors="coerce")
+    settle = pd.to_numeric(summary.get(SETTLE_STEP), errors="coerce")
     return held_only(settle, pd.to_numeric(summary.get("steps"), errors="coerce"))
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from ..config import load_config, normalize, read_yaml, to_flat, valid_keys
 from ..errors import UserError, closest, unknown
 from ..methods import METHODS
+from ..names import FINAL, FINAL_ACCURACY, LATE_ACCURACY
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 KINDS = ("compare", "search", "ablate")
@@ -375,7 +376,7 @@ def _seeds(value: Any, src: str) -> tuple[int, ...]:
     raise UserError(f"{src}: seeds: expected a positive count or a list of distinct ints, got {value!r}")
 
 
-PRIMARY_FIXED = ("final/accuracy", "summary/late_accuracy", "summary/final_accuracy")
+PRIMARY_FIXED = (f"{FINAL}/accuracy", LATE_ACCURACY, FINAL_ACCURACY)
 
 
 def _primary(value: Any, src: str) -> str:

@@ -79,7 +79,7 @@ def training_evaluation(policy: Policy, task: Task, config: Config, step: int) -
         M.EVAL_ACCURACY: rewards.mean().item(),
         M.EVAL_PASS_AT_K: (rewards.max(dim=1).values > 0.5).float().mean().item(),
         M.EVAL_ENTROPY: M.aggregate(ent, sampled.response_mask).item(),
-        "eval/greedy_accuracy": greedy_acc,
+        M.EVAL_GREEDY_ACCURACY: greedy_acc,
     }
 
 
