@@ -218,6 +218,7 @@ except BaseException as exc:
 """
 
 
+@pytest.mark.slow
 def test_each_local_session_gets_a_fresh_token():
     """In a fresh interpreter: it changes Ray's cached token of the process (this one may hold the
     session's Ray, which would then be cut off)."""
