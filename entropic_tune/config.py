@@ -151,7 +151,8 @@ class TaskConfig:
     eval_path: str | None = None
     """Optional separate held-out JSONL file; otherwise the last `eval_size` lines of `path` are held out."""
     verifier: str = "auto"
-    """Answer check for 'jsonl': 'auto', 'exact', 'numeric', 'boxed' or 'gsm8k'."""
+    """Answer check for 'jsonl': 'auto', 'exact', 'numeric', 'boxed', 'gsm8k' or 'math' (math-verify's
+    equivalence, the `math` extra; 'auto' uses it for LaTeX answers)."""
     min_digits: int = 1
     """Fewest digits per operand (arithmetic)."""
     max_digits: int = 3
@@ -180,7 +181,7 @@ class TaskConfig:
             _check(isinstance(self.dataset_config, dict)
                    and all(isinstance(k, str) for k in self.dataset_config), "task.dataset_config",
                    f"expected a mapping of the dataset's config keys, got {self.dataset_config!r}")
-        _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k"))
+        _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k", "math"))
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
         _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")

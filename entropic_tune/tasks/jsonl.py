@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from .base import Problem, Task, sorted_chars
+from .math_answers import require as require_math_verify
 from .verifiers import (
+    VERIFIERS,
     find_numbers,
     format_answer,
     format_chars,
+    needs_math_verify,
     numbers_equal,
     parse_number,
     verify,
@@ -77,7 +80,7 @@ def _problem(record: Any, where: str, verifier: str) -> Problem:
         raise UserError(
             f"{where}: the solution does not pass task.verifier '{verifier}' "
             f"for answer {answer!r}; "
-            "fix the line or choose another task.verifier (auto, exact, numeric, boxed, gsm8k)"
+            f"fix the line or choose another task.verifier ({', '.join(VERIFIERS)})"
         )
     return Problem(prompt=prompt, answer=answer, solution=solution)
 
@@ -194,6 +197,8 @@ class JsonlTask(Task):
                 "use a different task.eval_path or lower task.eval_size"
             )
         self.split = cfg.split
+        if needs_math_verify(self.verifier, [p.answer for p in self._train + self._splits["test"]]):
+            require_math_verify()  # at load, not at the first reward of a LaTeX answer
 
     def _response(self, problem: Problem) -> str:
         return (

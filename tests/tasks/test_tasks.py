@@ -279,7 +279,7 @@ def test_verifiers(response: str, answer: str, kind: str, expected: bool) -> Non
 
 def test_verify_unknown_kind_and_number_answer() -> None:
     assert verify("#### 1,234", 1234, "gsm8k") is True
-    with pytest.raises(UserError, match="allowed: auto, boxed, exact, gsm8k, numeric"):
+    with pytest.raises(UserError, match="allowed: auto, boxed, exact, gsm8k, math, numeric"):
         verify("1", "1", "fuzzy")
 
 
