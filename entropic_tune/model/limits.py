@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, TaskConfig
 from ..errors import UserError
 from ..tasks import build_task
 
@@ -158,26 +158,27 @@ def prompt_tokens(cfg: Config, prompt: str) -> int:
     if not cfg.model.path:
         return 1 + len(prompt)
     return _hf_prompt_tokens(
-        str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt
+        str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt, cfg.task
     )
 
 
 @functools.lru_cache(maxsize=64)
-def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str) -> int:
+def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str, task_cfg: TaskConfig) -> int:
     import torch
     from transformers import AutoTokenizer
 
-    from .policy import Policy
+    from .policy import Policy, use_chat_template
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model.path: cannot load the tokenizer of '{folder}': {first}") from None
-    chat = getattr(tokenizer, "chat_template", None) is not None
+    chat = use_chat_template(task_cfg, tokenizer, folder)
     # Policy.encode_prompt needs only the tokenizer: the same encoding as the run, no weights.
     cpu = torch.device("cpu")
-    policy = Policy(model=None, tokenizer=tokenizer, device=cpu, use_chat_template=chat)  # type: ignore[arg-type]
+    policy = Policy(model=None, tokenizer=tokenizer, device=cpu, use_chat_template=chat,  # type: ignore[arg-type]
+                    system_prompt=task_cfg.system_prompt)
     return len(policy.encode_prompt(prompt))
 
 

@@ -161,11 +161,11 @@ class JsonlTask(Task):
 
     def __init__(self, cfg: TaskConfig) -> None:
         if not cfg.path:
-            raise UserError("task.path: is required when task.name is 'jsonl'")
+            raise UserError(f"task.path: is required when task.name is '{self.name}'")
         self.verifier = cfg.verifier
-        problems = load_problems(cfg.path, cfg.verifier, "task.path")
+        problems = self.load(cfg, cfg.path, "task.path")
         if cfg.eval_path:
-            held_out, train = load_problems(cfg.eval_path, cfg.verifier, "task.eval_path"), problems
+            held_out, train = self.load(cfg, cfg.eval_path, "task.eval_path"), problems
         elif len(problems) - cfg.eval_size < 1:
             raise UserError(
                 f"{cfg.path}: {len(problems)} records but task.eval_size={cfg.eval_size} "
@@ -199,6 +199,10 @@ class JsonlTask(Task):
         self.split = cfg.split
         if needs_math_verify(self.verifier, [p.answer for p in self._train + self._splits["test"]]):
             require_math_verify()  # at load, not at the first reward of a LaTeX answer
+
+    def load(self, cfg: TaskConfig, path: str, key: str) -> list[Problem]:
+        """The validated problems of one file (``key`` names it in errors)."""
+        return load_problems(path, cfg.verifier, key)
 
     def _response(self, problem: Problem) -> str:
         return (

@@ -336,8 +336,8 @@ def test_registry_and_unknown_task() -> None:
     assert all(TASKS[name].name == name for name in TASKS)
     with pytest.raises(
         UserError,
-        match=r"unknown task 'arithmetc' \(did you mean 'arithmetic'\?\); allowed: arithmetic, j",
+        match=r"unknown task 'arithmetc' \(did you mean 'arithmetic'\?\); allowed: arithmetic, d",
     ):
         build_task(SimpleNamespace(name="arithmetc"))
-    with pytest.raises(UserError, match="allowed: arithmetic, jsonl"):
+    with pytest.raises(UserError, match="allowed: arithmetic, dataset, jsonl"):
         TaskConfig(name="nope")
