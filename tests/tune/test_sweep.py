@@ -104,7 +104,7 @@ def test_wandb_offline_holds_each_trial_with_its_steps(tmp_path, capsys, monkeyp
     """--log wandb through Ray's WandbLoggerCallback, offline: one W&B run per trial (its id the trial
     id) under OUT/NAME/wandb, holding every step's metrics as in history.csv and the full config."""
     pytest.importorskip("wandb")
-    from test_tracking import wandb_history
+    from test_tracking import wandb_history  # tests/ is on sys.path (conftest.py)
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

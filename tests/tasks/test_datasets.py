@@ -18,7 +18,7 @@ from entropic_tune.tasks.layouts import load_layout
 
 datasets = pytest.importorskip("datasets")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "entropic_tune" / "data" / "samples"
 
 MATH_ROWS = [

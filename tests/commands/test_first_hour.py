@@ -16,7 +16,7 @@ from entropic_tune.config import load_config
 from entropic_tune.model.limits import check_limits, length_warning
 from entropic_tune.tasks import build_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_commands(section: str) -> list[list[str]]:
