@@ -189,3 +189,39 @@ def test_chat_template_and_system_prompt_in_encode_prompt() -> None:
     assert chat.decode(chat.encode_prompt("add")) == "<system>be brief|<user>add|<assistant>"
     chat.system_prompt = None
     assert chat.decode(chat.encode_prompt("add")) == "<user>add|<assistant>"
+
+
+@pytest.mark.slow
+def test_a_local_model_trains_on_the_shipped_sample_with_its_chat_template_and_a_system_prompt(
+        tmp_path, fast_config, capsys) -> None:
+    """End to end: GSM8K-layout parquet, a local HF folder whose tokenizer has a chat template, a
+    system prompt; the prompts the trainer samples from carry both, and the length check warns."""
+    import string
+
+    import transformers
+
+    from entropic_tune.engines.native.trainer import Trainer
+    from entropic_tune.model.limits import check_limits
+    from entropic_tune.model.policy import build_char_tokenizer
+
+    tok = build_char_tokenizer(string.printable)
+    tok.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id))
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    cfg = load_config({**fast_config, "model.path": str(tmp_path / "hf"), "task.name": "dataset",
+                       "task.path": str(SAMPLES / "gsm8k_sample.parquet"), "task.chat_template": True,
+                       "task.system_prompt": "Answer after ####.", "rollout.max_new_tokens": 16})
+    check_limits(cfg)
+    assert "entropic-tune: warning: rollout.max_new_tokens=16 cuts" in capsys.readouterr().err
+    trainer = Trainer(cfg)
+    policy = trainer.policy
+    assert policy.use_chat_template and policy.system_prompt == "Answer after ####."
+    text = policy.decode(policy.encode_prompt("Q?"))
+    assert text == "<system>Answer after ####.\n<user>Q?\n<assistant>"
+    rows = [trainer.step() for _ in range(2)]
+    assert all(r["actor/entropy"] > 0 for r in rows)
