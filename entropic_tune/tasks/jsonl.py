@@ -213,7 +213,7 @@ class JsonlTask(Task):
 
     def problems(self) -> list[Problem]:
         """Every problem, training then held-out (for the response-length check before a run)."""
-        return self._train + self._eval
+        return self._train + self._splits["test"]
 
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
         return [self._train[rng.randrange(len(self._train))] for _ in range(n)]

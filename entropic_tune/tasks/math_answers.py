@@ -93,26 +93,13 @@ def _parse(text: str, math_mode: bool) -> tuple[Any, ...]:
     return tuple(mv.parse(source, parsing_timeout=None))
 
 
-def candidate_of(response: str) -> tuple[str, bool]:
-    """The part of ``response`` to compare and whether it is bare math (boxed content, ``####`` tail)
-    rather than prose: ``("\\frac{1}{2}", True)`` for ``"... \\boxed{\\frac{1}{2}}"``."""
-    from .verifiers import GSM8K, extract_boxed
-
-    boxed = extract_boxed(response)
-    if boxed is not None:
-        return boxed, True
-    if GSM8K in response:
-        return response.rpartition(GSM8K)[2].strip(), True
-    return response[-MAX_CHARS:], False
-
-
-def math_equal(response: str, answer: str) -> bool:
-    """True when math-verify finds the response's final answer equivalent to ``answer``.
+def equivalent(candidate: str, bare: bool, answer: str) -> bool:
+    """True when math-verify finds ``candidate`` (a response's final answer: bare math when ``bare``,
+    else prose to search) equivalent to ``answer``.
 
     ``answer`` is the gold side (math-verify's comparison is not symmetric: an assignment ``x = 2``
     in the response is read as its value, as in the reference's use).
     """
-    candidate, bare = candidate_of(response)
     if not candidate.strip() or not safe(candidate) or not safe(answer):
         return False
     mv = _library()

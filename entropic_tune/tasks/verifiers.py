@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 
 from ..errors import unknown
-from .math_answers import looks_like_latex, math_equal
+from .math_answers import MAX_CHARS, equivalent, looks_like_latex
 
 VERIFIERS = ("auto", "exact", "numeric", "boxed", "gsm8k", "math")
 TOLERANCE = Decimal("1e-6")
@@ -107,9 +107,20 @@ def _gsm8k(response: str, answer: str) -> bool:
     return first is not None and numbers_equal(first[2], target)
 
 
+def _math(response: str, answer: str) -> bool:
+    """math-verify on the last ``\\boxed{}``, else the text after the last ``####``, else the
+    response's last MAX_CHARS characters (searched for an expression)."""
+    boxed = extract_boxed(response)
+    if boxed is not None:
+        return equivalent(boxed, True, answer)
+    if GSM8K in response:
+        return equivalent(response.rpartition(GSM8K)[2].strip(), True, answer)
+    return equivalent(response[-MAX_CHARS:], False, answer)
+
+
 def _auto(response: str, answer: str) -> bool:
     if looks_like_latex(answer):
-        return math_equal(response, answer)
+        return _math(response, answer)
     if "\\boxed" in response:
         return _boxed(response, answer)
     if GSM8K in response:
@@ -125,7 +136,7 @@ _KINDS = {
     "numeric": _numeric,
     "boxed": _boxed,
     "gsm8k": _gsm8k,
-    "math": math_equal,
+    "math": _math,
 }
 
 
