@@ -27,7 +27,7 @@ from .methods import LOSS_DEFAULTS, METHODS, method_preset
 LOSSES = ("grpo", "entropy_bonus", "clip_higher", "clip_cov", "kl_cov", "adaptive_entropy", "entropic",
           "w_reinforce", "forking_tokens")
 CONTROLLERS = ("constant", "pi", "adaptive")
-TASKS = ("arithmetic", "jsonl", "paths", "reasoning_gym")
+TASKS = ("arithmetic", "dataset", "jsonl", "paths", "reasoning_gym")
 SPLITS = ("test", "validation")
 ENGINES = ("native", "trl")
 """``train.engine``: the project's own trainer, or TRL's GRPOTrainer (``entropic_tune.engines.trl``)."""
@@ -144,14 +144,34 @@ class ModelConfig:
 class TaskConfig:
     name: str = "arithmetic"
     """Task registry name: 'arithmetic' (embedded, generated), 'paths' (the same problems, two solution
-    paths: see `direct_share`), 'jsonl' (a file of prompt/answer lines) or 'reasoning_gym' (a procedural
+    paths: see `direct_share`), 'jsonl' (a file of prompt/answer lines), 'dataset' (a GSM8K- or
+    MATH-layout parquet/JSONL file read through Hugging Face `datasets`) or 'reasoning_gym' (a procedural
     dataset of the reasoning-gym package: `dataset`, `dataset_config`; needs the `tasks` extra)."""
     path: str | None = None
-    """JSONL file for the 'jsonl' task: one {"prompt": ..., "answer": ...} object per line."""
+    """The training file of 'jsonl' (one {"prompt": ..., "answer": ...} object per line) or 'dataset'
+    (.parquet, .jsonl or .json, optionally .gz)."""
     eval_path: str | None = None
-    """Optional separate held-out JSONL file; otherwise the last `eval_size` lines of `path` are held out."""
+    """Optional separate held-out file (same format as `path`); otherwise the last `eval_size` records of
+    `path` are held out."""
+    layout: str = "auto"
+    """'dataset': the file's columns: 'gsm8k' (question; answer ending in '#### N'), 'math' (problem;
+    solution with \\boxed{}; optional answer), 'prompt' (prompt, answer, optional solution) or 'auto'
+    (picked from the columns)."""
+    prompt_column: str | None = None
+    """'dataset': rename the layout's prompt column (question / problem / prompt)."""
+    answer_column: str | None = None
+    """'dataset': rename the layout's answer column (gsm8k: the one with '####'; math: the optional one)."""
+    solution_column: str | None = None
+    """'dataset': rename the layout's worked-solution column (math: solution)."""
+    chat_template: bool | None = None
+    """Wrap prompts in the model's chat template: None = when the tokenizer has one (a local model),
+    true = required (an error when the tokenizer has none, as the built-in model's), false = never."""
+    system_prompt: str | None = None
+    """A system message before each prompt: through the chat template when one is used, else written
+    before the prompt with a blank line; not with the built-in model (its tokenizer has no template)."""
     verifier: str = "auto"
-    """Answer check for 'jsonl': 'auto', 'exact', 'numeric', 'boxed' or 'gsm8k'."""
+    """Answer check for 'jsonl': 'auto', 'exact', 'numeric', 'boxed', 'gsm8k' or 'math' (math-verify's
+    equivalence, the `math` extra; 'auto' uses it for LaTeX answers)."""
     min_digits: int = 1
     """Fewest digits per operand (arithmetic)."""
     max_digits: int = 3
@@ -180,13 +200,16 @@ class TaskConfig:
             _check(isinstance(self.dataset_config, dict)
                    and all(isinstance(k, str) for k in self.dataset_config), "task.dataset_config",
                    f"expected a mapping of the dataset's config keys, got {self.dataset_config!r}")
-        _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k"))
+        _choice("task.verifier", self.verifier, ("auto", "exact", "numeric", "boxed", "gsm8k", "math"))
         _check(1 <= self.min_digits <= self.max_digits <= 6, "task.min_digits/max_digits",
                f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
         _check(self.eval_size > 0, "task.eval_size", f"must be > 0, got {self.eval_size}")
         _check(0.0 <= self.direct_share <= 1.0, "task.direct_share", f"must be in [0, 1], got {self.direct_share}")
-        if self.name == "jsonl":
-            _check(bool(self.path), "task.path", "is required when task.name is 'jsonl'")
+        _choice("task.layout", self.layout, ("auto", "gsm8k", "math", "prompt"))
+        if self.name in ("jsonl", "dataset"):
+            _check(bool(self.path), "task.path", f"is required when task.name is '{self.name}'")
+        _check(self.system_prompt is None or bool(self.system_prompt.strip()), "task.system_prompt",
+               "is empty; leave it unset for no system message")
 
 
 @dataclass(frozen=True)
@@ -543,6 +566,13 @@ class Config:
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
+        if not self.model.path:  # the built-in character tokenizer has no chat template
+            _check(self.task.chat_template is not True, "task.chat_template",
+                   "true needs a model with a chat template, and the built-in model has none; set "
+                   "model.path to a local model whose tokenizer has one, or leave task.chat_template unset")
+            _check(self.task.system_prompt is None, "task.system_prompt",
+                   "needs model.path (a local model): the built-in model's character tokenizer knows only "
+                   "the task's characters and has no chat template")
         ctrl = self.controller
         _check(ctrl.autotune == "off" or ctrl.probe_steps < self.train.total_steps, "controller.probe_steps",
                f"({ctrl.probe_steps}) must be < train.total_steps ({self.train.total_steps}): the probe "

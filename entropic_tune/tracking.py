@@ -1,5 +1,13 @@
-"""Experiment tracking (``--log tensorboard | mlflow``): the checks of the flags, before any compute,
-and what a tracker gets from a step's report. No Ray and no mlflow import at module level.
+"""Experiment tracking (``--log tensorboard | mlflow | wandb``): the checks of the flags, before any
+compute, and what a tracker gets from a step's report. No Ray, mlflow or wandb import at module level.
+
+Weights & Biases (``--log wandb``, the optional ``wandb`` extra): a sweep logs through Ray Tune's
+``WandbLoggerCallback`` (one W&B run per trial, project = the experiment's name, group = the same),
+``train`` through the wandb client (:class:`TrainWandb`, project ``$WANDB_PROJECT`` or
+``entropic-tune``, run = the run folder's name); both write W&B's local files under ``OUT/NAME/wandb/``.
+Online logging needs an API key (``WANDB_API_KEY`` or ``wandb login``), checked before anything runs;
+``WANDB_MODE=offline`` logs locally without one (``wandb sync OUT/NAME/wandb/offline-run-*`` uploads
+later).
 
 A sweep logs through Ray Tune's callbacks (:mod:`entropic_tune.tune.callbacks`); ``train`` (no Ray)
 logs to MLflow with the same names through :class:`TrainRun`. MLflow's default store is local, in the
@@ -23,7 +31,9 @@ from urllib.parse import urlparse
 
 from .errors import UserError
 
-LOGGERS = ("none", "tensorboard", "mlflow")
+LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
+WANDB_MISSING = "--log wandb needs the 'wandb' package: pip install 'entropic-tune[wandb]'"
+WANDB_PROJECT = "entropic-tune"
 MLFLOW_DB, MLFLOW_ARTIFACTS = "mlflow.db", "mlruns"
 URI_SCHEMES = ("file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
@@ -37,11 +47,37 @@ def check_tracking(log: str, uri: str | None) -> str | None:
         raise UserError(f"--mlflow-uri {uri}: only with --log mlflow")
     if log == "tensorboard" and importlib.util.find_spec("tensorboardX") is None:
         raise UserError("--log tensorboard needs the 'tensorboardX' package (pip install tensorboardX)")
+    if log == "wandb":
+        check_wandb()
     if log != "mlflow":
         return None
     if importlib.util.find_spec("mlflow") is None:
         raise UserError("--log mlflow needs the 'mlflow' package (pip install mlflow-skinny)")
     return None if uri is None else _tracking_uri(uri)
+
+
+def check_wandb() -> None:
+    """Refuse ``--log wandb`` without the package, or online without credentials (wandb would stop
+    and ask for a key at the first trial)."""
+    import os
+
+    if importlib.util.find_spec("wandb") is None:
+        raise UserError(WANDB_MISSING)
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return
+    if not (os.environ.get("WANDB_API_KEY") or _wandb_logged_in()):
+        raise UserError("--log wandb: no W&B API key; set WANDB_API_KEY, run 'wandb login', or log "
+                        "locally with WANDB_MODE=offline")
+
+
+def _wandb_logged_in() -> bool:
+    """True when ``wandb login`` stored a key (``~/.netrc`` or wandb's settings)."""
+    import wandb
+
+    try:
+        return bool(wandb.api.api_key)
+    except Exception:  # noqa: BLE001 - any failure to read a key means: no key
+        return False
 
 
 def _tracking_uri(uri: str) -> str:
@@ -133,13 +169,40 @@ class TrainTensorBoard:
         self._writer.close()
 
 
+class TrainWandb:
+    """One W&B run for ``entropic-tune train`` (the wandb client): the flat config and tags as its
+    config, each step's :func:`tracked_metrics` at its step, the summary at the end; files under
+    ``RUN/wandb/``."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any], tags: dict[str, str]) -> None:
+        import os
+
+        import wandb
+
+        run_dir = Path(run_dir)
+        self._run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT, name=run_dir.name,
+            dir=str(run_dir), config={**params, **tags}, tags=[f"method:{tags.get('method', '')}"],
+            reinit="create_new", settings=wandb.Settings(console="off", silent=True),
+        )
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._run.log(tracked_metrics(metrics), step=step)
+
+    def end(self, status: str) -> None:
+        self._run.summary["status"] = status
+        self._run.finish(exit_code=0 if status == "TERMINATED" else 1)
+
+
 def train_tracker(log: str, uri: str | None, run_dir: Path, params: dict[str, Any],
-                  tags: dict[str, str]) -> TrainRun | TrainTensorBoard | None:
+                  tags: dict[str, str]) -> TrainRun | TrainTensorBoard | TrainWandb | None:
     """The tracker ``--log`` asks ``train`` for (flags checked by :func:`check_tracking`), or None."""
     if log == "mlflow":
         return TrainRun(uri, run_dir, params, tags)
     if log == "tensorboard":
         return TrainTensorBoard(run_dir)
+    if log == "wandb":
+        return TrainWandb(run_dir, params, tags)
     return None
 
 

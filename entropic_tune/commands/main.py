@@ -55,9 +55,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"Results root folder (default: ./{DEFAULT_OUT}).")
     p.add_argument("--name", default=None, help="Run folder name under --out (default: train-METHOD-sSEED-TIME).")
     p.add_argument("--quiet", action="store_true", help="No progress bar or per-step lines.")
-    p.add_argument("--log", choices=("none", "tensorboard", "mlflow"), default="none",
-                   help="Also log the run to TensorBoard (OUT/NAME/tensorboard, needs tensorboardX) or MLflow "
-                        "(config, per-step metrics, summary; default store OUT/NAME/mlflow.db).")
+    p.add_argument("--log", choices=("none", "tensorboard", "mlflow", "wandb"), default="none",
+                   help="Also log the run to TensorBoard (OUT/NAME/tensorboard, needs tensorboardX), MLflow "
+                        "(config, per-step metrics, summary; default store OUT/NAME/mlflow.db) or Weights & "
+                        "Biases (the wandb extra; files in OUT/NAME/wandb; WANDB_MODE=offline needs no account).")
     p.add_argument("--mlflow-uri", default=None, metavar="URI",
                    help="MLflow tracking URI for --log mlflow (default: sqlite:///OUT/NAME/mlflow.db).")
     p.set_defaults(func=_run_train)

@@ -111,7 +111,8 @@ def _common(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--log", choices=LOGGERS, default=None,
                    help="Also log every trial to TensorBoard (event files in OUT/NAME/ray/, needs tensorboardX) "
                         "or MLflow (one run per trial: config, per-step metrics, summary; default store "
-                        "OUT/NAME/mlflow.db). Default none.")
+                        "OUT/NAME/mlflow.db) or Weights & Biases (Ray's WandbLoggerCallback, one run per "
+                        "trial, the wandb extra; WANDB_MODE=offline needs no account). Default none.")
     p.add_argument("--mlflow-uri", default=None, metavar="URI",
                    help="MLflow tracking URI for --log mlflow (http(s)://HOST:PORT, file:, sqlite:, ...; a path "
                         "is a local file store). Default: sqlite:///OUT/NAME/mlflow.db.")

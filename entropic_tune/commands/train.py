@@ -43,7 +43,7 @@ def progress_line(row: dict[str, float], total: int) -> str:
 def run_single(config: Config, run_dir: Path, quiet: bool = False, log: str = "none",
                mlflow_uri: str | None = None, dist: Collective | None = None) -> int:
     """Train ``config`` to the end, writing results to ``run_dir``; returns a process exit status.
-    ``log``: ``mlflow`` or ``tensorboard`` also logs the run there (:mod:`entropic_tune.tracking`).
+    ``log``: ``mlflow``, ``tensorboard`` or ``wandb`` also logs the run there (:mod:`entropic_tune.tracking`).
 
     ``train.num_workers`` > 1: this process is rank 0 of that many local gloo workers
     (:func:`entropic_tune.engines.native.local_workers.run_local`); it alone writes files and runs the large evaluations.

@@ -17,6 +17,10 @@ in one line naming the key and the largest allowed value:
   can never fit are refused; on a cluster whose workers have more memory than the driver's machine
   the bound is the driver's.
 
+Not an error but a one-line warning on stderr (once per process): a ``rollout.max_new_tokens`` shorter
+than the task's worked solutions (counted with the run's tokenizer), or left at the default 40 with a
+local model (:func:`length_warning`).
+
 Plain Python for the built-in model (the task is built to find its longest prompt); transformers is
 imported only to count a local model's prompt tokens.
 """
@@ -31,9 +35,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, RolloutConfig, TaskConfig
 from ..errors import UserError
-from ..tasks import build_task
+from ..tasks import Task, build_task
 
 BUILTIN_POSITIONS = 256
 """Positions of the built-in model (``policy.build_tiny_model``'s default; a test keeps them equal)."""
@@ -78,6 +82,46 @@ def check_limits(cfg: Config) -> None:
             f"{n} sequences (rollout.prompts_per_step x rollout.group_size); allowed: <= {n}"
         )
     _check_memory(cfg, facts, prompt + cfg.rollout.max_new_tokens)
+    warning = length_warning(cfg, task)
+    if warning is not None and warning not in _WARNED:  # once per process (a sweep checks each trial)
+        _WARNED.add(warning)
+        print(f"entropic-tune: warning: {warning}", file=sys.stderr, flush=True)
+
+
+_WARNED: set[str] = set()
+DEFAULT_MAX_NEW_TOKENS = RolloutConfig.max_new_tokens
+"""40: sized for the built-in task's worked solutions; real GSM8K/MATH solutions are far longer."""
+
+
+def length_warning(cfg: Config, task: Task) -> str | None:
+    """A one-line warning when ``rollout.max_new_tokens`` cuts the task's worked solutions (counted
+    with the run's tokenizer, EOS included), or when a local model runs with the default 40 and the
+    task has no worked solutions to count; None when the responses have room."""
+    limit = cfg.rollout.max_new_tokens
+    solutions = [p.solution for p in getattr(task, "problems", list)() if p.solution]
+    if solutions:
+        lengths = sorted(n + 1 for n in solution_tokens(cfg, solutions))
+        cut = sum(n > limit for n in lengths)
+        if not cut:
+            return None
+        room = 64 * math.ceil(lengths[-1] / 64)
+        return (f"rollout.max_new_tokens={limit} cuts {cut} of the task's {len(lengths)} worked solutions "
+                f"({100 * cut / len(lengths):.0f}%; the longest is {lengths[-1]} tokens with EOS), so such "
+                f"answers are never finished; set e.g. --set rollout.max_new_tokens={room}")
+    if cfg.model.path and limit == DEFAULT_MAX_NEW_TOKENS:
+        return (f"rollout.max_new_tokens is the default {limit}, sized for the built-in task; a real "
+                "model's worked solutions take hundreds of tokens (GSM8K ~100-300, MATH up to ~1,000) "
+                "and are cut at 40; set rollout.max_new_tokens")
+    return None
+
+
+def solution_tokens(cfg: Config, texts: list[str]) -> list[int]:
+    """Tokens of each response text: one per character for the built-in model, the local model's
+    tokenizer otherwise."""
+    if not cfg.model.path:
+        return [len(t) for t in texts]
+    tokenizer = _hf_tokenizer(str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code)
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def model_facts(cfg: Config, alphabet: int) -> ModelFacts | None:
@@ -158,26 +202,33 @@ def prompt_tokens(cfg: Config, prompt: str) -> int:
     if not cfg.model.path:
         return 1 + len(prompt)
     return _hf_prompt_tokens(
-        str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt
+        str(Path(cfg.model.path).expanduser()), cfg.model.trust_remote_code, prompt, cfg.task
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str) -> int:
-    import torch
+@functools.lru_cache(maxsize=4)
+def _hf_tokenizer(folder: str, trust_remote_code: bool) -> object:
     from transformers import AutoTokenizer
 
-    from .policy import Policy
-
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model.path: cannot load the tokenizer of '{folder}': {first}") from None
-    chat = getattr(tokenizer, "chat_template", None) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _hf_prompt_tokens(folder: str, trust_remote_code: bool, prompt: str, task_cfg: TaskConfig) -> int:
+    import torch
+
+    from .policy import Policy, use_chat_template
+
+    tokenizer = _hf_tokenizer(folder, trust_remote_code)
+    chat = use_chat_template(task_cfg, tokenizer, folder)
     # Policy.encode_prompt needs only the tokenizer: the same encoding as the run, no weights.
     cpu = torch.device("cpu")
-    policy = Policy(model=None, tokenizer=tokenizer, device=cpu, use_chat_template=chat)  # type: ignore[arg-type]
+    policy = Policy(model=None, tokenizer=tokenizer, device=cpu, use_chat_template=chat,  # type: ignore[arg-type]
+                    system_prompt=task_cfg.system_prompt)
     return len(policy.encode_prompt(prompt))
 
 

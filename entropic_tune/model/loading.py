@@ -25,7 +25,7 @@ from ..config import ModelConfig, TaskConfig
 from ..errors import UserError
 from ..tasks import Task
 from .limits import check_model_folder
-from .policy import Policy, has_lora, resolve_device
+from .policy import Policy, has_lora, resolve_device, use_chat_template
 from .warmstarts import warmstart_model
 
 
@@ -37,7 +37,7 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task, seed: int = 
     if cfg.path:
         model_dir = Path(cfg.path).expanduser()
         model, tokenizer = load_hf_cached(model_dir, cfg)
-        chat = getattr(tokenizer, "chat_template", None) is not None
+        chat = use_chat_template(task_cfg, tokenizer, model_dir)
     else:
         model_dir = warmstart_model(cfg, task_cfg, task)
         model, tokenizer = load_hf_cached(model_dir, cfg)
@@ -54,7 +54,7 @@ def load_policy(cfg: ModelConfig, task_cfg: TaskConfig, task: Task, seed: int = 
     if cfg.lora_r:
         model = add_lora(model, cfg, seed)
     return Policy(model=model, tokenizer=tokenizer, device=device, use_chat_template=chat,
-                  logits_chunk=cfg.chunk_tokens(model.config.vocab_size))
+                  logits_chunk=cfg.chunk_tokens(model.config.vocab_size), system_prompt=task_cfg.system_prompt)
 
 
 def add_lora(model: PreTrainedModel, cfg: ModelConfig, seed: int) -> PreTrainedModel:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TaskConfig
 from ..errors import UserError
 from .lm_head import chunked_stats, head_and_trunk, token_stats
 
@@ -37,6 +38,8 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     use_chat_template: bool = False
+    system_prompt: str | None = None
+    """``task.system_prompt``: a system message (chat template) or text before the prompt."""
     decoder: object | None = None
     """A :class:`~entropic_tune.model.decoding.CompiledDecoder` when ``model.compile`` compiles decoding."""
     logprob_forward: Callable | None = None
@@ -67,9 +70,12 @@ class Policy:
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a prompt, through the chat template when the model has one."""
         if self.use_chat_template:
-            messages = [{"role": "user", "content": prompt}]
+            system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            messages = [*system, {"role": "user", "content": prompt}]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self.system_prompt:  # no template: the system text, a blank line, then the prompt
+            prompt = f"{self.system_prompt}\n\n{prompt}"
         ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         bos = self.tokenizer.bos_token_id
         return [int(bos)] + ids if bos is not None else ids
@@ -119,7 +125,8 @@ def build_char_tokenizer(alphabet: str) -> PreTrainedTokenizerBase:
     for ch in sorted(set(alphabet)):
         vocab.setdefault(ch, len(vocab))
     core = Tokenizer(models.WordLevel(vocab, unk_token=PAD))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # one piece per character, newlines included ("." alone left "\n\n" as one unknown piece)
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token=PAD, eos_token=EOS, bos_token=BOS
@@ -169,3 +176,15 @@ def logprobs_and_entropy(model: torch.nn.Module, ids: torch.Tensor, attn: torch.
             return chunked_stats(hidden[:, prompt_len - 1 : -1], head, target, temperature, chunk)
         logits = model(input_ids=ids, attention_mask=attn, position_ids=positions(attn), use_cache=False).logits
     return token_stats(logits[:, prompt_len - 1 : -1], target, temperature)
+
+
+def use_chat_template(task_cfg: TaskConfig, tokenizer: PreTrainedTokenizerBase, where: Path | str) -> bool:
+    """Whether prompts go through the tokenizer's chat template (``task.chat_template``): unset = when
+    it has one; true with none is a one-line error."""
+    has = getattr(tokenizer, "chat_template", None) is not None
+    if task_cfg.chat_template is None:
+        return has
+    if task_cfg.chat_template and not has:
+        raise UserError(f"task.chat_template: true, but the tokenizer in '{where}' has no chat template; "
+                        "allowed for this model: false, or leave it unset")
+    return bool(task_cfg.chat_template)

@@ -35,6 +35,8 @@ import random
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,19 @@ RUN_ONLY_KEYS = ("logits_chunk", "gradient_checkpointing", "lora_r", "lora_alpha
 """Model fields of the RL run only (how the update computes and what it trains), not of the warm-start."""
 UNRECORDED = ("path", "device", "dtype", "cache_dir", "trust_remote_code", *RUN_ONLY_KEYS)
 """Model fields that do not change the warm-started weights (as in :func:`warmstart_key`)."""
+
+
+ADDED_TASK_FIELDS = ("layout", "prompt_column", "answer_column", "solution_column", "chat_template",
+                     "system_prompt")
+"""Task fields added after warm-starts were cached: left at their defaults they stay out of
+:func:`warmstart_key`, so the cache keys of existing configs do not change."""
+
+
+def task_record(task_cfg: TaskConfig) -> dict[str, Any]:
+    """:func:`task_fields` as the cache key holds them: the fields added after warm-starts were
+    cached only when they are not at their defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskConfig)}
+    return {k: v for k, v in task_fields(task_cfg).items() if k not in ADDED_TASK_FIELDS or v != defaults[k]}
 
 
 def recipe(cfg: ModelConfig, task_cfg: TaskConfig, alphabet: str) -> dict[str, Any]:
@@ -197,7 +212,7 @@ def warmstart_key(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> str:
     model_part = {k: v for k, v in asdict(cfg).items() if k not in ("path", "device", "dtype", "cache_dir",
                                                                      "trust_remote_code", "compile", *RUN_ONLY_KEYS)}
     payload = {
-        "version": CACHE_VERSION, "model": model_part, "task": task_fields(task_cfg),
+        "version": CACHE_VERSION, "model": model_part, "task": task_record(task_cfg),
         "alphabet": task.alphabet(), "seed": WARMSTART_SEED, "batch": WARMSTART_BATCH,
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }
@@ -228,7 +243,10 @@ def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
             return final
         tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=root))
         try:
-            model, tokenizer = train_warmstart(cfg, task)
+            announce(f"training the built-in model's warm-start for this task: {cfg.warmstart_steps} "
+                     f"supervised steps on its worked solutions ({rough_duration(cfg)} on a CPU; "
+                     f"once: cached in {final}, reused by every later run of this model and task)")
+            model, tokenizer = train_warmstart(cfg, task, progress=_eta_reporter(cfg.warmstart_steps))
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             os.replace(tmp, final)
@@ -237,11 +255,47 @@ def warmstart_model(cfg: ModelConfig, task_cfg: TaskConfig, task: Task) -> Path:
     return final
 
 
-def train_warmstart(cfg: ModelConfig, task: Task) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+WARMSTART_SECONDS_PER_STEP = 0.45
+"""Seconds per warm-start step of the default built-in model (hidden 64, 2 layers) on a 2-core CPU:
+600 steps took ~4.5 min for a new task (issue 29); the announcement scales it by width^2 x depth."""
+ETA_AFTER_STEPS = 20
+
+
+def announce(message: str) -> None:
+    """One line on stderr (shown by ``train`` and in a sweep's trial output)."""
+    print(f"entropic-tune: {message}", file=sys.stderr, flush=True)
+
+
+def rough_duration(cfg: ModelConfig) -> str:
+    """``about 4.5 min``: the warm-start's expected time, from :data:`WARMSTART_SECONDS_PER_STEP`."""
+    scale = (cfg.hidden_size / 64) ** 2 * cfg.num_layers / 2
+    return f"about {_minutes(cfg.warmstart_steps * WARMSTART_SECONDS_PER_STEP * max(scale, 0.1))}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _eta_reporter(total: int) -> Callable[[int, float], None]:
+    """A progress hook that announces, once after :data:`ETA_AFTER_STEPS` steps, the time left as
+    measured on this machine."""
+
+    def report(step: int, elapsed: float) -> None:
+        if step == ETA_AFTER_STEPS and total > step:
+            announce(f"warm-start: {step}/{total} steps in {elapsed:.0f} s, "
+                     f"about {_minutes(elapsed / step * (total - step))} to go")
+
+    return report
+
+
+def train_warmstart(
+    cfg: ModelConfig, task: Task, progress: Callable[[int, float], None] | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Supervised training of a fresh tiny model on worked solutions (cross-entropy on response tokens).
 
     A share ``cfg.warmstart_corrupt_prob`` of examples carry one wrong step, so the model learns the
     format and most steps but stays uncertain at the few tokens that decide correctness.
+    ``progress(step, seconds)`` is called after each step (it does not touch the random streams).
     """
     torch.manual_seed(WARMSTART_SEED)
     rng = random.Random(WARMSTART_SEED)
@@ -257,7 +311,8 @@ def train_warmstart(cfg: ModelConfig, task: Task) -> tuple[PreTrainedModel, PreT
         optimizer, max_lr=cfg.warmstart_lr, total_steps=total, pct_start=pct_start
     )
     model.train()
-    for _ in range(cfg.warmstart_steps):
+    start = time.perf_counter()
+    for step in range(1, cfg.warmstart_steps + 1):
         pairs = [task.warmstart_example(rng, rng.random() < cfg.warmstart_corrupt_prob)
                  for _ in range(WARMSTART_BATCH)]
         ids, labels_mask = _sft_batch(policy, pairs)  # (N, L), (N, L)
@@ -270,6 +325,8 @@ def train_warmstart(cfg: ModelConfig, task: Task) -> tuple[PreTrainedModel, PreT
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+        if progress is not None:
+            progress(step, time.perf_counter() - start)
     model.eval()
     return model, tokenizer
 

@@ -2,8 +2,10 @@
 
 ``arithmetic`` (the embedded default) generates column-addition problems with worked solutions;
 ``paths`` is the same problems with a warm-start that mostly answers at once (a short, unreliable
-path) and sometimes works the columns (a long, reliable one), so exploration matters; ``jsonl`` reads a dataset file and rewards with a verifier (``exact``, ``numeric``, ``boxed``,
-``gsm8k`` or ``auto``); ``reasoning_gym`` generates and scores problems with the reasoning-gym
+path) and sometimes works the columns (a long, reliable one), so exploration matters; ``jsonl`` reads
+the project's JSONL file and rewards with a verifier (``exact``, ``numeric``, ``boxed``, ``gsm8k``,
+``math`` or ``auto``); ``dataset`` reads GSM8K- or MATH-layout parquet/JSONL files through Hugging
+Face ``datasets`` with the same verifiers; ``reasoning_gym`` generates and scores problems with the reasoning-gym
 package (the ``tasks`` extra). Every task has a test and a validation split (``Task.held_out``). See ``docs/ARCHITECTURE.md``, "Task contract".
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..errors import unknown
 from .arithmetic import ArithmeticTask
 from .base import Problem, Task
+from .dataset import DatasetTask
 from .jsonl import SAMPLE_PATH, JsonlTask
 from .paths import PathsTask
 from .reasoning_gym import ReasoningGymTask
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 TASKS: MappingProxyType[str, type[Task]] = MappingProxyType(
     {
         ArithmeticTask.name: ArithmeticTask,
+        DatasetTask.name: DatasetTask,
         JsonlTask.name: JsonlTask,
         PathsTask.name: PathsTask,
         ReasoningGymTask.name: ReasoningGymTask,
@@ -45,6 +49,7 @@ __all__ = [
     "TASKS",
     "VERIFIERS",
     "ArithmeticTask",
+    "DatasetTask",
     "JsonlTask",
     "PathsTask",
     "Problem",

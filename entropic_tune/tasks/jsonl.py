@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from .base import Problem, Task, sorted_chars
+from .math_answers import require as require_math_verify
 from .verifiers import (
+    VERIFIERS,
     find_numbers,
     format_answer,
     format_chars,
+    needs_math_verify,
     numbers_equal,
     parse_number,
     verify,
@@ -77,7 +80,7 @@ def _problem(record: Any, where: str, verifier: str) -> Problem:
         raise UserError(
             f"{where}: the solution does not pass task.verifier '{verifier}' "
             f"for answer {answer!r}; "
-            "fix the line or choose another task.verifier (auto, exact, numeric, boxed, gsm8k)"
+            f"fix the line or choose another task.verifier ({', '.join(VERIFIERS)})"
         )
     return Problem(prompt=prompt, answer=answer, solution=solution)
 
@@ -158,11 +161,11 @@ class JsonlTask(Task):
 
     def __init__(self, cfg: TaskConfig) -> None:
         if not cfg.path:
-            raise UserError("task.path: is required when task.name is 'jsonl'")
+            raise UserError(f"task.path: is required when task.name is '{self.name}'")
         self.verifier = cfg.verifier
-        problems = load_problems(cfg.path, cfg.verifier, "task.path")
+        problems = self.load(cfg, cfg.path, "task.path")
         if cfg.eval_path:
-            held_out, train = load_problems(cfg.eval_path, cfg.verifier, "task.eval_path"), problems
+            held_out, train = self.load(cfg, cfg.eval_path, "task.eval_path"), problems
         elif len(problems) - cfg.eval_size < 1:
             raise UserError(
                 f"{cfg.path}: {len(problems)} records but task.eval_size={cfg.eval_size} "
@@ -194,6 +197,12 @@ class JsonlTask(Task):
                 "use a different task.eval_path or lower task.eval_size"
             )
         self.split = cfg.split
+        if needs_math_verify(self.verifier, [p.answer for p in self._train + self._splits["test"]]):
+            require_math_verify()  # at load, not at the first reward of a LaTeX answer
+
+    def load(self, cfg: TaskConfig, path: str, key: str) -> list[Problem]:
+        """The validated problems of one file (``key`` names it in errors)."""
+        return load_problems(path, cfg.verifier, key)
 
     def _response(self, problem: Problem) -> str:
         return (
@@ -201,6 +210,10 @@ class JsonlTask(Task):
             if problem.solution is not None
             else format_answer(problem.answer, self.verifier)
         )
+
+    def problems(self) -> list[Problem]:
+        """Every problem, training then held-out (for the response-length check before a run)."""
+        return self._train + self._splits["test"]
 
     def sample_train(self, rng: random.Random, n: int) -> list[Problem]:
         return [self._train[rng.randrange(len(self._train))] for _ in range(n)]

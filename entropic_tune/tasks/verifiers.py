@@ -8,8 +8,12 @@ arithmetic, absolute tolerance 1e-6) when both parse as numbers, else as strippe
 - ``numeric``: the last number in the response ("1,234", "-3" and "2.50" parse; "5-3" is 5 and 3).
 - ``boxed``: the content of the last ``\\boxed{...}`` (nested braces balanced; unclosed = none).
 - ``gsm8k``: the text after the last ``####`` (its first number when the answer is a number).
-- ``auto``: boxed if the response has ``\\boxed``, gsm8k if it has ``####``, numeric if the
-  answer is a number, else exact.
+- ``math``: math-verify's equivalence of the response's final answer and the answer (LaTeX, numbers,
+  sets, intervals...; :mod:`entropic_tune.tasks.math_answers`, the optional ``math`` extra).
+- ``auto``: math if the answer is written in LaTeX (a backslash command such as ``\\frac``,
+  ``\\sqrt``, ``\\pi``, ``\\boxed``; a ``^`` or a brace), else boxed if the response has
+  ``\\boxed``, gsm8k if it has ``####``, numeric if the answer is a number, else exact. Answers
+  without LaTeX (every answer of the shipped data) are checked exactly as before ``math`` existed.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 
 from ..errors import unknown
+from .math_answers import MAX_CHARS, equivalent, looks_like_latex
 
-VERIFIERS = ("auto", "exact", "numeric", "boxed", "gsm8k")
+VERIFIERS = ("auto", "exact", "numeric", "boxed", "gsm8k", "math")
 TOLERANCE = Decimal("1e-6")
 BOXED = "\\boxed{"
 GSM8K = "####"
@@ -102,7 +107,20 @@ def _gsm8k(response: str, answer: str) -> bool:
     return first is not None and numbers_equal(first[2], target)
 
 
+def _math(response: str, answer: str) -> bool:
+    """math-verify on the last ``\\boxed{}``, else the text after the last ``####``, else the
+    response's last MAX_CHARS characters (searched for an expression)."""
+    boxed = extract_boxed(response)
+    if boxed is not None:
+        return equivalent(boxed, True, answer)
+    if GSM8K in response:
+        return equivalent(response.rpartition(GSM8K)[2].strip(), True, answer)
+    return equivalent(response[-MAX_CHARS:], False, answer)
+
+
 def _auto(response: str, answer: str) -> bool:
+    if looks_like_latex(answer):
+        return _math(response, answer)
     if "\\boxed" in response:
         return _boxed(response, answer)
     if GSM8K in response:
@@ -118,7 +136,13 @@ _KINDS = {
     "numeric": _numeric,
     "boxed": _boxed,
     "gsm8k": _gsm8k,
+    "math": _math,
 }
+
+
+def needs_math_verify(kind: str, answers: list[str]) -> bool:
+    """True when verifier ``kind`` will call math-verify for some of ``answers`` (checked at load)."""
+    return kind == "math" or (kind == "auto" and any(looks_like_latex(a) for a in answers))
 
 
 def check_kind(kind: str) -> None:
@@ -138,11 +162,11 @@ def format_answer(answer: str, kind: str) -> str:
     check_kind(kind)
     if kind == "gsm8k":
         return f"{GSM8K} {answer}"
-    if kind == "boxed":
+    if kind in ("boxed", "math"):
         return f"{BOXED}{answer}}}"
     return answer
 
 
 def format_chars(kind: str) -> str:
     """Characters a response formatted for ``kind`` may add around the answer."""
-    return {"gsm8k": f"{GSM8K} ", "boxed": BOXED + "}"}.get(kind, "")
+    return {"gsm8k": f"{GSM8K} ", "boxed": BOXED + "}", "math": BOXED + "}"}.get(kind, "")

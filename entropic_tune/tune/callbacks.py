@@ -10,10 +10,15 @@ time to go) and the loggers (``--log tensorboard | mlflow``), as Ray Tune callba
   METHOD.md section 5 at ``step`` (names as documented, ``@`` written ``_at_``: MLflow refuses ``@``),
   and its summary: the last step's ``summary/*`` and the large evaluations ``base/*``, ``final/*``.
   Tags ``method``, ``seed``, ``trial_id`` and, at the end, ``status``.
+- ``--log wandb``: Ray's ``WandbLoggerCallback``: one W&B run per trial (its own logging actor) in
+  the project and group ``NAME``, the trial's full config (as for MLflow) as the run's config, every
+  numeric result at its training iteration; W&B's files under ``OUT/NAME/wandb/``
+  (``WANDB_MODE=offline`` needs no account; :mod:`entropic_tune.tracking`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +81,32 @@ def logger_callbacks(log: str, mlflow_uri: str | None, exp_dir: Path) -> list[Ca
     elif log == "mlflow":
         callbacks.append(MLflowTrials(mlflow_uri or mlflow_store(exp_dir), Path(exp_dir).name,
                                       None if mlflow_uri else Path(exp_dir)))
+    elif log == "wandb":
+        callbacks.append(wandb_trials(Path(exp_dir)))
     return callbacks
+
+
+def wandb_trials(exp_dir: Path) -> Callback:
+    """Ray's ``WandbLoggerCallback`` for the experiment ``exp_dir`` (imported only for ``--log wandb``),
+    each trial's run configured with the trial's full flat config, not only the keys its space sets."""
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class WandbTrials(WandbLoggerCallback):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._init_kwargs = dict(self.kwargs)  # wandb.init keywords shared by every trial
+
+        def log_trial_start(self, trial: Any) -> None:
+            # Ray applies ``self.kwargs`` over its own init arguments, so the full config goes there
+            config = {**run_params(trial.config or {}), "trial_id": trial.trial_id}
+            self.kwargs = {**self._init_kwargs, "config": config}
+            super().log_trial_start(trial)
+
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    # The logging actors get their environment from the Ray node, not from this driver: pass the mode
+    # on (WANDB_MODE=offline set for this command reaches them, also on a running cluster).
+    mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
+    return WandbTrials(project=exp_dir.name, group=exp_dir.name, dir=str(exp_dir.resolve()), **mode)
 
 
 class MLflowTrials(MLflowLoggerCallback):

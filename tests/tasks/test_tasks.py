@@ -279,7 +279,7 @@ def test_verifiers(response: str, answer: str, kind: str, expected: bool) -> Non
 
 def test_verify_unknown_kind_and_number_answer() -> None:
     assert verify("#### 1,234", 1234, "gsm8k") is True
-    with pytest.raises(UserError, match="allowed: auto, boxed, exact, gsm8k, numeric"):
+    with pytest.raises(UserError, match="allowed: auto, boxed, exact, gsm8k, math, numeric"):
         verify("1", "1", "fuzzy")
 
 
@@ -336,8 +336,8 @@ def test_registry_and_unknown_task() -> None:
     assert all(TASKS[name].name == name for name in TASKS)
     with pytest.raises(
         UserError,
-        match=r"unknown task 'arithmetc' \(did you mean 'arithmetic'\?\); allowed: arithmetic, j",
+        match=r"unknown task 'arithmetc' \(did you mean 'arithmetic'\?\); allowed: arithmetic, d",
     ):
         build_task(SimpleNamespace(name="arithmetc"))
-    with pytest.raises(UserError, match="allowed: arithmetic, jsonl"):
+    with pytest.raises(UserError, match="allowed: arithmetic, dataset, jsonl"):
         TaskConfig(name="nope")

@@ -100,6 +100,29 @@ def test_search_study_reopens_and_a_second_run_adds_trials(tmp_path, capsys):
     assert len(set(params)) == 4  # the continued run does not replay the first run's points
 
 
+def test_wandb_offline_holds_each_trial_with_its_steps(tmp_path, capsys, monkeypatch):
+    """--log wandb through Ray's WandbLoggerCallback, offline: one W&B run per trial (its id the trial
+    id) under OUT/NAME/wandb, holding every step's metrics as in history.csv and the full config."""
+    pytest.importorskip("wandb")
+    from test_tracking import wandb_history  # tests/ is on sys.path (conftest.py)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    code, out, err = run_cli(capsys, "compare", "--space", "smoke", "--steps", "2", "--out", str(tmp_path),
+                             "--name", "wb", "--log", "wandb")
+    assert code == 0, err
+    exp = tmp_path / "wb"
+    summary, history = read_csv(exp / "summary.csv"), read_csv(exp / "history.csv")
+    assert len(summary) == 2
+    for row in summary:
+        (log,) = (exp / "wandb").glob(f"offline-run-*-{row['trial_id']}/run-{row['trial_id']}.wandb")
+        logged = [(step, metrics[M.ENTROPY]) for step, metrics in wandb_history(log) if M.ENTROPY in metrics]
+        steps = [h for h in history if h["trial_id"] == row["trial_id"]]
+        assert logged == [(int(h["step"]), pytest.approx(float(h[M.ENTROPY]))) for h in steps]
+        data = log.read_bytes()
+        assert b"model.hidden_size" in data and b"optim.lr" in data  # the full config, defaults too
+
+
 def test_mlflow_holds_each_trial_with_its_config_steps_and_summary_and_keep_checkpoints_keeps_them(
         tmp_path, capsys):
     """--log mlflow to the default local store: one run per trial, read back with the MLflow client,
