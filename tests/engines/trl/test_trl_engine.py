@@ -195,6 +195,8 @@ def test_a_trl_train_run_moves_alpha(tmp_path):
     (["train.engine=trl", "train.num_workers=2"], "train.num_workers"),
     (["train.engine=trl", "optim.mini_batches_per_rollout=3"], "optim.mini_batches_per_rollout"),
     (["train.engine=pytorch"], "train.engine"),
+    (["train.engine=trl", "loss.kl_coef=0.1"], "loss.kl_coef"),
+    (["train.engine=trl", "trl.lora_r=4", "model.lora_r=4"], "trl.lora_r"),
 ])
 def test_bad_engine_options_are_refused_in_one_line(sets, key):
     with pytest.raises(UserError) as err:
