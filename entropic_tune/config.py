@@ -595,6 +595,12 @@ class Config:
                    "is a setting of the TRL engine; set train.engine=trl (allowed engines: native, trl)")
             return
         check_packages(to_flat(self))  # torch-free: a missing package, one line
+        _check(self.loss.kl_coef == 0, "loss.kl_coef",
+               "a KL term to a reference is not mapped to the TRL engine yet (TRL's `beta` is 0 there); allowed "
+               "with train.engine trl: 0")
+        _check(not (self.model.lora_r and self.trl.lora_r), "trl.lora_r",
+               "and model.lora_r would put two sets of LoRA adapters on the model; set one (model.lora_r "
+               "works with either engine)")
         _check(self.model.compile != "on", "model.compile",
                "'on' compiles the native engine's decoder; TRL samples with transformers' generate or vLLM; "
                "allowed with train.engine trl: auto, off")

@@ -39,7 +39,8 @@ class LossControl:
         self.config = config
         self.controller = build_controller(config.controller)
         self.generator = generator
-        self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k != "name"}
+        # as the native engine: every loss hyper-parameter but the name and the KL weight (refused here)
+        self.loss_params = {k: v for k, v in dataclasses.asdict(config.loss).items() if k not in ("name", "kl_coef")}
         self.step_count = 0
         self.begin_step(0)
 

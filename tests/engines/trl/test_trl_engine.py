@@ -96,7 +96,7 @@ def test_every_loss_and_gradient_equal_the_native_engine(engines, method, actuat
         overrides.update({"loss.clip_cov_lb": -5.0, "loss.clip_cov_ratio": 0.2})
     cfg = load_config(overrides)
     native.config = cfg
-    native.loss_params = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k != "name"}
+    native.loss_params = {k: v for k, v in dataclasses.asdict(cfg.loss).items() if k not in ("name", "kl_coef")}
     from entropic_tune.controllers import build_controller
 
     native.controller = build_controller(cfg.controller)
@@ -195,6 +195,8 @@ def test_a_trl_train_run_moves_alpha(tmp_path):
     (["train.engine=trl", "train.num_workers=2"], "train.num_workers"),
     (["train.engine=trl", "optim.mini_batches_per_rollout=3"], "optim.mini_batches_per_rollout"),
     (["train.engine=pytorch"], "train.engine"),
+    (["train.engine=trl", "loss.kl_coef=0.1"], "loss.kl_coef"),
+    (["train.engine=trl", "trl.lora_r=4", "model.lora_r=4"], "trl.lora_r"),
 ])
 def test_bad_engine_options_are_refused_in_one_line(sets, key):
     with pytest.raises(UserError) as err:
@@ -269,9 +271,10 @@ def test_compare_runs_the_trl_engine_through_ray_tune(tmp_path, capsys, ray_loca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sets", [{"trl.lora_r": 4}, {"trl.gradient_checkpointing": True}])
+@pytest.mark.parametrize("sets", [{"trl.lora_r": 4}, {"model.lora_r": 4}, {"trl.gradient_checkpointing": True}])
 def test_lora_and_gradient_checkpointing_pass_through(sets):
-    """``trl.lora_r`` (PEFT LoRA: only the adapters train) and ``trl.gradient_checkpointing`` run a step
+    """``trl.lora_r`` or ``model.lora_r`` (PEFT LoRA: only the adapters train) and
+    ``trl.gradient_checkpointing`` run a step
     of EntroPIC on the CPU with every step key finite."""
     from entropic_tune.engines.trl.engine import TRLEngine
 
@@ -280,7 +283,7 @@ def test_lora_and_gradient_checkpointing_pass_through(sets):
     row = engine.step()
     assert set(row) == set(M.STEP_KEYS) and row[M.GRAD_NORM] > 0
     moved = {n for n, p in engine.trl.model.named_parameters() if not torch.equal(p, before[n])}
-    if "trl.lora_r" in sets:
+    if any(key.endswith("lora_r") for key in sets):  # TRL's peft_config, or the policy's own adapters
         assert moved and all("lora_" in n for n in moved)
         assert {n for n, p in engine.trl.model.named_parameters() if p.requires_grad} == {
             n for n in before if "lora_" in n}
