@@ -507,18 +507,8 @@ class TrlConfig:
     vllm_importance_sampling_correction: bool = False
     """TRL's correction of the vLLM/trainer log-prob mismatch; only false is mapped (the project's
     losses take no per-token weight): the behaviour log-probs are the trainer's recomputed ones."""
-    lora_r: int = 0
-    """LoRA rank through PEFT (0 = full fine-tuning; needs the `peft` package)."""
-    lora_alpha: float = 16.0
-    """LoRA scaling alpha."""
-    lora_dropout: float = 0.0
-    """LoRA dropout (0 keeps the update forward deterministic)."""
-    lora_target_modules: str = "all-linear"
-    """PEFT `target_modules`: 'all-linear' or comma-separated module names (e.g. 'q_proj,v_proj')."""
     bf16: bool = False
     """TRL/transformers `bf16` mixed precision (CUDA); false on the CPU."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (transformers `gradient_checkpointing`)."""
     deepspeed: str | None = None
     """Path of a DeepSpeed JSON config handed to TRL (`deepspeed`; needs the `deepspeed` package; start
     the processes with `accelerate launch` or `--workers-per-trial`)."""
@@ -534,10 +524,6 @@ class TrlConfig:
                "allowed: false")
         _check(0.0 < self.vllm_gpu_memory_utilization <= 1.0, "trl.vllm_gpu_memory_utilization",
                f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        _check(self.lora_r >= 0, "trl.lora_r", f"must be >= 0, got {self.lora_r}")
-        _check(self.lora_alpha > 0, "trl.lora_alpha", f"must be > 0, got {self.lora_alpha}")
-        _check(0.0 <= self.lora_dropout < 1.0, "trl.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
-        _check(bool(self.lora_target_modules.strip()), "trl.lora_target_modules", "must not be empty")
 
 
 @dataclass(frozen=True)
@@ -598,9 +584,6 @@ class Config:
         _check(self.loss.kl_coef == 0, "loss.kl_coef",
                "a KL term to a reference is not mapped to the TRL engine yet (TRL's `beta` is 0 there); allowed "
                "with train.engine trl: 0")
-        _check(not (self.model.lora_r and self.trl.lora_r), "trl.lora_r",
-               "and model.lora_r would put two sets of LoRA adapters on the model; set one (model.lora_r "
-               "works with either engine)")
         _check(self.model.compile != "on", "model.compile",
                "'on' compiles the native engine's decoder; TRL samples with transformers' generate or vLLM; "
                "allowed with train.engine trl: auto, off")
@@ -614,8 +597,8 @@ class Config:
         _check(per_step % mb == 0, "optim.mini_batches_per_rollout",
                f"({mb}) must divide rollout.prompts_per_step x rollout.group_size ({per_step}) with "
                "train.engine trl (TRL's steps_per_generation splits the batch evenly)")
-        _check(not self.trl.use_vllm or self.trl.lora_r == 0 or self.trl.vllm_mode == "colocate",
-               "trl.vllm_mode", "'server' with LoRA is not wired here; allowed with trl.lora_r > 0: colocate")
+        _check(not self.trl.use_vllm or self.model.lora_r == 0 or self.trl.vllm_mode == "colocate",
+               "trl.vllm_mode", "'server' with LoRA is not wired here; allowed with model.lora_r > 0: colocate")
 
 
 _SECTION_TYPES = {

@@ -28,8 +28,8 @@ def check_packages(flat: dict[str, Any]) -> None:
     if flat.get("train.engine", "native") != "trl":
         return
     require("trl", "train.engine=trl")
-    if flat.get("trl.lora_r", 0):
-        require("peft", "trl.lora_r > 0 (LoRA)")
+    if flat.get("model.lora_r", 0):
+        require("peft", "model.lora_r > 0 (LoRA)")
     if flat.get("trl.use_vllm"):
         require("vllm", "trl.use_vllm")
     if flat.get("trl.deepspeed"):

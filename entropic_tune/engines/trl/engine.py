@@ -45,7 +45,7 @@ from ..native.trainer import (
 )
 from ..records import FinalEvaluation
 from .control import LossControl
-from .settings import grpo_arguments, lora_config
+from .settings import grpo_arguments
 
 
 class TRLEngine:
@@ -78,15 +78,11 @@ class TRLEngine:
         self.trl = ControlledGRPOTrainer(
             model=base.model, reward_funcs=[self._reward], args=args, processing_class=base.tokenizer,
             train_dataset=placeholder,
-            peft_config=lora_config(config), control=self.control, scale_rewards=config.trl.scale_rewards,
+            control=self.control, scale_rewards=config.trl.scale_rewards,
         )
         self.trl.remove_callback(PrinterCallback)
         accelerator = self.trl.accelerator
         model = self.trl.model
-        if config.trl.gradient_checkpointing:  # transformers' Trainer turns it on in train(), not run here
-            base_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-            # non-reentrant: the recomputed segments need no input that requires grad (LoRA's frozen embeddings)
-            base_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.policy = Policy(model=model, tokenizer=base.tokenizer, device=accelerator.device,
                              use_chat_template=base.use_chat_template)
         # transformers' Trainer seeded every global RNG with train.seed; the run's own streams start here

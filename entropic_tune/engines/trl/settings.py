@@ -69,23 +69,10 @@ def grpo_arguments(config: Any, output_dir: str, processes: int = 1, cpu: bool =
         seed=config.train.seed,
         log_completions=False,
     )
-    if trl.gradient_checkpointing:  # only when on: transformers 5 renamed gradient_checkpointing
+    if config.model.gradient_checkpointing:  # only when on: transformers 5 renamed gradient_checkpointing
         kwargs["activation_checkpointing"] = True
     if trl.vllm_server_base_url:
         kwargs["vllm_server_base_url"] = trl.vllm_server_base_url
     if trl.deepspeed:
         kwargs["deepspeed"] = trl.deepspeed
     return kwargs
-
-
-def lora_config(config: Any) -> Any:
-    """PEFT's ``LoraConfig`` for ``trl.lora_r > 0`` (None otherwise)."""
-    trl = config.trl
-    if trl.lora_r == 0:
-        return None
-    from peft import LoraConfig
-
-    targets = trl.lora_target_modules.strip()
-    modules = targets if targets == "all-linear" else [m.strip() for m in targets.split(",") if m.strip()]
-    return LoraConfig(r=trl.lora_r, lora_alpha=trl.lora_alpha, lora_dropout=trl.lora_dropout,
-                      target_modules=modules, task_type="CAUSAL_LM")

@@ -196,7 +196,8 @@ def test_a_trl_train_run_moves_alpha(tmp_path):
     (["train.engine=trl", "optim.mini_batches_per_rollout=3"], "optim.mini_batches_per_rollout"),
     (["train.engine=pytorch"], "train.engine"),
     (["train.engine=trl", "loss.kl_coef=0.1"], "loss.kl_coef"),
-    (["train.engine=trl", "trl.lora_r=4", "model.lora_r=4"], "trl.lora_r"),
+    # LoRA is model.lora_r for either engine; the old TRL-only key points there
+    (["train.engine=trl", "trl.lora_r=4"], "--set: unknown key 'trl.lora_r' (did you mean 'model.lora_r'?)"),
 ])
 def test_bad_engine_options_are_refused_in_one_line(sets, key):
     with pytest.raises(UserError) as err:
@@ -211,8 +212,8 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
-    with pytest.raises(UserError, match=r"^trl.lora_r > 0 \(LoRA\) needs the 'peft' package.*entropic-tune\[lora\]"):
-        extras.check_packages({"train.engine": "trl", "trl.lora_r": 8})
+    with pytest.raises(UserError, match=r"^model.lora_r > 0 \(LoRA\) needs the 'peft' package.*entropic-tune\[lora\]"):
+        extras.check_packages({"train.engine": "trl", "model.lora_r": 8})
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(UserError, match=r"entropic-tune\[trl\]"):
         load_config({"train.engine": "trl"})
@@ -271,10 +272,10 @@ def test_compare_runs_the_trl_engine_through_ray_tune(tmp_path, capsys, ray_loca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sets", [{"trl.lora_r": 4}, {"model.lora_r": 4}, {"trl.gradient_checkpointing": True}])
+@pytest.mark.parametrize("sets", [{"model.lora_r": 4}, {"model.gradient_checkpointing": True}])
 def test_lora_and_gradient_checkpointing_pass_through(sets):
-    """``trl.lora_r`` or ``model.lora_r`` (PEFT LoRA: only the adapters train) and
-    ``trl.gradient_checkpointing`` run a step
+    """``model.lora_r`` (PEFT LoRA: only the adapters train) and ``model.gradient_checkpointing``, the
+    same keys as the native engine's, run a step
     of EntroPIC on the CPU with every step key finite."""
     from entropic_tune.engines.trl.engine import TRLEngine
 
@@ -283,7 +284,7 @@ def test_lora_and_gradient_checkpointing_pass_through(sets):
     row = engine.step()
     assert set(row) == set(M.STEP_KEYS) and row[M.GRAD_NORM] > 0
     moved = {n for n, p in engine.trl.model.named_parameters() if not torch.equal(p, before[n])}
-    if any(key.endswith("lora_r") for key in sets):  # TRL's peft_config, or the policy's own adapters
+    if "model.lora_r" in sets:  # the policy's own adapters (model.lora_*), as in the native engine
         assert moved and all("lora_" in n for n in moved)
         assert {n for n, p in engine.trl.model.named_parameters() if p.requires_grad} == {
             n for n in before if "lora_" in n}
