@@ -5,27 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from trial_recorder import Recorder, deterministic  # tests/ is on sys.path (conftest.py)
 
 from entropic_tune import metrics as M
 from entropic_tune.engines.native.trainer import NonFiniteError
-from entropic_tune.tune.trainable import load_checkpoint, run_trial
-
-
-class Recorder:
-    """A fake ``tune.report``: keeps every metrics dict and loads each checkpoint while it exists."""
-
-    def __init__(self) -> None:
-        self.metrics: list[dict[str, float]] = []
-        self.checkpoints: dict[int, dict] = {}
-
-    def __call__(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        self.metrics.append(dict(metrics))
-        if checkpoint_dir is not None:
-            self.checkpoints[int(metrics[M.STEP])] = load_checkpoint(checkpoint_dir)
-
-
-def deterministic(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
+from entropic_tune.tune.trainable import run_trial
 
 
 @pytest.fixture()

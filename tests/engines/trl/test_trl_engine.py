@@ -13,13 +13,15 @@ import yaml
 
 pytest.importorskip("trl")
 
+from trial_recorder import Recorder, deterministic  # noqa: E402  (tests/ is on sys.path: conftest.py)
+
 from entropic_tune import metrics as M  # noqa: E402
 from entropic_tune.config import load_config  # noqa: E402
 from entropic_tune.engines.native.rollout import collect_rollout  # noqa: E402
 from entropic_tune.engines.native.trainer import SimulatedFailure, Trainer  # noqa: E402
 from entropic_tune.errors import UserError  # noqa: E402
 from entropic_tune.methods import METHODS  # noqa: E402
-from entropic_tune.tune.trainable import load_checkpoint, run_trial  # noqa: E402
+from entropic_tune.tune.trainable import run_trial  # noqa: E402
 
 
 def _trl_inputs(batch, old_logprobs: torch.Tensor) -> dict:
@@ -43,23 +45,6 @@ def engines(warmstart_cache):
     trl = TRLEngine(load_config({**base, "train.engine": "trl"}))
     trl.model.load_state_dict(native.policy.model.state_dict())
     return native, trl
-
-
-class Recorder:
-    """A fake ``tune.report``: every metrics dict, and each checkpoint loaded while it exists."""
-
-    def __init__(self) -> None:
-        self.metrics: list[dict[str, float]] = []
-        self.checkpoints: dict[int, dict] = {}
-
-    def __call__(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        self.metrics.append(dict(metrics))
-        if checkpoint_dir is not None:
-            self.checkpoints[int(metrics[M.STEP])] = load_checkpoint(checkpoint_dir)
-
-
-def deterministic(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
 
 
 def _fast() -> dict:
