@@ -16,6 +16,9 @@ TASK_CONFIGS = {
     "arithmetic": {},
     "paths": {"direct_share": 0.5},
     "jsonl": {"path": str(SAMPLE_PATH)},
+    # the shipped GSM8K-layout sample, read through `datasets` (a JsonlTask underneath: the same splits)
+    "dataset": {"path": str(Path(__file__).resolve().parents[2] / "entropic_tune" / "data" / "samples"
+                            / "gsm8k_sample.parquet")},
     "reasoning_gym": {"dataset_config": {"min_numbers": 3, "max_numbers": 3, "max_value": 20,
                                          "min_target": 1, "max_target": 100}},
 }

@@ -77,14 +77,13 @@ def test_the_saved_rows_are_the_newest_checkpoints_and_survive_its_deletion(tmp_
 
 
 def test_rays_rows_and_the_saved_rows_merge_by_step_with_the_saved_ones_winning():
-    import pandas as pd
-
     from entropic_tune.tune.collect import _history
 
-    ray_rows = pd.DataFrame({M.STEP: [1, 2, 2, 5], M.ENTROPY: [9.0, 8.0, 2.5, 0.2]})  # step 2 twice
+    # Ray's progress.csv rows as collect._progress reads them (numeric cells as floats); step 2 twice
+    ray_rows = [{M.STEP: step, M.ENTROPY: h} for step, h in ((1.0, 9.0), (2.0, 8.0), (2.0, 2.5), (5.0, 0.2))]
     assert [r[M.STEP] for r in _history(ray_rows)] == [1, 2, 5]
     assert _history(ray_rows)[1][M.ENTROPY] == 2.5  # the last report of a step
     merged = _history(ray_rows, _rows(4))
     assert [r[M.STEP] for r in merged] == [1, 2, 3, 4, 5]
     assert [r[M.ENTROPY] for r in merged] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
-    assert _history(None, _rows(2)) == _rows(2) and _history(None) == []
+    assert _history([], _rows(2)) == _rows(2) and _history([]) == []
