@@ -1,12 +1,15 @@
-"""RESULTS.md section 1c's table: the two-seed tuning studies, read with the rule fixed before the runs.
+"""The two-seed tuning studies' table (RESULTS.md sections 1c and 8), read with the rule fixed before the runs.
 
-    python analysis/tune_study.py RUNS            # RUNS holds tune2_<method>/ folders (summary.csv, experiment.yaml)
+    python analysis/tune_study.py RUNS                      # RUNS holds tune2_<method>/ folders (section 1c)
+    python analysis/tune_study.py RUNS --prefix cd3_tune_   # the countdown3 studies (section 8)
 
 Per study: the suggestions (trials with the same searched values) and the mean of the objective
 (``summary/late_accuracy``) over their seeds; the best and the second best; their paired difference
 over the seeds (mean and 95% t-interval); and the rule of RESULTS 1c: the pick is "within noise" of
 the second best when the best's margin is within the noise of one suggestion, the pooled seed-to-seed
-standard deviation of the study divided by sqrt(number of seeds). Reads only the results files.
+standard deviation of the study divided by sqrt(number of seeds); and which searched values of the
+pick lie at an edge of their range (the outer 5% of it, on the log scale for a log range: section 8's
+plan reports such a pick as such and does not move the range). Reads only the results files.
 """
 
 from __future__ import annotations
@@ -35,7 +38,22 @@ def suggestions(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, keys
 
 
-def study_row(folder: Path) -> dict[str, object]:
+EDGE = 0.05
+"""A float pick in the outer ``EDGE`` of its range (log-scaled for ``log: true``) is at the range's edge."""
+
+
+def at_edge(value: float, spec: dict[str, object]) -> str | None:
+    """``'low'``/``'high'`` when ``value`` lies in the outer ``EDGE`` of the float range ``spec``, else None."""
+    if spec.get("type") != "float" or "low" not in spec or "high" not in spec:
+        return None
+    scale = math.log if spec.get("log") else (lambda x: x)
+    low, high = scale(float(spec["low"])), scale(float(spec["high"]))
+    where = (scale(float(value)) - low) / (high - low)
+    return "low" if where < EDGE else "high" if where > 1 - EDGE else None
+
+
+def study_row(folder: Path, prefix: str = "tune2_") -> dict[str, object]:
+    specs = yaml.safe_load((folder / "experiment.yaml").read_text())["params"]
     frame, keys = suggestions(folder)
     groups = frame.groupby(keys, dropna=False)
     means = groups[OBJECTIVE].mean().sort_values(ascending=False)
@@ -50,8 +68,9 @@ def study_row(folder: Path) -> dict[str, object]:
     t = paired_t((pick - runner).dropna().tolist())
     margin = best_mean - second_mean
     setting = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in zip(keys, best, strict=True))
+    edges = [f"{k} at its {e} end" for k, v in zip(keys, best, strict=True) if (e := at_edge(v, specs[k]))]
     return {
-        "method": folder.name.removeprefix("tune2_"),
+        "method": folder.name.removeprefix(prefix),
         "trials": f"{len(frame)} ({len(means)} x {seeds})",
         "best setting": setting,
         "best": f"{best_mean:.3f}",
@@ -60,18 +79,20 @@ def study_row(folder: Path) -> dict[str, object]:
         "noise of one suggestion": f"{noise:.3f}",
         "margin vs noise": "margin > noise" if margin > noise else "within noise",
         "median of suggestions": f"{means.median():.3f}",
+        "pick at a range's edge": "; ".join(edges) or "no",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, help="folder with the tune2_<method>/ studies")
+    parser.add_argument("runs", type=Path, help="folder with the <prefix><method>/ studies")
+    parser.add_argument("--prefix", default="tune2_", help="the studies' folder prefix (default tune2_)")
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.runs.glob("tune2_*") if (p / "summary.csv").is_file())
+    folders = sorted(p for p in args.runs.glob(f"{args.prefix}*") if (p / "summary.csv").is_file())
     if not folders:
-        print(f"{args.runs}: no finished tune2_<method>/ study (summary.csv)", file=sys.stderr)
+        print(f"{args.runs}: no finished {args.prefix}<method>/ study (summary.csv)", file=sys.stderr)
         return 2
-    rows = [study_row(f) for f in folders]
+    rows = [study_row(f, args.prefix) for f in folders]
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for row in rows:

@@ -20,10 +20,10 @@ def tune_study():
     return module
 
 
-def study(folder: Path, values: dict[float, tuple[float, float]]) -> Path:
+def study(folder: Path, values: dict[float, tuple[float, float]], spec: dict | None = None) -> Path:
     """A study of suggestions ``lr -> (objective at seed 0, at seed 1)``, plus one errored trial."""
     folder.mkdir(parents=True)
-    (folder / "experiment.yaml").write_text(yaml.safe_dump({"params": {"optim.lr": {"type": "float"}}}))
+    (folder / "experiment.yaml").write_text(yaml.safe_dump({"params": {"optim.lr": spec or {"type": "float"}}}))
     lines = ["trial_id,seed,status,config/optim.lr,summary/late_accuracy"]
     for i, (lr, pair) in enumerate(values.items()):
         lines += [f"t{i}s{seed},{seed},TERMINATED,{lr},{v}" for seed, v in enumerate(pair)]
@@ -46,6 +46,18 @@ def test_a_margin_within_one_suggestions_noise_is_not_resolved(tune_study, tmp_p
 def test_a_margin_above_the_noise_is_resolved(tune_study, tmp_path):
     row = tune_study.study_row(study(tmp_path / "tune2_nsr", {1e-4: (0.80, 0.81), 2e-4: (0.70, 0.71)}))
     assert row["best setting"] == "optim.lr 0.0001" and row["margin vs noise"] == "margin > noise"
+
+
+def test_a_pick_in_the_outer_5_percent_of_its_log_range_is_reported_at_that_edge(tune_study, tmp_path, capsys):
+    spec = {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}  # 2 decades: 5% is a factor 10**0.1
+    low = study(tmp_path / "cd3_tune_grpo", {1.2e-5: (0.8, 0.8), 1e-4: (0.7, 0.7)}, spec)
+    assert tune_study.study_row(low, "cd3_tune_")["pick at a range's edge"] == "optim.lr at its low end"
+    inside = study(tmp_path / "cd3_tune_nsr", {1.3e-5: (0.8, 0.8), 9.5e-4: (0.7, 0.7)}, spec)  # 10**0.114 > 10**0.1
+    row = tune_study.study_row(inside, "cd3_tune_")
+    assert row["method"] == "nsr" and row["pick at a range's edge"] == "no"
+    assert tune_study.at_edge(9.5e-4, spec) == "high" and tune_study.at_edge(0.5, {"type": "float", "low": 0, "high": 1}) is None
+    assert tune_study.main([str(tmp_path), "--prefix", "cd3_tune_"]) == 0
+    assert "| grpo |" in capsys.readouterr().out
 
 
 def test_the_command_refuses_a_folder_without_studies(tune_study, tmp_path, capsys):
