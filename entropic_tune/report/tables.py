@@ -158,6 +158,14 @@ def _split(meta: dict[str, Any], v: Any) -> str:
     return f"{split}" + (f" ({extra})" if extra else "")
 
 
+def _dataset_config(meta: dict[str, Any]) -> str:
+    """``task.dataset_config`` as ``, key value, ...`` (``read_meta`` flattens it into
+    ``task.dataset_config.<key>`` entries of the base), or ``''`` when it is empty."""
+    prefix = "task.dataset_config."
+    items = [f"{k.removeprefix(prefix)} {v}" for k, v in (meta.get("base") or {}).items() if k.startswith(prefix)]
+    return "".join(f", {item}" for item in items)
+
+
 def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     """The setup of one experiment as ordered ``label -> text``."""
 
@@ -172,7 +180,7 @@ def setup_rows(meta: dict[str, Any], summary: pd.DataFrame) -> dict[str, str]:
     rows = {
         "kind": str(meta.get("kind", "train")),
         "task": f"{task}" + (f" ({v('task.path')})" if v("task.path") else "")
-        + (f" ({v('task.dataset')}, {v('task.dataset_config')})" if task == "reasoning_gym" else "")
+        + (f" ({v('task.dataset')}{_dataset_config(meta)})" if task == "reasoning_gym" else "")
         if task
         else "not recorded",
         "held-out split (scored)": _split(meta, v),

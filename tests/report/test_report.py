@@ -437,3 +437,15 @@ def test_findings_report_the_trailing_mean_settle_step(fx: Path) -> None:
         r"runs|its one run)|did not)",
         text,
     )
+
+
+def test_the_setup_names_a_reasoning_gym_dataset_and_its_config():
+    """read_meta flattens task.dataset_config into task.dataset_config.<key>: the setup row prints them."""
+    from entropic_tune.report.loading import flatten_config
+    from entropic_tune.report.tables import setup_rows
+
+    base = flatten_config({"task.name": "reasoning_gym", "task.dataset": "countdown",
+                           "task.dataset_config": {"min_numbers": 3, "max_target": 100}})
+    summary = pd.DataFrame({"status": ["TERMINATED"], "method": ["grpo"], "seed": [0]})
+    row = setup_rows({"kind": "compare", "base": base}, summary)["task"]
+    assert row == "reasoning_gym (countdown, min_numbers 3, max_target 100)"
