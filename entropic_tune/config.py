@@ -587,16 +587,23 @@ class Config:
         _check(self.model.compile != "on", "model.compile",
                "'on' compiles the native engine's decoder; TRL samples with transformers' generate or vLLM; "
                "allowed with train.engine trl: auto, off")
-        _check(self.train.sampling_seed != "prompt" and self.train.num_workers == 1, "train.num_workers"
-               if self.train.num_workers > 1 else "train.sampling_seed",
-               "per-prompt sampling streams (train.sampling_seed 'prompt', or several workers of one run) "
-               "are not mapped to TRL's sampler; allowed with train.engine trl: one worker, sampling_seed "
-               "auto or batch (several workers: accelerate launch, README)")
+        workers = self.train.num_workers
+        prompts = self.rollout.prompts_per_step
+        _check(prompts % workers == 0, "train.num_workers",
+               f"({workers}) must divide rollout.prompts_per_step ({prompts}) with train.engine trl (TRL gives every "
+               "process the same number of whole prompt groups); allowed: a divisor of "
+               f"{prompts}")
+        _check(not (self.train.per_prompt_sampling and self.trl.use_vllm),
+               "train.sampling_seed" if self.train.sampling_seed == "prompt" else "train.num_workers",
+               "per-prompt sampling streams (train.sampling_seed 'prompt', automatic with several workers) are "
+               "not mapped to vLLM, which samples with its own seeds; allowed with trl.use_vllm: one worker, "
+               "sampling_seed auto or batch")
         per_step = self.rollout.batch_size
         mb = self.optim.mini_batches_per_rollout
-        _check(per_step % mb == 0, "optim.mini_batches_per_rollout",
-               f"({mb}) must divide rollout.prompts_per_step x rollout.group_size ({per_step}) with "
-               "train.engine trl (TRL's steps_per_generation splits the batch evenly)")
+        _check(per_step % (mb * workers) == 0, "optim.mini_batches_per_rollout",
+               f"({mb}) must divide rollout.prompts_per_step x rollout.group_size ({per_step})"
+               + (f" / train.num_workers ({workers})" if workers > 1 else "")
+               + " with train.engine trl (TRL's steps_per_generation splits each process's batch evenly)")
         _check(not self.trl.use_vllm or self.model.lora_r == 0 or self.trl.vllm_mode == "colocate",
                "trl.vllm_mode", "'server' with LoRA is not wired here; allowed with model.lora_r > 0: colocate")
 

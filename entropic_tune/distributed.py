@@ -21,6 +21,9 @@ No global state: a :class:`Collective` wraps a ``torch.distributed`` process gro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 
@@ -39,15 +42,33 @@ def shard(num_prompts: int, world: int, rank: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
+def prompt_seed(seed: int, step: int, prompt: int) -> int:
+    """The seed of prompt ``prompt``'s (global index) sampling stream at rollout step ``step``:
+    ``(seed * STRIDE + step) * STRIDE + prompt``."""
+    return (seed * PROMPT_SEED_STRIDE + step) * PROMPT_SEED_STRIDE + prompt
+
+
 def prompt_generators(seed: int, step: int, prompts: range, device: torch.device) -> list[torch.Generator]:
     """One fresh generator per prompt of ``prompts`` (global indices) for rollout step ``step``; the
     stream of prompt ``i`` depends on ``(seed, step, i)`` only, never on the worker or the split."""
     gens = []
     for i in prompts:
         g = torch.Generator(device=device)
-        g.manual_seed((seed * PROMPT_SEED_STRIDE + step) * PROMPT_SEED_STRIDE + i)
+        g.manual_seed(prompt_seed(seed, step, i))
         gens.append(g)
     return gens
+
+
+@contextmanager
+def lead_first(group: Collective | None) -> Iterator[None]:
+    """Run the block on rank 0 alone first, then on the other workers (nothing without a group): rank 0
+    builds and caches what the others then load (the warm-start), and transformers saves a model from
+    the main process of a ``torch.distributed`` group only."""
+    if group is not None and group.rank != 0:
+        group.barrier()
+    yield
+    if group is not None and group.rank == 0:
+        group.barrier()
 
 
 class Collective:

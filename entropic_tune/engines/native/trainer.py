@@ -19,6 +19,7 @@ import dataclasses
 import math
 import random
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -26,7 +27,7 @@ from ... import metrics as M
 from ...actuators import Actuation, actuate
 from ...config import Config
 from ...controllers import build_controller
-from ...distributed import Collective, pad_columns, prompt_generators, shard, token_mean
+from ...distributed import Collective, lead_first, pad_columns, prompt_generators, shard, token_mean
 from ...losses import compute_policy_loss, resolve_loss
 from ...model import compiling
 from ...model.loading import load_policy, reference_model
@@ -55,13 +56,8 @@ class Trainer:
         if config.train.threads:
             torch.set_num_threads(config.train.threads)
         self.task = build_task(config.task)
-        # Rank 0 loads first, alone: it builds (and caches) the warm-start a first run needs, and
-        # transformers saves a model from the main process of a torch.distributed group only.
-        if dist is not None and dist.rank != 0:
-            dist.barrier()
-        self.policy: Policy = load_policy(config.model, config.task, self.task, config.train.seed)
-        if dist is not None and dist.rank == 0:
-            dist.barrier()
+        with lead_first(dist):  # rank 0 builds (and caches) the warm-start a first run needs
+            self.policy: Policy = load_policy(config.model, config.task, self.task, config.train.seed)
         if dist is not None:  # replicas start equal (they are loaded alike; this makes sure)
             dist.broadcast_(list(self.policy.model.parameters()))
         self.compile_plan = compiling.apply(config, self.policy)  # model.compile: compiled decoding/update
@@ -193,21 +189,15 @@ class Trainer:
         cfg = self.config
         model = self.policy.model
         model.train()
-        # Mini-batches are drawn over the global batch's rows (the same draws on every worker); with
-        # per-prompt sampling their rows are taken in global order, so a mini-batch's layout is the
-        # concatenation of the workers' parts, whatever the split.
         n = batch.gen.input_ids.shape[0] if self.dist is None else cfg.rollout.batch_size
         lo = self.prompts.start * cfg.rollout.group_size
-        local_rows = batch.gen.input_ids.shape[0]
+        local = range(lo, lo + batch.gen.input_ids.shape[0]) if self.dist is not None else None
         n_mb = min(cfg.optim.mini_batches_per_rollout, n)
         sums: dict[str, float] = {}
         count = 0
         for epoch in range(cfg.optim.ppo_epochs):
-            for chunk in minibatch_chunks(n, n_mb, self.generator, self.policy.device):
-                if cfg.train.per_prompt_sampling:
-                    chunk = chunk.sort().values
-                if self.dist is not None:
-                    chunk = chunk[(chunk >= lo) & (chunk < lo + local_rows)] - lo  # this worker's rows
+            for chunk in worker_minibatches(n, n_mb, self.generator, self.policy.device,
+                                            cfg.train.per_prompt_sampling, local):
                 fresh = epoch == 0 and count == 0  # weights still equal the behaviour policy's
                 metrics = self._minibatch_step(batch, chunk, alpha, fresh, first if fresh else None, ref_logp)
                 for key, value in metrics.items():
@@ -352,6 +342,21 @@ def minibatch_chunks(n: int, n_mb: int, generator: torch.Generator, device: torc
     from ``generator`` cut into ``n_mb`` chunks (rows in order, no draw, when ``n_mb == 1``)."""
     order = torch.randperm(n, generator=generator, device=device) if n_mb > 1 else torch.arange(n, device=device)
     return order.chunk(n_mb)
+
+
+def worker_minibatches(n: int, n_mb: int, generator: torch.Generator, device: torch.device, ordered: bool,
+                       local: range | None = None) -> Iterator[torch.Tensor]:
+    """One epoch's mini-batches of this worker: :func:`minibatch_chunks` over the ``n`` rows of the
+    global batch (the same draws on every worker); ``ordered`` (per-prompt sampling): each chunk's rows
+    in global order, so a mini-batch's layout is the concatenation of the workers' parts whatever the
+    split; ``local``: this worker's rows of the global batch, each chunk cut to them and indexed from
+    ``local.start`` (possibly empty). The permutation is drawn at the first ``next``."""
+    for chunk in minibatch_chunks(n, n_mb, generator, device):
+        if ordered:
+            chunk = chunk.sort().values
+        if local is not None:
+            chunk = chunk[(chunk >= local.start) & (chunk < local.stop)] - local.start
+        yield chunk
 
 
 def rng_to_list(state: tuple) -> list:

@@ -25,6 +25,10 @@ from ...distributed import Collective
 from ...losses import compute_policy_loss
 from ..records import NonFiniteError
 
+ROWS = "entropic_rows"
+"""Key of a mini-batch's inputs: this process's real rows of the global mini-batch (0: one all-masked
+row that only joins the collectives), when it differs from the rows given."""
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 """A sum over the processes (accelerate's ``reduce(..., 'sum')``), identity with one process."""
 Gather = Callable[[torch.Tensor], torch.Tensor]

@@ -13,6 +13,15 @@ Three methods of ``GRPOTrainer`` are overridden, nothing is copied from it:
   (``_get_per_token_logps_and_entropies``), ``old_per_token_logps``, ``advantages`` and
   ``completion_mask`` go to ``losses.compute_policy_loss`` with alpha/bonus/knob from
   ``actuators.actuate`` (``LossControl.loss``).
+- ``_generate_single_turn`` (transformers' ``generate``), with per-prompt sampling streams
+  (``prompt_streams``: ``train.sampling_seed: prompt``, automatic with several workers): each prompt's
+  ``G`` completions are sampled in a generate call of their own, with torch's RNG seeded by
+  ``distributed.prompt_seed(seed, step, global prompt index)`` inside ``torch.random.fork_rng`` (the
+  global streams are left as they were), so the samples depend neither on the number of processes
+  nor on the other prompts of the batch (no padding between prompts either).
+- with several processes, each process's batch is right-padded to the longest completion of the
+  global batch (all-masked columns), so its rows are rows of the one-process batch and the
+  selections over the gathered scores (Clip-Cov, KL-Cov, forking tokens) line up.
 - ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: under TRL's own ``train()`` loop the
   controller's state is written into each checkpoint folder (``entropic_controller.json``) and read back
   on ``train(resume_from_checkpoint=...)``, as TRL does for its adaptive entropy coefficient.
@@ -30,12 +39,17 @@ import torch
 from trl import GRPOTrainer
 
 from ... import metrics as M
-from ...distributed import Collective
+from ...distributed import Collective, pad_columns, prompt_seed
 from ..native.rollout import compute_group_advantages
-from .control import LossControl
+from .control import ROWS, LossControl
 
 CONTROLLER_FILE = "entropic_controller.json"
 """The controller's state in a TRL checkpoint folder (``checkpoint-<step>/``)."""
+
+COMPLETION_COLUMNS = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps",
+                      "ref_per_token_logps", "importance_sampling_ratio", "tool_mask")
+"""The (rows, completion width) tensors of TRL's generation batch."""
+
 
 
 class ControlledGRPOTrainer(GRPOTrainer):
@@ -51,6 +65,9 @@ class ControlledGRPOTrainer(GRPOTrainer):
         self._capture = False
         self._captured: torch.Tensor | None = None
         self._collective: Collective | None = None
+        self.prompt_streams: tuple[int, int, int] | None = None
+        """``(seed, step, first global prompt index)`` of the next generation: per-prompt sampling
+        streams (None: TRL's sampling, one stream for the batch)."""
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -85,6 +102,26 @@ class ControlledGRPOTrainer(GRPOTrainer):
         self.last_rewards = (rewards_per_func * weights).nansum(dim=1)  # (N,) all processes, TRL's sum
         return rewards_per_func
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,  # noqa: ANN001
+                              has_tool_images=False):  # noqa: ANN001
+        if self.prompt_streams is None or not self.model.training:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        if self.use_vllm or images is not None or multimodal_fields:  # refused by the config (vLLM)
+            raise ValueError("per-prompt sampling streams map to transformers' generate of text prompts only")
+        seed, step, first = self.prompt_streams
+        group = self.num_generations
+        device = self.accelerator.device
+        forked = [device] if device.type == "cuda" else []
+        completions: list = []
+        for k, start in enumerate(range(0, len(prompt_ids), group)):
+            with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+                torch.manual_seed(prompt_seed(seed, step, first + k))  # the CPU's and every CUDA device's
+                ids, _ = super()._generate_single_turn(prompt_ids[start:start + group], None, {}, num_generations,
+                                                       has_tool_images)
+            completions.extend(ids)
+        return completions, None
+
     def _generate_and_score_completions(self, inputs):  # noqa: ANN001
         if not self.model.training:  # TRL's own evaluation loop: nothing of the controller moves
             return super()._generate_and_score_completions(inputs)
@@ -93,6 +130,10 @@ class ControlledGRPOTrainer(GRPOTrainer):
             out = super()._generate_and_score_completions(inputs)
         finally:
             self._capture = False
+        if self.accelerator.num_processes > 1:
+            out = self._pad_to_global_width(out)
+            if self._captured is not None:
+                self._captured = pad_columns(self._captured, out["completion_ids"].shape[1], 0.0)
         rows = out["completion_ids"].shape[0]
         if self.native_advantages:
             # The project's advantages of the same (gathered) rewards, then this process's rows
@@ -126,8 +167,9 @@ class ControlledGRPOTrainer(GRPOTrainer):
         if self.control.pending:  # on-policy, one micro-batch per generation: this forward is pre-update
             self._observe(entropies.detach(), mask)
         dist = self.dist
+        rows = inputs.get(ROWS, ids.shape[0]) if dist is not None else None
         loss = self.control.loss(logps, inputs.get("old_per_token_logps"), inputs["advantages"], mask, entropies,
-                                 self._reduce, dist=dist, rows=ids.shape[0] if dist is not None else None)
+                                 self._reduce, dist=dist, rows=rows)
         # accelerate averages the gradients over the processes; the project's loss is each process's
         # share of the global token-mean (METHOD.md 7.2), whose gradients are to be summed.
         return loss * self.accelerator.num_processes if dist is not None else loss
@@ -137,6 +179,21 @@ class ControlledGRPOTrainer(GRPOTrainer):
         metrics = self._metrics["train"]  # TRL's logs under its own train() loop
         metrics[M.ENTROPY].append(self.control.entropy)
         metrics[M.ALPHA].append(alpha)
+
+    def _pad_to_global_width(self, batch: dict) -> dict:
+        """Right-pad the per-token tensors of this process's batch (``COMPLETION_COLUMNS``) to the global
+        batch's longest completion: all-masked columns (ids the pad token, the rest 0)."""
+        ids = batch["completion_ids"]
+        rows, width = ids.shape
+        target = int(self._gather(torch.tensor([width], device=ids.device)).max().item())
+        if target == width:
+            return batch
+        padded = dict(batch)
+        for key in COMPLETION_COLUMNS:
+            value = batch.get(key)
+            if isinstance(value, torch.Tensor) and value.shape == (rows, width):
+                padded[key] = pad_columns(value, target, self._tokenizer.pad_token_id if key == "completion_ids" else 0)
+        return padded
 
     @staticmethod
     def _model_inputs(inputs: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
