@@ -177,7 +177,7 @@ def test_a_trl_train_run_moves_alpha(tmp_path):
     (["train.engine=trl", "trl.loss_type=grpo"], "trl.loss_type"),
     (["train.engine=trl", "trl.vllm_importance_sampling_correction=true"], "trl.vllm_importance_sampling_correction"),
     (["train.engine=trl", "model.compile=on"], "model.compile"),
-    (["train.engine=trl", "train.num_workers=2"], "train.num_workers"),
+    (["train.engine=trl", "train.num_workers=3"], "train.num_workers"),
     (["train.engine=trl", "optim.mini_batches_per_rollout=3"], "optim.mini_batches_per_rollout"),
     (["train.engine=pytorch"], "train.engine"),
     (["train.engine=trl", "loss.kl_coef=0.1"], "loss.kl_coef"),
