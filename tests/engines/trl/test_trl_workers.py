@@ -60,16 +60,26 @@ def follow_and_record(config, group) -> None:
 # --- local gloo workers: the one-worker history ----------------------------------------------------
 
 
+CASES = {
+    # EntroPIC off-policy: TRL's behaviour log-prob pass, two mini-batches drawn over the global rows
+    "entropic": {"method": "entropic", "controller.target_entropy": 0.05, "optim.mini_batches_per_rollout": 2},
+    # KL-Cov's top-k over the gathered global scores; 8 mini-batches of 2 of the 16 rows, so some hold
+    # none of a worker's rows (that worker runs one all-masked row)
+    "kl_cov": {"method": "kl_cov", "optim.mini_batches_per_rollout": 8},
+}
+
+
 @pytest.mark.slow
-def test_two_trl_workers_give_the_one_worker_history(tmp_path, monkeypatch):
-    """EntroPIC off-policy (TRL's behaviour log-prob pass, two mini-batches drawn over the global rows)
-    on 2 gloo workers, ``sampling_seed: prompt``: every step's metrics equal one worker's (float
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_trl_workers_give_the_one_worker_history(case, tmp_path, monkeypatch):
+    """2 gloo workers, ``sampling_seed: prompt``: every step's metrics equal one worker's (float
     tolerance), and both ranks hold the same global entropy and alpha (the entropy gathered over the
     processes before the controller update), which differ from what rank 0's shard alone measures."""
+    import entropic_tune.engines.trl.engine as trl_engine
     from entropic_tune.engines.trl.engine import TRLEngine
 
-    base = {**_fast(), "method": "entropic", "train.engine": "trl", "train.sampling_seed": "prompt",
-            "controller.target_entropy": 0.05, "optim.mini_batches_per_rollout": 2, "rollout.eval_every": 1}
+    base = {**_fast(), **CASES[case], "train.engine": "trl", "train.sampling_seed": "prompt",
+            "rollout.eval_every": 1}
     cfg = load_config(base)
     single = TRLEngine(cfg)
     one = [single.step() for _ in range(cfg.train.total_steps)]
@@ -87,16 +97,27 @@ def test_two_trl_workers_give_the_one_worker_history(tmp_path, monkeypatch):
             return observe(entropy, mask, reduce, gather)
 
         engine.control.observe = recording
-        assert engine.trl.accelerator.num_processes == 2 and engine.prompts == range(0, 2)
-        return [engine.step() for _ in range(two_cfg.train.total_steps)], shard_entropy
+        shares = []
+        rows = trl_engine._rows
 
-    rank0, shard_entropy = run_local(two_cfg, lead, target=follow_and_record)
+        def counting(batch, index, n):  # rank 0's share of each mini-batch
+            shares.append(index.numel())
+            return rows(batch, index, n)
+
+        monkeypatch.setattr(trl_engine, "_rows", counting)
+        assert engine.trl.accelerator.num_processes == 2 and engine.prompts == range(0, 2)
+        return [engine.step() for _ in range(two_cfg.train.total_steps)], shard_entropy, shares
+
+    rank0, shard_entropy, shares = run_local(two_cfg, lead, target=follow_and_record)
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert_same_rows(one, rank0)
     assert [(r[M.ENTROPY], r[M.ALPHA]) for r in rank0] == [(r[M.ENTROPY], r[M.ALPHA]) for r in rank1]
-    assert [r[M.ALPHA] for r in rank0] != [0.0] * len(rank0)  # the controller acted
     assert any(not close(x, r[M.ENTROPY]) for x, r in zip(shard_entropy, rank0, strict=True))
     assert all(r[M.GRAD_NORM] > 0 and r[M.PPO_KL] != 0 for r in one)  # off-policy updates ran
+    if case == "entropic":
+        assert len({r[M.ALPHA] for r in rank0}) == len(rank0)  # the controller acted every step
+    else:  # the global selection ran, and some mini-batches held no row of rank 0
+        assert all(r[M.PENALISED_FRAC] > 0 for r in one) and 0 in shares and max(shares) > 0
 
 
 @pytest.mark.slow
