@@ -9,13 +9,13 @@ unchanged. One step (METHOD.md 8):
    (``task.sample_train``); with ``W`` workers (``dist``) each keeps its shard (``distributed.shard``:
    ``B / W`` prompts), each prompt ``G`` times, as TRL's generation batch of this process;
 2. TRL samples (transformers' ``generate``, or vLLM; with ``train.per_prompt_sampling`` each prompt's
-   group from its own stream, ``ControlledGRPOTrainer._generate_single_turn``), scores with the task's reward, computes the
-   advantages and, off-policy, the behaviour log-probs (``_generate_and_score_completions``); the
+   group from its own stream, ``ControlledGRPOTrainer._generate_single_turn``), scores with the task's
+   reward, computes the advantages and, off-policy, the behaviour log-probs (``_generate_and_score_completions``); the
    subclass measures the entropy there and updates the controller once;
 3. ``ppo_epochs x mini_batches_per_rollout`` optimizer steps, the mini-batches drawn as the native
-   engine draws them (``trainer.worker_minibatches``: a fresh permutation of the global batch's rows
-   per epoch from the run's generator, this worker's rows of each), each ``compute_loss`` (the project's loss on TRL's tensors) -> accelerate's backward ->
-   gradient clipping -> AdamW;
+   engine draws them (``native.trainer.worker_minibatches``: a fresh permutation of the global batch's
+   rows per epoch from the run's generator, this worker's rows of each), each ``compute_loss`` (the
+   project's loss on TRL's tensors) -> accelerate's backward -> gradient clipping -> AdamW;
 4. one flat dict with the keys of ``metrics.STEP_KEYS``.
 
 Several workers (``train.num_workers``; ``train --workers N`` or ``--workers-per-trial N``): the caller
@@ -249,7 +249,7 @@ class TRLEngine:
 def _rows(batch: dict[str, Any], index: torch.Tensor, rows: int) -> dict[str, Any]:
     """The mini-batch ``index`` of TRL's generation batch: every per-row tensor indexed, the rest as is.
     An empty ``index`` (a worker none of whose rows the global mini-batch holds) gives one all-masked row
-    marked as no row (``trainer.ROWS``), so the worker joins the collectives and DDP's gradient
+    marked as no row (``control.ROWS``), so the worker joins the collectives and DDP's gradient
     all-reduce, and adds nothing."""
     empty = index.numel() == 0
     if empty:

@@ -1,6 +1,6 @@
 """``ControlledGRPOTrainer``: TRL's ``GRPOTrainer`` with the project's losses and entropy controllers.
 
-Three methods of ``GRPOTrainer`` are overridden, nothing is copied from it:
+These methods of ``GRPOTrainer`` are overridden, nothing is copied from it:
 
 - ``_generate_and_score_completions`` (once per rollout batch): TRL samples, scores and computes its
   advantages; then, with ``trl.scale_rewards: native``, the advantages are replaced by the project's
@@ -49,7 +49,6 @@ CONTROLLER_FILE = "entropic_controller.json"
 COMPLETION_COLUMNS = ("completion_ids", "completion_mask", "old_per_token_logps", "sampling_per_token_logps",
                       "ref_per_token_logps", "importance_sampling_ratio", "tool_mask")
 """The (rows, completion width) tensors of TRL's generation batch."""
-
 
 
 class ControlledGRPOTrainer(GRPOTrainer):
@@ -103,7 +102,7 @@ class ControlledGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,  # noqa: ANN001
-                              has_tool_images=False):  # noqa: ANN001
+                              has_tool_images=False):
         if self.prompt_streams is None or not self.model.training:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
@@ -115,7 +114,7 @@ class ControlledGRPOTrainer(GRPOTrainer):
         forked = [device] if device.type == "cuda" else []
         completions: list = []
         for k, start in enumerate(range(0, len(prompt_ids), group)):
-            with torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+            with torch.random.fork_rng(devices=forked):
                 torch.manual_seed(prompt_seed(seed, step, first + k))  # the CPU's and every CUDA device's
                 ids, _ = super()._generate_single_turn(prompt_ids[start:start + group], None, {}, num_generations,
                                                        has_tool_images)
