@@ -120,7 +120,6 @@ def test_two_trl_workers_give_the_one_worker_history(case, tmp_path, monkeypatch
         assert all(r[M.PENALISED_FRAC] > 0 for r in one) and 0 in shares and max(shares) > 0
 
 
-@pytest.mark.slow
 def test_per_prompt_streams_do_not_depend_on_the_other_prompts():
     """``sampling_seed: prompt`` on the TRL engine: a prompt's G completions come from its own stream
     (seed, step, global prompt index), the same whether it is sampled with other prompts or alone (as
