@@ -63,6 +63,8 @@ def follow_and_record(config, group) -> None:
 CASES = {
     # EntroPIC off-policy: TRL's behaviour log-prob pass, two mini-batches drawn over the global rows
     "entropic": {"method": "entropic", "controller.target_entropy": 0.05, "optim.mini_batches_per_rollout": 2},
+    # on-policy EntroPIC: the entropy from the first loss forward (under DDP), gathered there
+    "entropic_on_policy": {"method": "entropic", "controller.target_entropy": 0.05},
     # KL-Cov's top-k over the gathered global scores; 8 mini-batches of 2 of the 16 rows, so some hold
     # none of a worker's rows (that worker runs one all-masked row)
     "kl_cov": {"method": "kl_cov", "optim.mini_batches_per_rollout": 8},
@@ -113,8 +115,10 @@ def test_two_trl_workers_give_the_one_worker_history(case, tmp_path, monkeypatch
     assert_same_rows(one, rank0)
     assert [(r[M.ENTROPY], r[M.ALPHA]) for r in rank0] == [(r[M.ENTROPY], r[M.ALPHA]) for r in rank1]
     assert any(not close(x, r[M.ENTROPY]) for x, r in zip(shard_entropy, rank0, strict=True))
-    assert all(r[M.GRAD_NORM] > 0 and r[M.PPO_KL] != 0 for r in one)  # off-policy updates ran
-    if case == "entropic":
+    assert all(r[M.GRAD_NORM] > 0 for r in one)
+    if case != "entropic_on_policy":  # off-policy updates ran
+        assert all(r[M.PPO_KL] != 0 for r in one)
+    if case.startswith("entropic"):
         assert len({r[M.ALPHA] for r in rank0}) == len(rank0)  # the controller acted every step
     else:  # the global selection ran, and some mini-batches held no row of rank 0
         assert all(r[M.PENALISED_FRAC] > 0 for r in one) and 0 in shares and max(shares) > 0
