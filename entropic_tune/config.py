@@ -510,8 +510,8 @@ class TrlConfig:
     bf16: bool = False
     """TRL/transformers `bf16` mixed precision (CUDA); false on the CPU."""
     deepspeed: str | None = None
-    """Path of a DeepSpeed JSON config handed to TRL (`deepspeed`; needs the `deepspeed` package; start
-    the processes with `accelerate launch` or `--workers-per-trial`)."""
+    """Path of a DeepSpeed JSON config handed to TRL (`deepspeed`; needs the `deepspeed` package; several
+    processes through `--workers-per-trial N` or `train --workers N`; not run here: no GPU)."""
 
     def __post_init__(self) -> None:
         _choice("trl.scale_rewards", self.scale_rewards, ("native", "group", "batch", "none"))
