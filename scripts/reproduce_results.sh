@@ -2,7 +2,7 @@
 # Every experiment behind RESULTS.md, one command each (sized for a 2-core CPU machine; see RESULTS.md).
 # Usage: bash scripts/reproduce_results.sh [PHASE]
 #   PHASE: tune | tunenew | tune2 | default | lock | lockbig | tunelock | locktrack | locktrackbig | lockscaled | compare | long |
-#          longalpha | ablate | actuators | autotunelock | all
+#          longalpha | ablate | actuators | autotunelock | countdown3 | all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AIR_NEW_OUTPUT=0
@@ -88,7 +88,7 @@ if [[ $phase == lockscaled || $phase == all ]]; then
 fi
 if [[ $phase == default || $phase == all ]]; then
   # The README's main job, at the tuned settings.
-  $ET compare --out "$OUT" --name compare_default --quiet
+  $ET compare --space compare_arithmetic --out "$OUT" --name compare_default --quiet
 fi
 if [[ $phase == compare || $phase == all ]]; then
   # 3 + 4. All eight methods at their tuned settings, off-policy, 5 seeds; PI vs P included.
@@ -96,7 +96,7 @@ if [[ $phase == compare || $phase == all ]]; then
 fi
 if [[ $phase == long || $phase == all ]]; then
   # 5. Long run: three times the default length for GRPO, entropy bonus and EntroPIC, 3 seeds.
-  $ET compare --space compare --steps 450 --seeds 3 --out "$OUT" --name long --quiet
+  $ET compare --space compare_arithmetic --steps 450 --seeds 3 --out "$OUT" --name long --quiet
 fi
 if [[ $phase == longalpha || $phase == all ]]; then
   # 5b. The same long run of the tuned EntroPIC with alpha_min -1 and -3, 3 seeds.
@@ -143,5 +143,19 @@ if [[ $phase == autotunelock || $phase == all ]]; then
   # shellcheck disable=SC2046
   $ET ablate --space results_lock $(gains "$OUT/gains/b512.yaml") --set rollout.prompts_per_step=64 \
     --set rollout.final_samples=0 --out "$OUT" --name lock_auto_b512 --quiet
-  # (the searched gains at 512 responses: phase locktrackbig)
+  # The searched gains at 512 responses, re-run on today's code with the same noise estimator as the
+  # autotuned arm (issue 28; the first comparison used section 2c's run, phase locktrackbig).
+  $ET ablate --space results_lock "${LOCK_GAINS[@]}" --set rollout.prompts_per_step=64 \
+    --set rollout.final_samples=0 --out "$OUT" --name lock_tracking_b512 --quiet
+fi
+if [[ $phase == countdown3 || $phase == all ]]; then
+  # 8. The countdown3 study (plan in RESULTS.md section 8, fixed before its runs): each method tuned on
+  #    the validation split (seeds 100-101, 12 TPE suggestions x 150 steps), then the comparison on the
+  #    test split at the picks (compare.yaml's method_overrides, the main job's space) with 9 paired
+  #    seeds, and the long run (450 steps, 3 seeds). Folders copied to results/countdown3/.
+  for m in grpo entropy_bonus entropic; do
+    $ET search --space countdown3/tune_$m --out "$OUT" --name cd3_tune_$m --quiet
+  done
+  $ET compare --seeds 9 --out "$OUT" --name cd3_compare --quiet
+  $ET compare --steps 450 --seeds 3 --out "$OUT" --name cd3_long --quiet
 fi
