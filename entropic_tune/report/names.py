@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from ..names import (  # noqa: F401 - re-exported to the report's modules
     ALPHA,
     BASE,
+    DISTINCT_CORRECT,
     ENTROPY,
     ENTROPY_DROP,
     ERROR,

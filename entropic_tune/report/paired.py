@@ -29,7 +29,14 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from .loading import completed
-from .names import FINAL, FINAL_ACCURACY, LATE_ACCURACY, metric_label, pass_at_k_columns
+from .names import (
+    DISTINCT_CORRECT,
+    FINAL,
+    FINAL_ACCURACY,
+    LATE_ACCURACY,
+    metric_label,
+    pass_at_k_columns,
+)
 from .wording import count
 
 ALPHA = 0.05
@@ -157,11 +164,13 @@ def seeds_needed(
 
 def decision_metrics(summary: pd.DataFrame) -> list[str]:
     """What a comparison is decided on: final pass@1, pass@8 and pass@n (the largest k), greedy final
-    accuracy and the mean of the last evaluations; ``summary/final_accuracy`` for older folders."""
+    accuracy, the distinct correct responses per problem (where the task measures them) and the mean
+    of the last evaluations; ``summary/final_accuracy`` for older folders."""
     ks = pass_at_k_columns(c for c in summary.columns if summary[c].notna().any())
     chosen = [ks[k] for k in dict.fromkeys((1, 8, max(ks, default=1))) if k in ks]
     chosen += [
-        c for c in (f"{FINAL}/accuracy", LATE_ACCURACY) if c in summary and summary[c].notna().any()
+        c for c in (f"{FINAL}/accuracy", f"{FINAL}/{DISTINCT_CORRECT}", LATE_ACCURACY)
+        if c in summary and summary[c].notna().any()
     ]
     return chosen or [FINAL_ACCURACY]
 

@@ -338,3 +338,15 @@ def test_tracking_error_only_for_methods_with_a_target(passk):
     grpo = next(line for line in lines if line.startswith("grpo "))
     entropic = next(line for line in lines if line.startswith("entropic "))
     assert grpo.rstrip().endswith(" -") and not entropic.rstrip().endswith(" -")
+
+
+def test_distinct_correct_responses_are_a_secondary_metric_where_the_task_measures_them():
+    """issue 28 H2: final/distinct_correct enters the secondary family when the folder has it."""
+    from entropic_tune.report.paired import decision_metrics
+
+    frame = pd.DataFrame({"final/pass@1": [0.2], "final/pass@64": [0.6], "final/accuracy": [0.2],
+                          "summary/late_accuracy": [0.2], "final/distinct_correct": [1.0]})
+    assert decision_metrics(frame) == ["final/pass@1", "final/pass@64", "final/accuracy",
+                                       "final/distinct_correct", "summary/late_accuracy"]
+    frame["final/distinct_correct"] = float("nan")  # an older folder or a task without the count
+    assert "final/distinct_correct" not in decision_metrics(frame)
