@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "countdown3_long.py"
+from analysis_scripts import load_script  # tests/ is on sys.path (conftest.py)
 
 
 @pytest.fixture(scope="module")
 def long_study():
-    spec = importlib.util.spec_from_file_location("countdown3_long", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("countdown3_long")
 
 
 def folder(path: Path, values: dict[tuple[str, int], float]) -> Path:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import yaml
-
-SCRIPT = Path(__file__).resolve().parents[2] / "analysis" / "tune_study.py"
+from analysis_scripts import load_script  # tests/ is on sys.path (conftest.py)
 
 
 @pytest.fixture(scope="module")
 def tune_study():
-    spec = importlib.util.spec_from_file_location("tune_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tune_study")
 
 
 def study(folder: Path, values: dict[float, tuple[float, float]], spec: dict | None = None) -> Path:
