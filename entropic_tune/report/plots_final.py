@@ -106,8 +106,9 @@ def plot_final_metrics(exp: Experiment, path: str | Path | None = None) -> Figur
         TRACKING_RMSE,
         "entropy tracking RMSE\n(relative to target, 2nd half)",
     )
-    axes[0, 0].set_title(f"{metric}: {label} (ranked, best left)", fontsize=10)
-    axes[0, 1].set_title(f"{TRACKING_RMSE}: methods with a target (lower is better)", fontsize=10)
+    # the metric's name on the first line, what it means on the second: a title no wider than its panel
+    axes[0, 0].set_title(f"{metric}\nranked, best left", fontsize=10)
+    axes[0, 1].set_title(f"{TRACKING_RMSE}\nmethods with a target; lower is better", fontsize=10)
     fig.suptitle("Per-method results: mean and 95% t-interval over seeds (hollow dots: seeds)")
     return finish_figure(fig, path)
 
