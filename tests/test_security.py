@@ -240,14 +240,17 @@ def test_the_local_ray_refuses_a_client_without_its_token(ray_local, tmp_path):
     gcs = ray_local.get_runtime_context().gcs_address
     assert os.environ.get("RAY_AUTH_MODE") == "token"
     bare = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    probes = {}  # both clients at once: each waits ~20 s for Ray's client to give up retrying
     for label, auth in (("no auth", {"RAY_AUTH_MODE": "disabled"}),
                         ("another token", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})):
         marker = tmp_path / label.replace(" ", "-")
         env = {**bare, **auth, "HOME": str(tmp_path)}  # no ~/.ray/auth_token to fall back on
-        done = subprocess.run([sys.executable, "-c", PROBE, gcs, str(marker)], env=env, capture_output=True,
-                              text=True, timeout=240)
-        assert "REFUSED" in done.stdout and not marker.exists(), (label, done.stdout, done.stderr[-2000:])
-        assert "Authentication token is missing or incorrect" in done.stderr, (label, done.stderr[-2000:])
+        probes[label] = marker, subprocess.Popen([sys.executable, "-c", PROBE, gcs, str(marker)], env=env,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for label, (marker, proc) in probes.items():
+        stdout, stderr = proc.communicate(timeout=240)
+        assert "REFUSED" in stdout and not marker.exists(), (label, stdout, stderr[-2000:])
+        assert "Authentication token is missing or incorrect" in stderr, (label, stderr[-2000:])
 
 
 # --- names: the same check in every command -------------------------------------------------------------
