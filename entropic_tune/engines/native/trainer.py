@@ -20,6 +20,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -80,11 +81,7 @@ class Trainer:
         """One rollout step; returns exactly the keys of ``metrics.STEP_KEYS``."""
         cfg = self.config
         self.step_count += 1
-        # Fires once per run: a trainer restored from a checkpoint has already survived the crash.
-        # With several workers only the last one crashes (the others wait for it in a collective).
-        last_worker = self.dist is None or self.dist.rank == self.dist.world - 1
-        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored \
-                and last_worker:
+        if fails_now(cfg, self.step_count, self.restored, self.dist):
             raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
         if self.last_eval is None:
             self.last_eval = self.evaluate()  # the base model's accuracy, before any update
@@ -149,27 +146,13 @@ class Trainer:
 
     def state_dict(self) -> dict[str, object]:
         """Everything needed to continue exactly: model, optimizer, controller, RNG streams, step."""
-        return {
-            "model": self.policy.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "controller": self.controller.state_dict(),
-            "data_rng": rng_to_list(self.data_rng.getstate()),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step_count,
-            "last_eval": dict(self.last_eval) if self.last_eval is not None else None,
-        }
+        return run_state(self.policy.model, self.optimizer, self.controller, self.data_rng, self.generator,
+                         self.step_count, self.last_eval)
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.policy.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.controller.load_state_dict(state["controller"])
-        self.data_rng.setstate(rng_from_list(state["data_rng"]))
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step_count = int(state["step"])
+        self.step_count, self.last_eval = restore_run_state(state, self.policy.model, self.optimizer,
+                                                            self.controller, self.data_rng, self.generator)
         self.restored = True
-        self.last_eval = dict(state["last_eval"]) if state["last_eval"] is not None else None
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -357,6 +340,49 @@ def worker_minibatches(n: int, n_mb: int, generator: torch.Generator, device: to
         if local is not None:
             chunk = chunk[(chunk >= local.start) & (chunk < local.stop)] - local.start
         yield chunk
+
+
+def fails_now(config: Config, step: int, restored: bool, dist: Collective | None) -> bool:
+    """``debug.fail_at_step``: crash at that step, once per run (a run restored from a checkpoint has
+    survived it) and, with several workers, on the last one only (the others wait in a collective)."""
+    last_worker = dist is None or dist.rank == dist.world - 1
+    return bool(config.debug.fail_at_step) and step == config.debug.fail_at_step and not restored and last_worker
+
+
+def run_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, controller: Any,
+              data_rng: random.Random, generator: torch.Generator, step: int,
+              last_eval: dict[str, float] | None) -> dict[str, object]:
+    """What an engine's checkpoint holds to continue exactly (both engines): weights, optimizer,
+    controller, the data and sampling streams, torch's RNG (and CUDA's where there is one), the step
+    and the latest evaluation. Plain tensors, lists and dicts: it loads with ``weights_only=True``."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "controller": controller.state_dict(),
+        "data_rng": rng_to_list(data_rng.getstate()),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "last_eval": dict(last_eval) if last_eval is not None else None,
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_run_state(state: dict[str, object], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                      controller: Any, data_rng: random.Random,
+                      generator: torch.Generator) -> tuple[int, dict[str, float] | None]:
+    """Load :func:`run_state`'s ``state`` into the objects; returns ``(step, last_eval)``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    controller.load_state_dict(state["controller"])
+    data_rng.setstate(rng_from_list(state["data_rng"]))
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["step"]), (dict(state["last_eval"]) if state["last_eval"] is not None else None)
 
 
 def rng_to_list(state: tuple) -> list:

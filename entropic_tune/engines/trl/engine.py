@@ -49,9 +49,10 @@ from ...tasks import Problem, build_task
 from ..native.evaluation import final_evaluation, training_evaluation
 from ..native.trainer import (
     SimulatedFailure,
-    rng_from_list,
-    rng_to_list,
+    fails_now,
+    restore_run_state,
     rollout_metrics,
+    run_state,
     worker_minibatches,
 )
 from ..records import FinalEvaluation
@@ -126,10 +127,7 @@ class TRLEngine:
         """One rollout step; returns exactly the keys of ``metrics.STEP_KEYS``."""
         cfg = self.config
         self.step_count += 1
-        # as the native engine: with several workers only the last one crashes (the others wait for it)
-        last_worker = self.dist is None or self.dist.rank == self.dist.world - 1
-        if cfg.debug.fail_at_step and self.step_count == cfg.debug.fail_at_step and not self.restored \
-                and last_worker:
+        if fails_now(cfg, self.step_count, self.restored, self.dist):
             raise SimulatedFailure(f"debug.fail_at_step: simulated crash at step {self.step_count}")
         if self.last_eval is None:
             self.last_eval = self.evaluate()  # the base model's accuracy, before any update
@@ -198,34 +196,16 @@ class TRLEngine:
 
     def state_dict(self) -> dict[str, object]:
         """Everything needed to continue exactly: model, optimizer, controller, RNG streams, step."""
-        state = {
-            "model": self.trl.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "controller": self.controller.state_dict(),
-            "data_rng": rng_to_list(self.data_rng.getstate()),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step_count,
-            "last_eval": dict(self.last_eval) if self.last_eval is not None else None,
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
+        return run_state(self.trl.accelerator.unwrap_model(self.model), self.optimizer, self.controller,
+                         self.data_rng, self.generator, self.step_count, self.last_eval)
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.trl.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.controller.load_state_dict(state["controller"])
-        self.data_rng.setstate(rng_from_list(state["data_rng"]))
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.step_count = int(state["step"])
+        self.step_count, self.last_eval = restore_run_state(
+            state, self.trl.accelerator.unwrap_model(self.model), self.optimizer, self.controller, self.data_rng,
+            self.generator)
         self.trl.state.global_step = self.step_count * self.config.optim.mini_batches_per_rollout \
             * self.config.optim.ppo_epochs
         self.restored = True
-        self.last_eval = dict(state["last_eval"]) if state["last_eval"] is not None else None
 
     # --- internals -------------------------------------------------------------------------------
 
