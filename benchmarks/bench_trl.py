@@ -112,15 +112,8 @@ def run_project(args: argparse.Namespace) -> dict[str, object]:
     return res
 
 
-def run_trl_engine(args: argparse.Namespace) -> dict[str, object]:
-    """The TRL engine (``train.engine: trl``) on the project's config: step and generation times."""
-    from entropic_tune.config import replace
-    from entropic_tune.engines.trl.engine import TRLEngine
-
-    engine = TRLEngine(replace(project_config(args), **{"train.engine": "trl", "model.compile": "off"}))
-    C.set_threads(args.threads)
-    engine.last_eval = {"eval/accuracy": 0.0, "eval/pass@k": 0.0, "eval/entropy": 0.0}  # TRL does not evaluate
-    model = engine.trl.model
+def time_generate(model: object) -> list[tuple[float, float]]:
+    """Wrap ``model.generate`` so each call appends its (wall, CPU) seconds to the returned list."""
     gen_times: list[tuple[float, float]] = []
     original_generate = model.generate
 
@@ -133,6 +126,19 @@ def run_trl_engine(args: argparse.Namespace) -> dict[str, object]:
             gen_times.append((wall_end - wall, cpu_end - cpu))
 
     model.generate = timed_generate
+    return gen_times
+
+
+def run_trl_engine(args: argparse.Namespace) -> dict[str, object]:
+    """The TRL engine (``train.engine: trl``) on the project's config: step and generation times."""
+    from entropic_tune.config import replace
+    from entropic_tune.engines.trl.engine import TRLEngine
+
+    engine = TRLEngine(replace(project_config(args), **{"train.engine": "trl", "model.compile": "off"}))
+    C.set_threads(args.threads)
+    engine.last_eval = {"eval/accuracy": 0.0, "eval/pass@k": 0.0, "eval/entropy": 0.0}  # TRL does not evaluate
+    model = engine.trl.model
+    gen_times = time_generate(model)  # (wall, cpu) per generate call
     lengths: list[list[float]] = []  # per response of each step, up to and including EOS
     original_score = engine.trl._generate_and_score_completions
 
@@ -195,18 +201,7 @@ def run_trl(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    gen_times: list[tuple[float, float]] = []  # (wall, cpu) per generate call
-    original_generate = model.generate
-
-    def timed_generate(*a: object, **k: object) -> object:
-        wall, cpu = C.clock()
-        try:
-            return original_generate(*a, **k)
-        finally:
-            wall_end, cpu_end = C.clock()
-            gen_times.append((wall_end - wall, cpu_end - cpu))
-
-    model.generate = timed_generate
+    gen_times = time_generate(model)  # (wall, cpu) per generate call
 
     ends: list[tuple[float, float, float]] = []  # (wall, thread CPU, process CPU) at each step end
 
