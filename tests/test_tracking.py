@@ -87,19 +87,26 @@ def test_the_tensorboard_logger_is_rays_tbx_callback(tmp_path):
     assert [type(c) for c in logger_callbacks("none", None, tmp_path)] == [CSVLoggerCallback, JsonLoggerCallback]
 
 
-@pytest.mark.slow
-def test_train_logs_its_config_steps_and_summary_to_mlflow(tmp_path, fast_config, capsys):
-    from mlflow.tracking import MlflowClient
-
+def logged_train_run(tmp_path, fast_config, capsys, name: str, log: str):
+    """``entropic-tune train --log LOG`` of EntroPIC on the fast config; its folder, history rows and
+    summary row."""
     sets = [a for k, v in fast_config.items() for a in ("--set", f"{k}={v}")]
-    code = main(["train", "--method", "entropic", "--quiet", "--out", str(tmp_path), "--name", "one",
-                 "--log", "mlflow", *sets])
+    code = main(["train", "--method", "entropic", "--quiet", "--out", str(tmp_path), "--name", name,
+                 "--log", log, *sets])
     assert code == 0, capsys.readouterr().err
-    run_dir = tmp_path / "one"
+    run_dir = tmp_path / name
     with open(run_dir / "history.csv", newline="") as handle:
         history = list(csv.DictReader(handle))
     with open(run_dir / "summary.csv", newline="") as handle:
         (summary,) = list(csv.DictReader(handle))
+    return run_dir, history, summary
+
+
+@pytest.mark.slow
+def test_train_logs_its_config_steps_and_summary_to_mlflow(tmp_path, fast_config, capsys):
+    from mlflow.tracking import MlflowClient
+
+    run_dir, history, summary = logged_train_run(tmp_path, fast_config, capsys, "one", "mlflow")
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("one").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["status"] == "TERMINATED"
@@ -159,15 +166,7 @@ def test_train_logs_its_steps_and_summary_to_wandb_offline(tmp_path, fast_config
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    sets = [a for k, v in fast_config.items() for a in ("--set", f"{k}={v}")]
-    code = main(["train", "--method", "entropic", "--quiet", "--out", str(tmp_path), "--name", "wb",
-                 "--log", "wandb", *sets])
-    assert code == 0, capsys.readouterr().err
-    run_dir = tmp_path / "wb"
-    with open(run_dir / "history.csv", newline="") as handle:
-        history = list(csv.DictReader(handle))
-    with open(run_dir / "summary.csv", newline="") as handle:
-        (summary,) = list(csv.DictReader(handle))
+    run_dir, history, summary = logged_train_run(tmp_path, fast_config, capsys, "wb", "wandb")
     rows = wandb_history(run_dir)
     steps = [(step, metrics[M.ENTROPY]) for step, metrics in rows if M.ENTROPY in metrics]
     assert steps == [(int(float(h["step"])), pytest.approx(float(h[M.ENTROPY]))) for h in history]
